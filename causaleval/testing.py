@@ -1,0 +1,63 @@
+"""Tiny randomly initialised models of each supported family, for tests (SPEC §2).
+
+The tokenizer is a small byte-level BPE trained in memory on the built-in fact prompts, so nothing
+is downloaded.  Models are built from a config with a fixed seed.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+from causaleval.models import ModelBundle, bundle_from
+
+FAMILY_CONFIGS = {
+    "gpt2": ("GPT2Config", dict(n_layer=4, n_embd=32, n_head=4, n_inner=64, n_positions=128,
+                               resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)),
+    "gptj": ("GPTJConfig", dict(n_layer=4, n_embd=32, n_head=4, n_inner=64, n_positions=128, rotary_dim=4,
+                               resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)),
+    "gpt_neox": ("GPTNeoXConfig", dict(num_hidden_layers=4, hidden_size=32, num_attention_heads=4,
+                                       intermediate_size=64, max_position_embeddings=128, rotary_pct=0.25,
+                                       attention_dropout=0.0, hidden_dropout=0.0)),
+    "llama": ("LlamaConfig", dict(num_hidden_layers=4, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                                 intermediate_size=64, max_position_embeddings=128)),
+}
+
+
+@lru_cache(maxsize=1)
+def tiny_tokenizer(vocab_size: int = 400):
+    """A byte-level BPE tokenizer trained on the geography fact prompts and answers."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from causaleval.geofacts import RELATIONS, raw_triples
+
+    corpus = []
+    for rid, subject, answer in raw_triples(n_cities=100):
+        for t in RELATIONS[rid].templates:
+            corpus.append(t.replace("{}", subject) + " " + answer)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(corpus, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    return fast
+
+
+def tiny_model(family: str = "gpt2", seed: int = 0, n_layers: int = 4) -> ModelBundle:
+    """A tiny random model of ``family`` with the tiny tokenizer (float32, cpu, eval mode)."""
+    import transformers
+
+    cls_name, kwargs = FAMILY_CONFIGS[family]
+    tok = tiny_tokenizer()
+    kwargs = dict(kwargs)
+    layer_key = "n_layer" if "n_layer" in kwargs else "num_hidden_layers"
+    kwargs[layer_key] = n_layers
+    config = getattr(transformers, cls_name)(vocab_size=len(tok), bos_token_id=tok.eos_token_id,
+                                             eos_token_id=tok.eos_token_id, **kwargs)
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    return bundle_from(model.float(), tok, name=f"tiny-{family}", identity={"seed": seed})

@@ -1,0 +1,1 @@
+"""The study: `python -m experiments.main` (stages facts → trace → edit → analyze → report)."""

@@ -1,0 +1,58 @@
+"""Study configuration and presets (resolved config is written to run.json)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+
+@dataclass
+class StudyConfig:
+    """Everything a run depends on.  ``None`` for a limit means "all"."""
+
+    model: str = "smollm2"
+    facts: str | None = None          # local CounterFact JSON; None = built-in geography facts
+    out: str | None = None            # results folder; None = results/<model>
+    preset: str = "default"
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+    relations: list[str] | None = None
+    max_facts: int | None = None      # known facts used by trace/edit (first n after a seeded shuffle)
+    batch_size: int = 64
+    # localisation (SPEC §4)
+    noise_draws: int = 10
+    partner_draws: int = 10
+    trace_components: list[str] = field(default_factory=lambda: ["residual", "mlp", "attn"])
+    trace_window: int = 10
+    # editing (SPEC §5)
+    edit_layers: list[int] | None = None   # None = every `edit_layer_step`-th layer and the last
+    edit_layer_step: int = 3
+    # analysis (SPEC §7)
+    analysis_window: int = 5
+    n_bootstrap: int = 1000
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def updated(self, **changes) -> "StudyConfig":
+        known = {f.name for f in fields(self)}
+        return replace(self, **{k: v for k, v in changes.items() if k in known and v is not None})
+
+
+PRESETS: dict[str, dict] = {
+    # Finishes on a 2-core laptop CPU with SmolLM2 (see README for the measured time).
+    "default": dict(max_facts=60, noise_draws=10, partner_draws=10, edit_layer_step=3),
+    # Every known fact and every layer.
+    "paper": dict(max_facts=None, noise_draws=10, partner_draws=10, edit_layer_step=1),
+    # Seconds-scale run for tests.
+    "smoke": dict(max_facts=6, noise_draws=3, partner_draws=3, edit_layer_step=2, n_bootstrap=200,
+                  trace_components=["residual", "mlp"]),
+}
+
+
+def resolve(preset: str, **overrides) -> StudyConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    cfg = StudyConfig(preset=preset).updated(**PRESETS[preset])
+    return cfg.updated(**overrides)

@@ -1,0 +1,57 @@
+"""What every stage gets: the resolved config, the results folder and lazily loaded model and facts."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from causaleval.counterfact import Fact, facts_from_jsonl
+from causaleval.errors import CausalEvalError
+from causaleval.models import ModelBundle, load_model
+from experiments.config import StudyConfig
+
+
+@dataclass
+class StageContext:
+    config: StudyConfig
+    out_dir: Path
+    progress: bool = True
+    _bundle: ModelBundle | None = field(default=None, repr=False)
+
+    @property
+    def bundle(self) -> ModelBundle:
+        if self._bundle is None:
+            c = self.config
+            self._bundle = load_model(c.model, device=c.device, dtype=c.dtype, trust_remote_code=c.trust_remote_code)
+        return self._bundle
+
+    @property
+    def facts_path(self) -> Path:
+        return self.out_dir / "facts.jsonl"
+
+    @cached_property
+    def known_facts(self) -> list[Fact]:
+        """All known facts written by the facts stage."""
+        if not self.facts_path.is_file():
+            raise CausalEvalError(f"{self.facts_path} is missing: run the facts stage first "
+                                  f"(python -m experiments.main --stage facts --out {self.out_dir})")
+        return facts_from_jsonl(self.facts_path)
+
+    @cached_property
+    def study_facts(self) -> list[Fact]:
+        """The known facts this run studies: a seeded sample of ``max_facts`` (all when None), in case order."""
+        facts = self.known_facts
+        n = self.config.max_facts
+        if n is not None and n < len(facts):
+            rng = random.Random(self.config.seed)
+            chosen = set(rng.sample(range(len(facts)), n))
+            facts = [f for i, f in enumerate(facts) if i in chosen]
+        return facts
+
+    def edit_layers(self) -> list[int]:
+        n = self.bundle.n_layers
+        if self.config.edit_layers is not None:
+            return list(self.config.edit_layers)
+        return sorted(set(range(0, n, self.config.edit_layer_step)) | {n - 1})

@@ -1,0 +1,1 @@
+"""One module per stage of the study; each exposes ``NAME``, ``OUTPUTS``, and ``run(ctx)``."""
