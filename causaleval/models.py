@@ -124,6 +124,9 @@ def load_model(
         identity.update(json.loads((folder / "causaleval-source.json").read_text()))
         identity["hf_name"] = "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)"
         source = str(folder)
+        if fresh is not None:
+            model, tokenizer = fresh
+            return bundle_from(model.to(DTYPES[dtype]), tokenizer, name=name, device=device, identity=identity)
     else:
         source = name
         if not Path(name).exists():
@@ -135,9 +138,6 @@ def load_model(
                     "Download it once on a machine with network access (e.g. `huggingface-cli download "
                     f"{name}`) and pass its folder with --model, or use --model {EMBEDDED}."
                 ) from err
-        if fresh is not None:
-            model, tokenizer = fresh
-            return bundle_from(model.to(DTYPES[dtype]), tokenizer, name=name, device=device, identity=identity)
     config = AutoConfig.from_pretrained(source, local_files_only=True, trust_remote_code=trust_remote_code)
     family_for(config.model_type)  # fail early, before loading weights, on an unknown family
     model = AutoModelForCausalLM.from_pretrained(
