@@ -20,6 +20,11 @@ class StudyConfig:
     relations: list[str] | None = None
     max_facts: int | None = None      # known facts used by trace/edit (first n after a seeded shuffle)
     batch_size: int = 64
+    # where per-case work runs (issue 6): "local" (in-process) or "ray"
+    backend: str = "local"
+    ray_address: str | None = None    # an existing Ray cluster ("auto", "ray://host:10001"); None = start one here
+    workers: int | None = None        # Ray workers; None = one per GPU (cuda) or 2 (cpu)
+    shard_size: int = 4               # cases per Ray task
     # localisation (SPEC §4)
     noise_draws: int = 10
     partner_draws: int = 10

@@ -55,3 +55,14 @@ class StageContext:
         if self.config.edit_layers is not None:
             return list(self.config.edit_layers)
         return sorted(set(range(0, n, self.config.edit_layer_step)) | {n - 1})
+
+
+def run_case_job(ctx: StageContext, job, facts: list[Fact], parts_dir: str) -> list[str]:
+    """Run a stage's per-case job on the configured backend into ``<out>/<parts_dir>``; returns part keys."""
+    from causaleval.parts import PartStore
+    from experiments.backends import run_job
+
+    c = ctx.config
+    return run_job(job, facts, PartStore(ctx.out_dir / parts_dir), c, lambda: ctx.bundle, backend=c.backend,
+                   progress=ctx.progress, shard_size=c.shard_size,
+                   **({"workers": c.workers, "address": c.ray_address} if c.backend == "ray" else {}))

@@ -61,6 +61,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--trust-remote-code", action="store_true", default=None,
                    help="allow a model folder's own code to run (off by default)")
+    p.add_argument("--backend", default=None, choices=["local", "ray"],
+                   help="where trace/edit work runs: local (default, in-process) or ray (needs pip install '.[ray]')")
+    p.add_argument("--ray-address", default=None, help="address of an existing Ray cluster (default: start a local one)")
+    p.add_argument("--workers", type=int, default=None, help="Ray workers (default: one per GPU, or 2 on CPU)")
     p.add_argument("--force", action="store_true", help="recompute the chosen stage(s) even if finished")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
@@ -69,7 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def build_config(args: argparse.Namespace) -> StudyConfig:
     return resolve(args.preset, model=args.model, facts=args.facts, out=args.out, device=args.device,
                    dtype=args.dtype, seed=args.seed, max_facts=args.max_facts, relations=args.relations,
-                   batch_size=args.batch_size, trust_remote_code=args.trust_remote_code)
+                   batch_size=args.batch_size, trust_remote_code=args.trust_remote_code, backend=args.backend,
+                   ray_address=args.ray_address, workers=args.workers)
 
 
 def out_dir_for(cfg: StudyConfig) -> Path:

@@ -1,0 +1,45 @@
+"""Stage ``analyze``: the hypothesis tests of SPEC §7 over trace.parquet and edits.parquet.
+
+Writes ``analysis/{joined,r2,h1,per_layer,within_case,argmax}.parquet`` (one ``variant`` column: the
+default effect rule and the subject_last / noising / logit-difference variants whose trace rows exist)
+and ``analysis/summary.json`` (the headline numbers), then prints the headline answer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from causaleval.analysis import AnalysisError, AnalysisSpec, analyze_all, headline, write_results
+from experiments.context import StageContext
+
+NAME = "analyze"
+OUTPUTS = ("analysis/summary.json",)
+
+
+def spec_from_config(config) -> AnalysisSpec:
+    """The default analysis of a study config: window, bootstrap size and seed from the config."""
+    return AnalysisSpec(window=config.analysis_window, n_bootstrap=config.n_bootstrap, seed=config.seed)
+
+
+def analyze_folder(out_dir: Path, spec: AnalysisSpec) -> dict:
+    """Run every analysis on a results folder; returns the summary (also written to analysis/summary.json)."""
+    out_dir = Path(out_dir)
+    inputs = {}
+    for name in ("trace", "edits"):
+        path = out_dir / f"{name}.parquet"
+        if not path.is_file():
+            raise AnalysisError(f"{path} is missing: run the {name if name == 'trace' else 'edit'} stage first "
+                                f"(python -m experiments.main --out {out_dir})")
+        inputs[name] = pd.read_parquet(path)
+    run_info = json.loads((out_dir / "run.json").read_text()) if (out_dir / "run.json").is_file() else {}
+    results = analyze_all(inputs["trace"], inputs["edits"], spec)
+    path = write_results(results, out_dir, run_info)
+    return json.loads(path.read_text())
+
+
+def run(ctx: StageContext) -> None:
+    summary = analyze_folder(ctx.out_dir, spec_from_config(ctx.config))
+    print(headline(summary))
