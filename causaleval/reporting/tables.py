@@ -1,0 +1,293 @@
+"""LaTeX tables (booktabs) and the ``numbers.tex`` macros of the analysis (SPEC §7, §8).
+
+Every function takes the :class:`causaleval.analysis.AnalysisTables` read back from a results folder
+and returns LaTeX source; :func:`write_tables` writes them all.  Numbers are formatted to three
+decimals (ΔR² to four), CIs in brackets, p-values as ``<0.001`` below one in a thousand.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from causaleval.analysis import AnalysisTables
+from causaleval.store import atomic_write_text
+
+LABELS = {"noise": "Noise tracing", "resample": "Resample scrubbing", "flip": "Flip scrubbing"}
+SHORT = {"noise": "noise", "resample": "resample", "flip": "flip"}
+SCORE_LABELS = {"rewrite_score": "Rewrite score", "paraphrase_score": "Paraphrase score",
+                "neighborhood_score": "Neighborhood score"}
+VARIANT_LABELS = {"default": "max over tokens", "subject_last": "last subject token",
+                  "noising": "noising (flip into clean)", "logit_diff": "logit difference"}
+
+
+def _missing(x) -> bool:
+    return x is None or (isinstance(x, float) and not math.isfinite(x)) or pd.isna(x)
+
+
+def num(x, digits: int = 3) -> str:
+    """A number for a table cell; ``--`` when missing."""
+    return "--" if _missing(x) else f"{float(x):.{digits}f}"
+
+
+def pval(p) -> str:
+    """A p-value: three decimals, or ``$<$0.001``."""
+    if _missing(p):
+        return "--"
+    return "$<$0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def pexpr(p) -> str:
+    """A p-value for prose: ``$p = 0.012$`` or ``$p < 0.001$``."""
+    if _missing(p):
+        return "$p$ n/a"
+    return "$p < 0.001$" if p < 0.001 else f"$p = {p:.3f}$"
+
+
+def ci(lo, hi, digits: int = 3) -> str:
+    return "" if _missing(lo) or _missing(hi) else f"[{float(lo):.{digits}f}, {float(hi):.{digits}f}]"
+
+
+def est_ci(x, lo, hi, digits: int = 3) -> str:
+    """``0.123 [0.045, 0.201]``."""
+    c = ci(lo, hi, digits)
+    return f"{num(x, digits)} {c}".strip()
+
+
+def tex_escape(text: str) -> str:
+    """Escape LaTeX specials in plain text (backslashes become slashes)."""
+    text = text.replace("\\", "/")
+    for a in "_%&#${}":
+        text = text.replace(a, "\\" + a)
+    return text
+
+
+def booktabs(header: list[str], body: list[list[str] | str], caption: str, label: str,
+             align: str | None = None) -> str:
+    """A ``table`` with a booktabs ``tabular``; a body entry that is a string is a group heading row."""
+    ncol = len(header)
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{caption}}}", rf"\label{{{label}}}",
+             rf"\begin{{tabular}}{{{align or 'l' + 'r' * (ncol - 1)}}}", r"\toprule",
+             " & ".join(header) + r" \\", r"\midrule"]
+    first = True
+    for row in body:
+        if isinstance(row, str):
+            if not first:
+                lines.append(r"\midrule")
+            lines.append(rf"\multicolumn{{{ncol}}}{{l}}{{\emph{{{row}}}}} \\")
+        else:
+            lines.append(" & ".join(row) + r" \\")
+        first = False
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def _variant(frame: pd.DataFrame, variant: str) -> pd.DataFrame:
+    return frame[frame.variant == variant] if not frame.empty and "variant" in frame else frame.iloc[0:0]
+
+
+def _info(t: AnalysisTables, variant: str) -> dict:
+    return t.summary["variants"].get(variant, {})
+
+
+def hase_table(t: AnalysisTables, variant: str = "default") -> str:
+    """Layer / Effect / Both / ΔR² [CI] / p per estimator, grouped by score (Hase et al. 2023, Table 1)."""
+    r2 = _variant(t.r2, variant)
+    info = _info(t, variant)
+    body: list = []
+    ns = []
+    for score, g in r2.groupby("score", sort=False):
+        body.append(f"{SCORE_LABELS.get(score, score)} (n = {int(g.n_cases.iloc[0])} facts, "
+                    f"{int(g.n_rows.iloc[0])} rows)")
+        ns.append(int(g.n_cases.iloc[0]))
+        for r in g.itertuples():
+            body.append([LABELS.get(r.estimator, r.estimator), num(r.r2_layer), num(r.r2_effect), num(r.r2_both),
+                         est_ci(r.delta_r2, r.delta_ci_low, r.delta_ci_high, 4), pval(r.p_f), pval(r.p_wald)])
+    n_boot = int(r2.n_boot.iloc[0]) if not r2.empty else 0
+    caption = (f"Variance of the edit score explained by the edit layer (Layer), the localisation effect (Effect) "
+               f"and both with per-layer slopes (Both: score $\\sim$ C(layer) $\\times$ effect), as in "
+               f"\\citet{{hase2023does}}. Effect: {tex_escape(info.get('description', variant))}. "
+               f"$n$ = {max(ns) if ns else 0} facts $\\times$ {len(info.get('layers', []))} edit layers. "
+               f"$\\Delta R^2$ = Both $-$ Layer with a 95\\% paired cluster-bootstrap CI over facts "
+               f"(B = {n_boot}); $p$ (F): nested F-test; $p$ (Wald): cluster-robust Wald test of the added "
+               f"terms, clustered by fact.")
+    header = ["", r"$R^2$ Layer", r"$R^2$ Effect", r"$R^2$ Both", r"$\Delta R^2$ [95\% CI]", r"$p$ (F)",
+              r"$p$ (Wald)"]
+    label = "tab:r2" if variant == "default" else f"tab:r2-{variant.replace('_', '-')}"
+    return booktabs(header, body, caption, label, align="lrrrlrr")
+
+
+def h1_table(t: AnalysisTables) -> str:
+    """H1: ΔR²_a − ΔR²_b per pair and score (default analysis), then flip − noise under each variant."""
+    body: list = []
+    n_boot = n_cases = 0
+    for variant in [v for v in t.summary["variants"]]:
+        h1 = _variant(t.h1, variant)
+        if variant != "default":
+            h1 = h1[(h1.a == "flip") & (h1.b == "noise") & (h1.score == "rewrite_score")]
+        if h1.empty:
+            continue
+        body.append(f"Effect: {VARIANT_LABELS.get(variant, variant)}"
+                    + (" (default)" if variant == "default" else ""))
+        for r in h1.itertuples():
+            n_boot = max(n_boot, int(r.n_boot))
+            n_cases = max(n_cases, int(r.n_cases))
+            body.append([f"{SHORT.get(r.a, r.a)} $-$ {SHORT.get(r.b, r.b)}",
+                         SCORE_LABELS.get(r.score, r.score).replace(" score", ""),
+                         num(r.delta_a, 4), num(r.delta_b, 4), est_ci(r.diff, r.ci_low, r.ci_high, 4),
+                         pval(r.p_one_sided), str(int(r.n_cases))])
+    caption = (r"H1: does the localisation of estimator $a$ add more to layer than that of $b$? "
+               r"$\Delta R^2_a - \Delta R^2_b$ with a 95\% percentile CI from a paired cluster bootstrap over "
+               rf"facts (both models refit on the same resample, B = {n_boot}); one-sided $p$ = "
+               rf"$(1 + \#\{{\text{{diff}}^* \le 0\}})/(B+1)$. $n$: facts (up to {n_cases}).")
+    header = [r"$a - b$", "Score", r"$\Delta R^2_a$", r"$\Delta R^2_b$", r"Difference [95\% CI]",
+              r"$p$ (one-sided)", r"$n$"]
+    return booktabs(header, body, caption, "tab:h1", align="llrrlrr")
+
+
+def per_layer_table(t: AnalysisTables, variant: str = "default", score: str = "rewrite_score",
+                    pair: tuple[str, str] = ("flip", "noise")) -> str:
+    """Per layer: r(score, effect) per estimator, r_a − r_b [bootstrap CI], Williams' t, p and corrected p."""
+    pl = _variant(t.per_layer, variant)
+    pl = pl[(pl.score == score) & (pl.a == pair[0]) & (pl.b == pair[1])] if not pl.empty else pl
+    ests = [e for e in ("noise", "resample", "flip") if not pl.empty and f"r_{e}" in pl and pl[f"r_{e}"].notna().any()]
+    body = []
+    for r in pl.sort_values("layer").itertuples():
+        body.append([str(r.layer), str(r.n)] + [num(getattr(r, f"r_{e}")) for e in ests]
+                    + [est_ci(r.r_diff, r.ci_low, r.ci_high), num(r.williams_t, 2), pval(r.p), pval(r.p_adj)])
+    corr = pl.correction.iloc[0] if not pl.empty else "holm"
+    corr_name = {"holm": "Holm", "fdr_bh": "Benjamini--Hochberg"}.get(corr, corr)
+    n = int(pl.n.max()) if not pl.empty else 0
+    caption = (f"Per edit layer: Pearson correlation of the {SCORE_LABELS.get(score, score).lower()} with each "
+               f"localisation effect, and the difference $r_{{\\mathrm{{{pair[0]}}}}} - r_{{\\mathrm{{{pair[1]}}}}}$ "
+               f"with a 95\\% paired bootstrap CI over facts. Williams' $t$ \\citep{{williams1959regression,"
+               f"steiger1980tests}} tests the two dependent correlations (they share the score; df = $n-3$); "
+               f"$p_{{\\mathrm{{adj}}}}$: {corr_name} correction across the {len(pl)} layers. $n$ = {n} facts per layer.")
+    header = ["Layer", "$n$"] + [f"$r$ {SHORT[e]}" for e in ests] + \
+             [rf"$r_{{\mathrm{{{pair[0]}}}}} - r_{{\mathrm{{{pair[1]}}}}}$ [95\% CI]", "$t$", "$p$",
+              r"$p_{\mathrm{adj}}$"]
+    return booktabs(header, body, caption, "tab:per-layer", align="rr" + "r" * len(ests) + "lrrr")
+
+
+def within_case_table(t: AnalysisTables, variant: str = "default", score: str = "rewrite_score") -> str:
+    """Within-fact agreement of layer profiles: mean Spearman ρ [CI]; argmax hit rate [CI] against chance."""
+    wc = _variant(t.within_case, variant)
+    wc = wc[wc.score == score] if not wc.empty else wc
+    am = _variant(t.argmax, variant)
+    am = am[am.score == score].set_index("estimator") if not am.empty else am
+    body: list = []
+    n_layers = int(wc.n_layers.iloc[0]) if not wc.empty else 0
+    for r in wc.itertuples():
+        if r.b == "":
+            a = am.loc[r.estimator] if r.estimator in am.index else None
+            body.append([LABELS.get(r.estimator, r.estimator), est_ci(r.mean_rho, r.ci_low, r.ci_high), "--",
+                         str(r.n_cases),
+                         est_ci(a.hit_rate, a.ci_low, a.ci_high) if a is not None else "--",
+                         num(a.chance_marginal) if a is not None else "--",
+                         pval(a.p) if a is not None else "--"])
+        else:
+            body.append([f"{SHORT.get(r.a, r.a)} $-$ {SHORT.get(r.b, r.b)}",
+                         est_ci(r.mean_rho, r.ci_low, r.ci_high), pval(r.p), str(r.n_cases), "", "", ""])
+    caption = (f"Within-fact agreement between the layer profile of the localisation effect and that of the "
+               f"{SCORE_LABELS.get(score, score).lower()} over {n_layers} edit layers. $\\bar\\rho$: mean over facts "
+               f"of the Spearman correlation across layers after subtracting each layer's mean over facts, with a "
+               f"95\\% bootstrap CI; differences with a Wilcoxon signed-rank $p$. Argmax hit: share of facts whose "
+               f"effect peaks at the layer where editing works best (Wilson 95\\% CI); $p$: one-sided binomial "
+               f"test against 1/{n_layers}; chance$^*$: agreement expected from the two marginal argmax "
+               f"distributions alone.")
+    header = ["", r"$\bar\rho$ [95\% CI]", r"$p$ ($\Delta$)", "$n$", r"Argmax hit [95\% CI]", r"Chance$^*$",
+              r"$p$ (vs $1/L$)"]
+    return booktabs(header, body, caption, "tab:within", align="llrrlrr")
+
+
+# ----------------------------------------------------------------------------- numbers.tex
+
+def mnum(x, digits: int = 3) -> str:
+    """A number for a macro that prose may use in math mode: ``\\text{n/a}`` when missing."""
+    return r"\text{n/a}" if _missing(x) else f"{float(x):.{digits}f}"
+
+
+def _macro(name: str, value: str) -> str:
+    return rf"\newcommand{{\{name}}}{{{value}}}"
+
+
+def numbers_tex(t: AnalysisTables, score: str = "rewrite_score") -> str:
+    """``\\newcommand`` macros so the paper's prose quotes live numbers (n/a where a value is missing)."""
+    s = t.summary
+    v = s["variants"].get("default", {})
+    model = s.get("model") or {}
+    cfg = s.get("config") or {}
+    m: dict[str, str] = {
+        "ModelName": tex_escape(str(model.get("hf_name") or model.get("name") or "unknown model")),
+        "ModelLayers": str(model.get("n_layers", "n/a")),
+        "nFacts": str(v.get("n_cases", "n/a")),
+        "nEditLayers": str(len(v.get("layers", []))),
+        "nRows": str(v.get("n_rows", "n/a")),
+        "EditLayers": ", ".join(str(x) for x in v.get("layers", [])),
+        "AnalysisWindow": str((v.get("spec") or {}).get("window", "n/a")),
+        "nBoot": str((v.get("spec") or {}).get("n_bootstrap", "n/a")),
+        "NoiseDraws": str(cfg.get("noise_draws", "n/a")),
+        "PartnerDraws": str(cfg.get("partner_draws", "n/a")),
+    }
+    d = v.get("delta_r2", {}).get(score, {})
+    first = next(iter(d.values()), {})
+    m["RLayer"] = mnum(first.get("r2_layer"))
+    for est in ("noise", "resample", "flip"):
+        e = d.get(est, {})
+        cap = est.capitalize()
+        m[f"REffect{cap}"] = mnum(e.get("r2_effect"))
+        m[f"RBoth{cap}"] = mnum(e.get("r2_both"))
+        m[f"DeltaR{cap}"] = mnum(e.get("delta_r2"), 4)
+        m[f"DeltaR{cap}CI"] = ci(e.get("ci_low"), e.get("ci_high"), 4) or "n/a"
+        m[f"PF{cap}"] = pexpr(e.get("p_f"))
+        m[f"PWald{cap}"] = pexpr(e.get("p_wald"))
+    h = v.get("h1", {}).get(score, {}).get("flip-noise", {})
+    m["HOneDiff"] = mnum(h.get("diff"), 4)
+    m["HOneCI"] = ci(h.get("ci_low"), h.get("ci_high"), 4) or "n/a"
+    m["HOneP"] = pexpr(h.get("p_one_sided"))
+    if h and not _missing(h.get("ci_low")):
+        supported = h["ci_low"] > 0 and h["p_one_sided"] < 0.05
+        m["HOneVerdict"] = ("supports H1" if supported else "does not support H1")
+    else:
+        m["HOneVerdict"] = "cannot test H1"
+    for variant, tag in (("subject_last", "SubjectLast"), ("noising", "Noising"), ("logit_diff", "LogitDiff")):
+        hv = s["variants"].get(variant, {}).get("h1", {}).get(score, {}).get("flip-noise", {})
+        m[f"HOneDiff{tag}"] = mnum(hv.get("diff"), 4)
+        m[f"HOneCI{tag}"] = ci(hv.get("ci_low"), hv.get("ci_high"), 4) or "n/a"
+        m[f"HOneP{tag}"] = pexpr(hv.get("p_one_sided"))
+    pl = _variant(t.per_layer, "default")
+    pl = pl[(pl.score == score) & (pl.a == "flip") & (pl.b == "noise")] if not pl.empty else pl
+    m["WilliamsLayers"] = str(len(pl))
+    m["WilliamsSig"] = str(int((pl.p_adj < 0.05).sum())) if not pl.empty else "n/a"
+    m["WilliamsSigFlipBetter"] = str(int(((pl.p_adj < 0.05) & (pl.r_diff > 0)).sum())) if not pl.empty else "n/a"
+    wc = _variant(t.within_case, "default")
+    am = _variant(t.argmax, "default")
+    for est in ("noise", "resample", "flip"):
+        cap = est.capitalize()
+        w = wc[(wc.score == score) & (wc.estimator == est)] if not wc.empty else wc
+        m[f"Within{cap}"] = mnum(w.mean_rho.iloc[0]) if len(w) else "n/a"
+        m[f"Within{cap}CI"] = (ci(w.ci_low.iloc[0], w.ci_high.iloc[0]) or "n/a") if len(w) else "n/a"
+        a = am[(am.score == score) & (am.estimator == est)] if not am.empty else am
+        m[f"Argmax{cap}"] = mnum(a.hit_rate.iloc[0]) if len(a) else "n/a"
+        m[f"ArgmaxP{cap}"] = pexpr(a.p.iloc[0]) if len(a) else "n/a"
+    m["ArgmaxChance"] = mnum(am.chance.iloc[0]) if not am.empty else "n/a"
+    lines = ["% Generated by causaleval.reporting.tables.numbers_tex from " + tex_escape(str(t.folder)),
+             *(_macro(k, val) for k, val in m.items())]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(t: AnalysisTables, out_dir: Path) -> list[Path]:
+    """Write every table and numbers.tex into ``out_dir``; returns the paths."""
+    out_dir = Path(out_dir)
+    files = {"r2.tex": hase_table(t), "h1.tex": h1_table(t), "per_layer.tex": per_layer_table(t),
+             "within_case.tex": within_case_table(t), "numbers.tex": numbers_tex(t)}
+    for variant in t.summary["variants"]:
+        if variant != "default":
+            files[f"r2_{variant}.tex"] = hase_table(t, variant)
+    paths = []
+    for name, text in files.items():
+        atomic_write_text(out_dir / name, text)
+        paths.append(out_dir / name)
+    return paths
