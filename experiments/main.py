@@ -137,6 +137,11 @@ def run(argv: list[str] | None = None) -> int:
     if missing:
         print(f"stages not built in this version: {', '.join(missing)}")
     save_info()
+    summary = out_dir / "analysis" / "summary.json"
+    if args.stage == "all" and summary.is_file():
+        from causaleval.analysis import headline
+
+        print("\n" + headline(json.loads(summary.read_text())))
     return 0
 
 
