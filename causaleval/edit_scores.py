@@ -1,0 +1,196 @@
+"""Edit success scores (SPEC §6), on probabilities of the full target string.
+
+p(o | prompt) = Π_j p(o_j | prompt, o_<j) (teacher forcing; o tokenised by ``tokens.answer_ids``).
+With p before / after the edit:
+
+* rewrite score = (p_a(new) − p_b(new)) / (1 − p_b(new)) on the prompt (Hase et al. 2023);
+* paraphrase score = the same, averaged over the paraphrase prompts;
+* neighborhood score = mean over neighbourhood prompts of 1 − |p_a(true) − p_b(true)| / (0.5 + |p_b(true) − 0.5|);
+* ES = [p_a(new) > p_a(true)] on the prompt; PS = the share of paraphrases with it;
+  NS = the share of neighbourhood prompts with p_a(true) > p_a(new) (Meng et al. 2022);
+  magnitudes EM/PM/NM = mean p_a(new) − p_a(true) (NM: p_a(true) − p_a(new));
+* S = harmonic mean of the dataset means of ES, PS, NS (:func:`summarise`).
+
+A case without neighbourhood prompts (e.g. capitals in the built-in facts: no other country shares
+a capital) has NaN neighborhood score, NS and NM; means skip NaN.  A rewrite score is NaN when
+p_b(new) = 1.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from causaleval.counterfact import Fact
+from causaleval.models import ModelBundle
+from causaleval.rome.suffix import BlockInputs, capture_block_inputs, logits_at_positions, run_from
+from causaleval.tokens import answer_ids, pad_batch
+
+KINDS = ("prompt", "paraphrase", "neighborhood")
+
+
+@dataclass
+class Probes:
+    """Teacher-forced sequences reading p(new) and p(true) for every evaluation prompt of a case.
+
+    ``kind[i]`` names prompt i; read position r contributes log p(tokens[r]) at (rows[r], cols[r]) to
+    entry (owner[r], target[r]) (target 0 = new, 1 = true)."""
+
+    kind: list[str]
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    rows: torch.Tensor
+    cols: torch.Tensor
+    tokens: torch.Tensor
+    owner: torch.Tensor
+    target: torch.Tensor
+
+
+def build_probes(bundle: ModelBundle, fact: Fact, max_neighbours: int | None = None, seed: int = 0) -> Probes:
+    """Sequences for the prompt, its paraphrases and (up to ``max_neighbours``, seeded) neighbours.
+
+    Each prompt gets ``prompt + target[:-1]`` per target; a sequence that is a prefix of the other
+    (a one-token target) is not run twice."""
+    tok = bundle.tokenizer
+    targets = [answer_ids(tok, fact.target_new), answer_ids(tok, fact.target_true)]
+    neighbours = list(fact.neighborhood_prompts)
+    if max_neighbours is not None and len(neighbours) > max_neighbours:
+        neighbours = random.Random(seed * 100003 + fact.case_id).sample(neighbours, max_neighbours)
+    texts = [(fact.text, "prompt")] + [(p, "paraphrase") for p in fact.paraphrase_prompts] + \
+        [(p, "neighborhood") for p in neighbours]
+    seqs: list[list[int]] = []
+    rows, cols, toks, owner, which = [], [], [], [], []
+    for i, (text, _kind) in enumerate(texts):
+        p_ids = list(tok(text, add_special_tokens=True)["input_ids"])
+        cand = [p_ids + t[:-1] for t in targets]
+        longer = 0 if len(cand[0]) >= len(cand[1]) else 1
+        shared = cand[1 - longer] == cand[longer][: len(cand[1 - longer])]
+        if shared:
+            seq_of = {0: len(seqs), 1: len(seqs)}
+            seqs.append(cand[longer])
+        else:
+            seq_of = {0: len(seqs), 1: len(seqs) + 1}
+            seqs.extend(cand)
+        for t in (0, 1):
+            for j, tid in enumerate(targets[t]):
+                rows.append(seq_of[t])
+                cols.append(len(p_ids) - 1 + j)
+                toks.append(tid)
+                owner.append(i)
+                which.append(t)
+    ids, mask, _ = pad_batch(seqs, tok.pad_token_id, device=bundle.device)
+    dev = bundle.device
+    as_t = lambda x: torch.tensor(x, device=dev)  # noqa: E731
+    return Probes([k for _, k in texts], ids, mask, as_t(rows), as_t(cols), as_t(toks), as_t(owner), as_t(which))
+
+
+def probs_from_hidden(bundle: ModelBundle, probes: Probes, last_hidden: torch.Tensor) -> np.ndarray:
+    """(n_prompts, 2) probabilities [p(new), p(true)] of the full target strings."""
+    logp = torch.log_softmax(logits_at_positions(bundle, last_hidden, probes.rows, probes.cols).double(), -1)
+    tok_lp = logp.gather(1, probes.tokens[:, None]).squeeze(1)
+    out = torch.zeros(len(probes.kind), 2, dtype=torch.float64, device=tok_lp.device)
+    out.index_put_((probes.owner, probes.target), tok_lp, accumulate=True)
+    return out.exp().cpu().numpy()
+
+
+@dataclass
+class PreparedProbes:
+    """Probes with the unedited probabilities and the block inputs for re-running from any layer."""
+
+    probes: Probes
+    before: np.ndarray
+    blocks: BlockInputs
+
+
+@torch.no_grad()
+def prepare_probes(bundle: ModelBundle, fact: Fact, max_neighbours: int | None = None, seed: int = 0) -> PreparedProbes:
+    probes = build_probes(bundle, fact, max_neighbours, seed)
+    blocks, last = capture_block_inputs(bundle, probes.input_ids, probes.attention_mask)
+    return PreparedProbes(probes, probs_from_hidden(bundle, probes, last), blocks)
+
+
+@torch.no_grad()
+def probs_after(bundle: ModelBundle, prepared: PreparedProbes, layer: int) -> np.ndarray:
+    """Probabilities with the (edited) model, running only blocks ``layer``..L−1 (edits at ``layer`` only)."""
+    return probs_from_hidden(bundle, prepared.probes, run_from(bundle, prepared.blocks, layer))
+
+
+@dataclass
+class EditScores:
+    rewrite_score: float
+    paraphrase_score: float
+    neighborhood_score: float
+    es: float
+    ps: float
+    ns: float
+    es_magnitude: float
+    ps_magnitude: float
+    ns_magnitude: float
+    p_before_new: float
+    p_after_new: float
+    p_before_true: float
+    p_after_true: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _mean(x: np.ndarray) -> float:
+    return float(np.mean(x)) if len(x) else math.nan
+
+
+def _rewrite(pb_new: np.ndarray, pa_new: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(pb_new < 1.0, (pa_new - pb_new) / (1.0 - pb_new), np.nan)
+
+
+def edit_scores(kind: list[str], before: np.ndarray, after: np.ndarray) -> EditScores:
+    """Scores of one edit from (n_prompts, 2) [p(new), p(true)] before and after (SPEC §6)."""
+    kind_a = np.asarray(kind)
+    pr, pa, nb = (kind_a == "prompt"), (kind_a == "paraphrase"), (kind_a == "neighborhood")
+    if pr.sum() != 1:
+        raise ValueError("edit_scores needs exactly one 'prompt' row")
+    b, a = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
+    i = int(np.flatnonzero(pr)[0])
+    neigh_b, neigh_a = b[nb, 1], a[nb, 1]
+    return EditScores(
+        rewrite_score=float(_rewrite(b[i:i + 1, 0], a[i:i + 1, 0])[0]),
+        paraphrase_score=_mean(_rewrite(b[pa, 0], a[pa, 0])),
+        neighborhood_score=_mean(1.0 - np.abs(neigh_a - neigh_b) / (0.5 + np.abs(neigh_b - 0.5))),
+        es=float(a[i, 0] > a[i, 1]),
+        ps=_mean((a[pa, 0] > a[pa, 1]).astype(float)),
+        ns=_mean((a[nb, 1] > a[nb, 0]).astype(float)),
+        es_magnitude=float(a[i, 0] - a[i, 1]),
+        ps_magnitude=_mean(a[pa, 0] - a[pa, 1]),
+        ns_magnitude=_mean(a[nb, 1] - a[nb, 0]),
+        p_before_new=float(b[i, 0]), p_after_new=float(a[i, 0]),
+        p_before_true=float(b[i, 1]), p_after_true=float(a[i, 1]),
+    )
+
+
+def harmonic_mean(values) -> float:
+    """Harmonic mean of non-negative scores (0 if any is 0, NaN if any is NaN or none given)."""
+    v = np.asarray(list(values), dtype=float)
+    if not len(v) or np.isnan(v).any():
+        return math.nan
+    if (v <= 0).any():
+        return 0.0
+    from scipy.stats import hmean
+
+    return float(hmean(v))
+
+
+def summarise(edits: pd.DataFrame, by: str = "layer") -> pd.DataFrame:
+    """Per ``by``: n cases and the means of every score; S = harmonic mean of mean ES, PS, NS
+    (NS over the cases that have neighbours; without any, S is the harmonic mean of ES and PS)."""
+    cols = [c for c in ("rewrite_score", "paraphrase_score", "neighborhood_score", "es", "ps", "ns",
+                        "es_magnitude", "ps_magnitude", "ns_magnitude", "steps", "seconds") if c in edits]
+    g = edits.groupby(by)[cols].mean()
+    g.insert(0, "n", edits.groupby(by).size())
+    g["S"] = [harmonic_mean([r.es, r.ps] + ([] if math.isnan(r.ns) else [r.ns])) for r in g.itertuples()]
+    return g.reset_index()

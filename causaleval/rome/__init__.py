@@ -1,0 +1,71 @@
+"""ROME editing (SPEC §5) and a per-case layer sweep scored with the SPEC §6 edit scores.
+
+Public API::
+
+    hp = hparams_for(bundle.family.name, bundle.n_layers, layer=12)
+    result = rome_edit(bundle, fact, hparams=hp)            # compute ΔW (statistics/contexts cached)
+    with apply_edit(bundle, result):                        # edited inside, restored bitwise after
+        ...
+    rows = sweep_case(bundle, fact, layers, hp, stats, contexts)   # one dict per layer
+"""
+
+from __future__ import annotations
+
+import time
+
+from causaleval.counterfact import Fact
+from causaleval.models import ModelBundle
+from causaleval.rome.compute import (AppliedEdit, EditResult, apply_edit, compute_edit, compute_v, prepare_edit,
+                                     rank_one_update)
+from causaleval.rome.corpus import context_texts, model_slug, rome_cache
+from causaleval.rome.hparams import HPARAMS, KEY_MODES, RomeHyperParams, hparams_for
+from causaleval.rome.stats import SecondMoments, SingularStatisticsWarning
+from causaleval.sites import check_layer
+
+
+def default_contexts(bundle: ModelBundle, hp: RomeHyperParams, seed: int = 0, use_cache: bool = True) -> list[str]:
+    return context_texts(bundle, hp.context_lengths, seed=seed, top_k=hp.context_top_k, use_cache=use_cache)
+
+
+def rome_edit(bundle: ModelBundle, fact: Fact, layer: int | None = None, hparams: RomeHyperParams | None = None,
+              stats: SecondMoments | None = None, contexts: list[str] | None = None, seed: int = 0) -> EditResult:
+    """Compute (not apply) the ROME edit of ``fact`` at ``layer`` (default: the family's layer)."""
+    hp = hparams or hparams_for(bundle.family.name, bundle.n_layers)
+    layer = hp.layer_for(bundle.n_layers) if layer is None else int(layer)
+    check_layer(layer, bundle.n_layers)
+    stats = stats or SecondMoments(bundle, hp, seed=seed)
+    contexts = default_contexts(bundle, hp, seed) if contexts is None else contexts
+    return compute_edit(bundle, prepare_edit(bundle, fact, contexts, hp), layer, hp, stats)
+
+
+def sweep_case(bundle: ModelBundle, fact: Fact, layers: list[int], hp: RomeHyperParams, stats: SecondMoments,
+               contexts: list[str], max_neighbours: int | None = None, seed: int = 0) -> list[dict]:
+    """Edit ``fact`` at each layer in turn (restoring after each) and score it (SPEC §6).
+
+    ``seconds`` per row = that layer's v* optimisation, update and scoring, plus an equal share of the
+    case's two unedited forward passes (shared by all layers)."""
+    from causaleval.edit_scores import edit_scores, prepare_probes, probs_after  # edit_scores imports rome.suffix
+
+    for layer in layers:
+        check_layer(int(layer), bundle.n_layers)
+    t0 = time.perf_counter()
+    prep = prepare_edit(bundle, fact, contexts, hp)
+    probes = prepare_probes(bundle, fact, max_neighbours=max_neighbours, seed=seed)
+    shared = (time.perf_counter() - t0) / max(len(layers), 1)
+    rows = []
+    for layer in layers:
+        t1 = time.perf_counter()
+        res = compute_edit(bundle, prep, int(layer), hp, stats)
+        with apply_edit(bundle, res):
+            after = probs_after(bundle, probes, int(layer))
+        sc = edit_scores(probes.probes.kind, probes.before, after)
+        rows.append({"case_id": int(fact.case_id), "relation_id": str(fact.relation_id), "layer": int(layer),
+                     **sc.to_dict(), "steps": int(res.steps), "final_loss": float(res.final_loss),
+                     "seconds": float(time.perf_counter() - t1 + shared)})
+    return rows
+
+
+__all__ = ["AppliedEdit", "EditResult", "HPARAMS", "KEY_MODES", "RomeHyperParams", "SecondMoments",
+           "SingularStatisticsWarning", "apply_edit", "compute_edit", "compute_v", "context_texts",
+           "default_contexts", "hparams_for", "model_slug", "prepare_edit", "rank_one_update", "rome_cache",
+           "rome_edit", "sweep_case"]

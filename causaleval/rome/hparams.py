@@ -1,0 +1,94 @@
+"""ROME hyperparameters per model family (SPEC §5; Meng et al. 2022, appendix and released configs).
+
+Published values (ROME repository, ``hparams/ROME/gpt2-xl.json`` and ``EleutherAI_gpt-j-6B.json``):
+GPT-2 XL edits layer 17, GPT-J layer 5; both use Adam lr 0.5 for at most 20 steps (stop when the
+loss < 0.05), kl_factor 0.0625, weight decay 0.5, clamp_norm_factor 4, 20 context texts
+(10 of 5 tokens and 10 of 10 tokens) and second moments over 100,000 Wikipedia samples.
+
+For families without a published ROME configuration (GPT-NeoX/Pythia, Llama/SmolLM) we keep the
+published optimiser values and default to a layer at ~40 % of the depth (SmolLM2-135M: layer 12),
+which lies inside the early-middle MLP band where causal tracing peaks for these models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Literal
+
+from causaleval.errors import CausalEvalError
+
+KeyMode = Literal["mixed", "averaged", "bare"]
+KEY_MODES: tuple[str, ...] = ("mixed", "averaged", "bare")
+
+
+@dataclass(frozen=True)
+class RomeHyperParams:
+    """Everything one ROME edit depends on.
+
+    ``key_mode`` chooses the keys of the rank-one update W ← W + (v* − W k) uᵀ / (uᵀ k), u = C⁻¹k̄/‖C⁻¹k̄‖:
+    ``"mixed"`` (the original code): u from the key k̄ averaged over the context-prefixed prompts,
+    residual and denominator from the bare prompt's key k₀ (so the edited layer maps k₀ to v*);
+    ``"averaged"``: k̄ everywhere (maps k̄ to v*); ``"bare"``: k₀ everywhere (maps k₀ to v*).
+    """
+
+    layer: int | None = None           # None: ``default_layer_fraction`` of the depth
+    default_layer_fraction: float = 0.4
+    v_lr: float = 0.5
+    v_num_grad_steps: int = 20
+    v_loss_stop: float = 0.05
+    v_weight_decay: float = 0.5
+    kl_factor: float = 0.0625
+    clamp_norm_factor: float = 4.0
+    kl_prompt: str = "{} is a"
+    key_mode: KeyMode = "mixed"
+    # context texts prefixed to the prompt (original: 10 × 5 tokens + 10 × 10 tokens)
+    context_lengths: tuple[tuple[int, int], ...] = ((5, 10), (10, 10))   # (tokens, how many)
+    context_top_k: int = 5
+    # second moments C = E[k kᵀ] (original: 100,000 Wikipedia samples)
+    stat_tokens: int = 100_000
+    stat_seq_len: int = 128
+    stat_batch: int = 256
+    stat_source: str = "model"         # "model" (sampled from the model) or the path of a local text dataset
+
+    def __post_init__(self) -> None:
+        if self.key_mode not in KEY_MODES:
+            raise CausalEvalError(f"ROME key_mode {self.key_mode!r} is not one of {KEY_MODES}")
+        if self.v_num_grad_steps < 1:
+            raise CausalEvalError(f"v_num_grad_steps must be ≥ 1, got {self.v_num_grad_steps}")
+        if self.stat_tokens < 1:
+            raise CausalEvalError(f"stat_tokens must be ≥ 1, got {self.stat_tokens}")
+
+    @property
+    def n_context(self) -> int:
+        return sum(n for _, n in self.context_lengths)
+
+    def layer_for(self, n_layers: int) -> int:
+        if self.layer is not None:
+            return self.layer
+        return min(n_layers - 1, int(round(self.default_layer_fraction * n_layers)))
+
+    def updated(self, **changes) -> "RomeHyperParams":
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+HPARAMS: dict[str, RomeHyperParams] = {
+    "gpt2": RomeHyperParams(layer=None, default_layer_fraction=17 / 48),   # GPT-2 XL: layer 17 of 48
+    "gptj": RomeHyperParams(layer=None, default_layer_fraction=5 / 28),    # GPT-J: layer 5 of 28
+    "gpt_neox": RomeHyperParams(),
+    "llama": RomeHyperParams(),
+}
+# The published layer for the exact published models (matched on the number of layers).
+PUBLISHED_LAYERS: dict[tuple[str, int], int] = {("gpt2", 48): 17, ("gptj", 28): 5}
+
+
+def hparams_for(family: str, n_layers: int | None = None, **overrides) -> RomeHyperParams:
+    """The family's configuration (the published layer for GPT-2 XL / GPT-J), with ``overrides``."""
+    if family not in HPARAMS:
+        raise CausalEvalError(f"no ROME hyperparameters for family {family!r}; known: {sorted(HPARAMS)}")
+    hp = HPARAMS[family]
+    if n_layers is not None and (family, n_layers) in PUBLISHED_LAYERS:
+        hp = replace(hp, layer=PUBLISHED_LAYERS[(family, n_layers)])
+    return hp.updated(**overrides)

@@ -1,0 +1,206 @@
+"""Second moments C = E[k kᵀ] of the down-projection keys per layer (SPEC §5), cached on disk.
+
+The corpus (token ids) is made once per model and source — ``stat_tokens`` tokens sampled from the
+model itself (seeded) or read from a local text dataset — and saved as ``.npy`` with JSON
+provenance.  C for every needed layer is accumulated in one pass (hooks on every needed layer's
+down-projection input; while sampling, the keys of the sampled tokens are used directly).
+Per-batch products are float32, the running sum float64.  Each layer's C is saved as
+``mom2/layer<l>-<corpus key>.npy`` + ``.json`` (seed, tokens, source, regularisation); never pickle.
+
+A singular or ill-conditioned C (fewer keys than dimensions, dead units) is regularised by adding
+λI, λ = ``ridge`` · tr(C)/d; this is logged as a warning and recorded in the provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from causaleval.hooks import trace
+from causaleval.models import ModelBundle
+from causaleval.rome.corpus import dataset_ids, rome_cache, sample_ids
+from causaleval.rome.hparams import RomeHyperParams
+from causaleval.sites import check_layer
+from causaleval.store import atomic_write_bytes, atomic_write_json
+
+log = logging.getLogger(__name__)
+MAX_COND = 1e10
+
+
+class SingularStatisticsWarning(UserWarning):
+    """C was singular or ill-conditioned and has been regularised."""
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+class _Accumulator:
+    """Σ k kᵀ (float64) over keys buffered in float32 chunks."""
+
+    def __init__(self, dim: int, flush_rows: int = 4096):
+        self.sum = torch.zeros(dim, dim, dtype=torch.float64)
+        self.count = 0
+        self.buf: list[torch.Tensor] = []
+        self.rows = 0
+        self.flush_rows = flush_rows
+
+    def add(self, keys: torch.Tensor) -> None:
+        k = keys.detach().reshape(-1, keys.shape[-1]).float().cpu()
+        self.buf.append(k)
+        self.rows += k.shape[0]
+        if self.rows >= self.flush_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buf:
+            k = torch.cat(self.buf)
+            self.sum += (k.T @ k).double()
+            self.count += k.shape[0]
+            self.buf, self.rows = [], 0
+
+
+class SecondMoments:
+    """C per layer for one model, from a cached corpus; ``inverse(l)`` computes C⁻¹ once per layer."""
+
+    def __init__(self, bundle: ModelBundle, hparams: RomeHyperParams, seed: int = 0, use_cache: bool = True,
+                 ridge: float = 1e-4, progress: bool = False):
+        self.bundle, self.hp, self.seed = bundle, hparams, int(seed)
+        self.use_cache, self.ridge, self.progress = use_cache, ridge, progress
+        self.root = rome_cache(bundle)
+        src = hparams.stat_source
+        src_key = "model" if src == "model" else "data_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(src).name)
+        self.corpus_key = f"{src_key}-seed{self.seed}-n{hparams.stat_tokens}-T{hparams.stat_seq_len}"
+        self._c: dict[int, torch.Tensor] = {}
+        self._inv: dict[int, torch.Tensor] = {}
+        self.provenance: dict[int, dict] = {}
+        self.one_off_seconds = 0.0
+
+    # -- paths -------------------------------------------------------------------------------
+    def _corpus_path(self) -> Path:
+        return self.root / f"corpus-{self.corpus_key}.npy"
+
+    def _layer_path(self, layer: int) -> Path:
+        return self.root / "mom2" / f"layer{layer}-{self.corpus_key}.npy"
+
+    # -- public ------------------------------------------------------------------------------
+    def ensure(self, layers) -> None:
+        """Load or compute C for ``layers`` (all missing layers in one pass over the corpus)."""
+        n = self.bundle.n_layers
+        for layer in layers:
+            check_layer(int(layer), n)
+        missing = []
+        for layer in sorted({int(x) for x in layers} - set(self._c)):
+            path = self._layer_path(layer)
+            if self.use_cache and path.is_file() and path.with_suffix(".json").is_file():
+                self._c[layer] = torch.from_numpy(np.load(path, allow_pickle=False))
+                self.provenance[layer] = json.loads(path.with_suffix(".json").read_text())
+            else:
+                missing.append(layer)
+        if missing:
+            t0 = time.time()
+            self._compute(missing)
+            self.one_off_seconds += time.time() - t0
+
+    def get(self, layer: int) -> torch.Tensor:
+        self.ensure([layer])
+        return self._c[layer]
+
+    def inverse(self, layer: int) -> torch.Tensor:
+        """C⁻¹ (float64), regularised with λI when C is singular or ill-conditioned (and said so)."""
+        if layer not in self._inv:
+            c = self.get(layer)
+            evals = torch.linalg.eigvalsh(c)
+            lam = 0.0
+            if evals[0] <= 0 or evals[-1] / evals[0] > MAX_COND:
+                lam = self.ridge * float(torch.trace(c)) / c.shape[0]
+                lam = lam if lam > 0 else self.ridge
+                msg = (f"ROME statistics for layer {layer} are singular or ill-conditioned (eigenvalues "
+                       f"{float(evals[0]):.3g} … {float(evals[-1]):.3g}, {self.provenance[layer].get('n_tokens')} "
+                       f"tokens for dimension {c.shape[0]}); regularised with λI, λ = {lam:.3g}. "
+                       "Use more statistics tokens (rome_stat_tokens) to avoid this.")
+                warnings.warn(msg, SingularStatisticsWarning, stacklevel=2)
+            self.provenance[layer]["ridge_lambda"] = lam
+            eye = torch.eye(c.shape[0], dtype=torch.float64)
+            self._inv[layer] = torch.linalg.inv(c + lam * eye)
+        return self._inv[layer]
+
+    # -- computation -------------------------------------------------------------------------
+    def _compute(self, layers: list[int]) -> None:
+        bundle, hp = self.bundle, self.hp
+        fam = bundle.family
+        paths = {l: fam.module_path("down_proj", l) for l in layers}
+        dim = self._key_dim(paths[layers[0]])
+        accs = {l: _Accumulator(dim) for l in layers}
+        corpus_path = self._corpus_path()
+        n_seq = max(1, math.ceil(hp.stat_tokens / hp.stat_seq_len))
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n_seq * hp.stat_seq_len, desc=f"ROME statistics, layers {layers}", unit="tok")
+        with trace(bundle.model, capture_inputs=list(paths.values())) as store:
+            def collect():
+                for l, p in paths.items():
+                    accs[l].add(store[f"{p}:in"])
+
+            if self.use_cache and corpus_path.is_file():
+                ids = torch.from_numpy(np.load(corpus_path, allow_pickle=False)).long()
+                source = json.loads(corpus_path.with_suffix(".json").read_text())["source"]
+                self._forward_corpus(ids, collect, bar)
+            elif hp.stat_source == "model":
+                ids = sample_ids(bundle, n_seq, hp.stat_seq_len - 1, seed=self.seed, top_k=None,
+                                 batch=hp.stat_batch, on_forward=collect, progress=bar)
+                source = "sampled from the model (ancestral sampling, temperature 1)"
+            else:
+                ids = dataset_ids(bundle.tokenizer, hp.stat_source, hp.stat_tokens, hp.stat_seq_len)
+                source = f"local dataset {hp.stat_source}"
+                self._forward_corpus(ids, collect, bar)
+        if bar is not None:
+            bar.close()
+        if self.use_cache and not corpus_path.is_file():
+            atomic_write_bytes(corpus_path, _npy_bytes(ids.numpy().astype(np.int32)))
+            atomic_write_json(corpus_path.with_suffix(".json"), {
+                "source": source, "seed": self.seed, "n_tokens": int(ids.numel()), "shape": list(ids.shape),
+                "model": bundle.identity})
+        for l, acc in accs.items():
+            acc.flush()
+            c = acc.sum / max(acc.count, 1)
+            self._c[l] = c
+            self.provenance[l] = {"layer": l, "module": paths[l], "source": source, "seed": self.seed,
+                                  "n_tokens": acc.count, "corpus_key": self.corpus_key, "dtype": "float64",
+                                  "estimand": "uncentred second moment E[k k^T] of the down-projection input",
+                                  "model": bundle.identity}
+            if self.use_cache:
+                path = self._layer_path(l)
+                atomic_write_bytes(path, _npy_bytes(c.numpy()))
+                atomic_write_json(path.with_suffix(".json"), self.provenance[l])
+
+    def _key_dim(self, path: str) -> int:
+        mod = self.bundle.model.get_submodule(path)
+        w = mod.weight
+        return int(w.shape[1] if self.bundle.family.down_proj_orientation == "linear" else w.shape[0])
+
+    @torch.no_grad()
+    def _forward_corpus(self, ids: torch.Tensor, collect, bar) -> None:
+        model, dev = self.bundle.model, self.bundle.device
+        step = max(1, self.hp.stat_batch)
+        for lo in range(0, ids.shape[0], step):
+            chunk = ids[lo: lo + step].to(dev)
+            self.bundle.model.base_model(input_ids=chunk, use_cache=False)
+            collect()
+            if bar is not None:
+                bar.update(chunk.numel())
+        del model

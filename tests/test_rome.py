@@ -1,0 +1,204 @@
+"""ROME on tiny random models of every family (SPEC §5)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from causaleval.counterfact import Fact
+from causaleval.errors import SiteError
+from causaleval.rome import (SecondMoments, SingularStatisticsWarning, apply_edit, compute_edit, default_contexts,
+                             hparams_for, prepare_edit, rome_edit)
+from causaleval.rome.corpus import sample_ids
+from causaleval.rome.suffix import capture_block_inputs, logits_at_positions, run_from
+from causaleval.sites import get_module
+from causaleval.testing import tiny_model, tiny_tokenizer
+from causaleval.tokens import pad_batch
+
+FAMILIES = ("gpt2", "gptj", "gpt_neox", "llama")
+# In a tiny random model attention barely moves information, so the subject ends the prompt, and the
+# target is one token of the tiny vocabulary.  ‖v₀‖ is tiny there, so weight decay is off and the clamp loose.
+FACT = Fact(case_id=7, prompt="The capital of {}", relation_id="P36", subject="France", target_true="Paris",
+            target_new="Africa", paraphrase_prompts=["The capital city of France"],
+            neighborhood_prompts=["The capital of Germany"])
+OTHER = "The official language of Brazil"
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAUSALEVAL_CACHE", str(tmp_path))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_hp(family: str, **kw):
+    base = dict(context_lengths=((4, 2),), stat_tokens=400, stat_seq_len=20, stat_batch=32,
+                v_weight_decay=0.0, clamp_norm_factor=1000.0)
+    base.update(kw)
+    return hparams_for(family, 4, **base)
+
+
+def next_token_probs(bundle, text: str) -> torch.Tensor:
+    ids = bundle.tokenizer(text, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        return torch.softmax(bundle.model(ids).logits[0, -1], -1)
+
+
+def params_clone(bundle) -> dict:
+    return {k: v.detach().clone() for k, v in bundle.model.state_dict().items()}
+
+
+def assert_bitwise(bundle, saved: dict) -> None:
+    for k, v in bundle.model.state_dict().items():
+        assert torch.equal(v, saved[k]), f"{k} differs after restore"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_edit_makes_target_top1_and_restores(family):
+    b = tiny_model(family)
+    hp = tiny_hp(family)
+    saved = params_clone(b)
+    before = next_token_probs(b, FACT.text)
+    res = rome_edit(b, FACT, layer=1, hparams=hp)
+    new_id = b.tokenizer(" Africa")["input_ids"][0]
+    assert int(before.argmax()) != new_id
+    with apply_edit(b, res):
+        after = next_token_probs(b, FACT.text)
+        assert int(after.argmax()) == new_id
+        # an unrelated subject moves much less than the edited prompt (total variation)
+        tv_edit = 0.5 * (after - before).abs().sum()
+    other_after = next_token_probs(b, OTHER)  # restored already
+    with apply_edit(b, res):
+        other_edited = next_token_probs(b, OTHER)
+    tv_other = 0.5 * (other_edited - other_after).abs().sum()
+    assert tv_other < tv_edit
+    # at the edited layer, the update acts on an unrelated subject's key far less than on k0
+    other = Fact(8, "The official language of {}", "P37", "Brazil", "Portuguese", "Africa")
+    k_other = prepare_edit(b, other, [], hp).keys[1][0]
+    assert (res.delta_w @ k_other).norm() < 0.5 * (res.delta_w @ res.k0).norm()
+    assert_bitwise(b, saved)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])  # Conv1D (in × out) and Linear (out × in)
+@pytest.mark.parametrize("key_mode", ["mixed", "averaged", "bare"])
+def test_update_is_rank_one_and_maps_key_to_v_star(family, key_mode):
+    b = tiny_model(family)
+    hp = tiny_hp(family, key_mode=key_mode)
+    layer = 2
+    stats = SecondMoments(b, hp)
+    prep = prepare_edit(b, FACT, default_contexts(b, hp), hp)
+    res = compute_edit(b, prep, layer, hp, stats)
+    assert torch.linalg.matrix_rank(res.delta_w.double(), rtol=1e-5) == 1
+    key = res.k_avg if key_mode == "averaged" else res.k0
+    mod = get_module(b.model, b.family.module_path("down_proj", layer))
+    with apply_edit(b, res), torch.no_grad():
+        out = mod(key[None, None, :])[0, 0]
+    torch.testing.assert_close(out, res.v_star, rtol=1e-4, atol=1e-4)
+    # the edited module's output at k0 inside the real prompt is v* too (mixed/bare)
+    if key_mode != "averaged":
+        seen = {}
+        h = mod.register_forward_hook(lambda m, i, o: seen.__setitem__("o", o))
+        with apply_edit(b, res), torch.no_grad():
+            b.model(prep.batch.input_ids[:1], attention_mask=prep.batch.attention_mask[:1])
+        h.remove()
+        torch.testing.assert_close(seen["o"][0, prep.batch.lookup[0]], res.v_star, rtol=1e-4, atol=1e-4)
+
+
+def test_restore_is_bitwise_after_many_edits():
+    b = tiny_model("gpt_neox")
+    hp = tiny_hp("gpt_neox", v_num_grad_steps=3)
+    saved = params_clone(b)
+    stats = SecondMoments(b, hp)
+    ctx = default_contexts(b, hp)
+    prep = prepare_edit(b, FACT, ctx, hp)
+    for layer in (0, 1, 2, 3, 1, 1, 0):
+        res = compute_edit(b, prep, layer, hp, stats)
+        handle = apply_edit(b, res)
+        assert not torch.equal(get_module(b.model, b.family.module_path("down_proj", layer)).weight,
+                               saved[b.family.module_path("down_proj", layer) + ".weight"])
+        handle.restore()
+        handle.restore()  # idempotent
+    assert_bitwise(b, saved)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_suffix_run_matches_full_forward(family):
+    b = tiny_model(family)
+    ids, mask, _ = pad_batch([[5, 6, 7, 8, 9, 10], [11, 12, 13]], 0)
+    cache, last = capture_block_inputs(b, ids, mask)
+    rows, cols = torch.tensor([0, 0, 1]), torch.tensor([2, 5, 2])
+    with torch.no_grad():
+        full = b.model(input_ids=ids, attention_mask=mask).logits[rows, cols]
+        for layer in range(b.n_layers):
+            torch.testing.assert_close(logits_at_positions(b, run_from(b, cache, layer), rows, cols), full)
+
+
+def test_statistics_cached_with_provenance_and_equal_to_full_forward(tmp_path):
+    b = tiny_model("llama")
+    hp = tiny_hp("llama")
+    s1 = SecondMoments(b, hp, seed=3)
+    s1.ensure([1, 3])
+    prov = s1.provenance[1]
+    assert prov["seed"] == 3 and prov["n_tokens"] >= hp.stat_tokens and "sampled" in prov["source"]
+    files = sorted(p.name for p in (tmp_path / "rome").rglob("*") if p.is_file())
+    assert any(f.startswith("corpus-") and f.endswith(".npy") for f in files)
+    assert any(f.startswith("layer1-") and f.endswith(".json") for f in files)
+    # keys accumulated while sampling equal keys of a full forward over the cached corpus
+    ids = sample_ids(b, math.ceil(hp.stat_tokens / hp.stat_seq_len), hp.stat_seq_len - 1, seed=3, batch=32)
+    path = b.family.module_path("down_proj", 1)
+    keys = []
+    h = get_module(b.model, path).register_forward_pre_hook(lambda m, i: keys.append(i[0].reshape(-1, i[0].shape[-1])))
+    with torch.no_grad():
+        b.model(ids)
+    h.remove()
+    k = torch.cat(keys).double()
+    torch.testing.assert_close(s1.get(1), k.T @ k / k.shape[0], rtol=1e-4, atol=1e-7)
+    s2 = SecondMoments(b, hp, seed=3)
+    s2.ensure([1])
+    assert torch.equal(s2.get(1), s1.get(1))
+    assert s2.one_off_seconds == 0.0
+
+
+def test_context_texts_are_seeded_and_cached():
+    b = tiny_model("gpt2")
+    hp = tiny_hp("gpt2")
+    a = default_contexts(b, hp, seed=1)
+    assert len(a) == 2 and all("{" not in t for t in a)
+    assert default_contexts(b, hp, seed=1) == a == default_contexts(b, hp, seed=1, use_cache=False)
+
+
+def test_bad_inputs_are_clear_errors():
+    b = tiny_model("llama")
+    hp = tiny_hp("llama", v_num_grad_steps=2)
+    stats = SecondMoments(b, hp)
+    with pytest.raises(SiteError, match="tokenises to nothing"):
+        rome_edit(b, Fact(1, "The capital of {}", "P36", "France", "Paris", "   "), layer=1, hparams=hp, stats=stats)
+    with pytest.raises(SiteError, match="placeholder"):
+        rome_edit(b, Fact(1, "The capital of Spain", "P36", "France", "Paris", "Africa"), layer=1, hparams=hp,
+                  stats=stats)
+    with pytest.raises(SiteError, match="out of range"):
+        rome_edit(b, FACT, layer=4, hparams=hp, stats=stats)
+    with pytest.raises(SiteError, match="out of range"):
+        stats.ensure([-1])
+
+
+def test_singular_statistics_are_regularised_with_a_warning():
+    b = tiny_model("gpt2")
+    hp = tiny_hp("gpt2", stat_tokens=20, stat_seq_len=10, v_num_grad_steps=2)  # 20 keys for dimension 64
+    stats = SecondMoments(b, hp)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = rome_edit(b, FACT, layer=1, hparams=hp, stats=stats)
+    assert any(issubclass(w.category, SingularStatisticsWarning) for w in caught)
+    assert stats.provenance[1]["ridge_lambda"] > 0
+    assert np.isfinite(res.delta_w.numpy()).all()
+
+
+def test_tiny_tokenizer_target_is_one_token():
+    assert len(tiny_tokenizer()(" Africa")["input_ids"]) == 1
