@@ -30,9 +30,18 @@ class StudyConfig:
     partner_draws: int = 10
     trace_components: list[str] = field(default_factory=lambda: ["residual", "mlp", "attn"])
     trace_window: int = 10
+    trace_estimators: list[str] = field(default_factory=lambda: ["noise", "resample", "flip"])
+    trace_layers: list[int] | None = None   # layers of the heatmap site set (None = every layer)
+    heatmap_cases: int | None = None        # cases (first n of the study facts) that get the heatmap set
+    noise_scale_factor: float = 3.0         # ν = factor × std of subject-token embeddings (SPEC §4.1)
     # editing (SPEC §5)
     edit_layers: list[int] | None = None   # None = every `edit_layer_step`-th layer and the last
     edit_layer_step: int = 3
+    rome_context_texts: int = 4            # N model-generated context texts (original ROME: 20)
+    rome_stat_tokens: int = 100_000         # tokens for C = E[k kᵀ] (sampled from the model unless rome_stat_source)
+    rome_stat_source: str = "model"         # "model" or the path of a local text dataset
+    rome_max_neighbours: int | None = None  # neighbourhood prompts scored per case (None = all; seeded sample)
+    rome_key_mode: str = "mixed"            # "mixed" (original), "averaged" or "bare" (SPEC §5)
     # analysis (SPEC §7)
     analysis_window: int = 5
     n_bootstrap: int = 1000
@@ -47,12 +56,13 @@ class StudyConfig:
 
 PRESETS: dict[str, dict] = {
     # Finishes on a 2-core laptop CPU with SmolLM2 (see README for the measured time).
-    "default": dict(max_facts=60, noise_draws=10, partner_draws=10, edit_layer_step=3),
+    "default": dict(max_facts=40, noise_draws=3, partner_draws=3, edit_layer_step=3, heatmap_cases=4,
+                    trace_components=["residual", "mlp"]),
     # Every known fact and every layer.
     "paper": dict(max_facts=None, noise_draws=10, partner_draws=10, edit_layer_step=1),
     # Seconds-scale run for tests.
     "smoke": dict(max_facts=6, noise_draws=3, partner_draws=3, edit_layer_step=2, n_bootstrap=200,
-                  trace_components=["residual", "mlp"]),
+                  trace_components=["residual", "mlp"], heatmap_cases=1, trace_layers=[0, 10, 20, 29]),
 }
 
 

@@ -1,0 +1,487 @@
+"""The shared patching core of the three localisation estimators (SPEC §4).
+
+An *activation patch* writes a source run's hidden states into a base run at one token position of
+one component over a window of layers, then reads the base run's logits at its last position.
+Interchange interventions of this kind underlie causal tracing (Meng et al. 2022) and causal
+scrubbing (Chan et al. 2022).
+
+Efficiency (all exact, no approximation):
+
+* every run that is patched or read from is computed once and cached (:func:`run_model`): the input
+  of every block, the output of every component, the key/value cache and the last-position logits;
+* a patch at position p starting at layer l0 leaves every state at positions < p and every layer
+  < l0 unchanged (causal attention), so only blocks l0…L−1 are re-run, and only on positions p…T−1,
+  attending to the cached keys/values of positions < p;
+* all patches with the same (base run, p, l0) share one batched block call per layer;
+* the unembedding is computed only at the read-out (last) position.
+
+Blocks are called directly with the keyword arguments the model itself passes them, captured once
+per (base run, p) from a forward pass over the suffix (:func:`_block_calls`), so the code works for
+every family of :mod:`causaleval.sites` without re-implementing attention masks or rotary embeddings.
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from causaleval.errors import SiteError
+from causaleval.hooks import trace
+from causaleval.models import ModelBundle
+from causaleval.sites import COMPONENTS, check_layer, get_module
+from causaleval.tokens import Encoded
+
+
+@dataclass
+class Run:
+    """A cached forward pass over R rows of equal length T.
+
+    ``block_inputs[l]``: (R, T, d) input of block l; ``states[(component, l)]``: (R, T, d) outputs;
+    ``cache``: the model's key/value cache; ``logits``: (R, V) logits at the last position.
+    """
+
+    input_ids: torch.Tensor
+    block_inputs: list[torch.Tensor]
+    states: dict[tuple[str, int], torch.Tensor]
+    cache: object
+    logits: torch.Tensor
+    _calls: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    @property
+    def length(self) -> int:
+        return int(self.input_ids.shape[1])
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One intervention: write ``source`` (one vector per layer of ``layers``) into row ``base_row``
+    of the base run at token ``position`` of ``component``, then read logits ``read_ids`` at the end."""
+
+    base_row: int
+    position: int
+    component: str
+    layers: tuple[int, ...]
+    source: torch.Tensor          # (len(layers), d)
+    read_ids: tuple[int, ...]
+
+
+def _module_path(bundle: ModelBundle, component: str, layer: int) -> str:
+    if component not in COMPONENTS:
+        raise SiteError(f"unknown component {component!r}; choose one of {COMPONENTS}")
+    return bundle.family.module_path(component, layer)
+
+
+def _unembed(bundle: ModelBundle, hidden_last: torch.Tensor) -> torch.Tensor:
+    norm = get_module(bundle.model, bundle.family.final_norm)
+    return bundle.model.get_output_embeddings()(norm(hidden_last))
+
+
+@torch.no_grad()
+def run_model(bundle: ModelBundle, input_ids: torch.Tensor, embed_delta: torch.Tensor | None = None) -> Run:
+    """Run the model on (R, T) token ids, optionally adding ``embed_delta`` (R, T, d) to the token
+    embeddings (noise corruption, SPEC §4.1), and cache everything a patch needs."""
+    fam, model = bundle.family, bundle.model
+    n = bundle.n_layers
+    ids = input_ids.to(bundle.device)
+    paths = {(c, l): fam.module_path(c, l) for c in COMPONENTS for l in range(n)}
+    blocks = [fam.layer_path(l) for l in range(n)]
+    edit = {}
+    if embed_delta is not None:
+        delta = embed_delta.to(bundle.device)
+        edit[fam.embed] = lambda h: h + delta.to(h.dtype)
+    with trace(model, capture=list(paths.values()), capture_inputs=blocks, edit=edit) as store:
+        out = model.base_model(input_ids=ids, use_cache=True)
+    hidden = out.last_hidden_state
+    logits = model.get_output_embeddings()(hidden[:, -1])
+    cache = out.cache if hasattr(out, "cache") else out.past_key_values
+    return Run(input_ids=ids, block_inputs=[store[f"{b}:in"] for b in blocks],
+               states={k: store[p] for k, p in paths.items()}, cache=cache, logits=logits)
+
+
+def _prefix_cache(cache, upto: int, rows: torch.Tensor, counts: Sequence[int] | None = None):
+    """A copy of a key/value cache keeping positions < ``upto`` of the given rows (at layer l only the
+    first ``counts[l]`` of them); the original is untouched (its tensors are sliced, never written)."""
+    new = copy.copy(cache)
+    new.layers = []
+    for l, layer in enumerate(cache.layers):
+        layer = copy.copy(layer)
+        if getattr(layer, "is_initialized", True) and getattr(layer, "keys", None) is not None:
+            r = rows if counts is None else rows[:max(counts[l], 1)]
+            layer.keys, layer.values = layer.keys[r, :, :upto], layer.values[r, :, :upto]
+        new.layers.append(layer)
+    return new
+
+
+@torch.no_grad()
+def _block_calls(bundle: ModelBundle, run: Run, position: int):
+    """The (args, kwargs) the model passes to each block for a forward pass over positions
+    ``position``…T−1 after a cached prefix, captured once per (run, position)."""
+    if position in run._calls:
+        return run._calls[position]
+    model, fam = bundle.model, bundle.family
+    cache = _prefix_cache(run.cache, position, torch.tensor([0], device=run.input_ids.device))
+    captured: list = [None] * bundle.n_layers
+    handles = []
+    for l in range(bundle.n_layers):
+        def pre(_m, args, kwargs, l=l):
+            captured[l] = (args, dict(kwargs))
+        handles.append(get_module(model, fam.layer_path(l)).register_forward_pre_hook(pre, with_kwargs=True))
+    try:
+        model.base_model(input_ids=run.input_ids[:1, position:], cache=cache, use_cache=True)
+    finally:
+        for h in handles:
+            h.remove()
+    run._calls[position] = (captured, cache)
+    return run._calls[position]
+
+
+def _swap(value, old, new):
+    return new if value is old else value
+
+
+@torch.no_grad()
+def _run_position(bundle: ModelBundle, run: Run, position: int, patches: Sequence[Patch],
+                  readout: int) -> torch.Tensor:
+    """Logits (B, V) at ``readout`` for patches at one ``position``, sorted by first layer.
+
+    Rows join the batch at their first layer (staggered start): at layer l the batch holds the rows
+    whose patch starts at or before l, so each row runs exactly its own blocks, in large batches."""
+    device = run.input_ids.device
+    starts = [min(p.layers) for p in patches]
+    if starts != sorted(starts):
+        raise ValueError("patches must be sorted by their first layer")
+    n_layers = bundle.n_layers
+    counts = [bisect.bisect_right(starts, l) for l in range(n_layers)]
+    rows = torch.tensor([p.base_row for p in patches], device=device)
+    calls, template_cache = _block_calls(bundle, run, position)
+    cache = _prefix_cache(run.cache, position, rows, counts)
+    by_path: dict[str, tuple[list[int], list[torch.Tensor]]] = defaultdict(lambda: ([], []))
+    for i, p in enumerate(patches):
+        for j, layer in enumerate(p.layers):
+            entry = by_path[_module_path(bundle, p.component, layer)]
+            entry[0].append(i)
+            entry[1].append(p.source[j])
+    edits = {}
+    for path, (idx, vals) in by_path.items():
+        idx_t = torch.tensor(idx, device=device)
+        vals_t = torch.stack(vals).to(device)
+
+        def fn(h, idx_t=idx_t, vals_t=vals_t):
+            h = h.clone()
+            h[idx_t, 0] = vals_t.to(h.dtype)
+            return h
+        edits[path] = fn
+    model, fam = bundle.model, bundle.family
+    hidden = None
+    with trace(model, edit=edits):
+        for l in range(starts[0], n_layers):
+            have = 0 if hidden is None else hidden.shape[0]
+            if counts[l] > have:
+                new = run.block_inputs[l][rows[have:counts[l]], position:]
+                hidden = new if hidden is None else torch.cat([hidden, new])
+            args, kwargs = calls[l]
+            args = (hidden,) + tuple(_swap(a, template_cache, cache) for a in args[1:])
+            kwargs = {k: _swap(v, template_cache, cache) for k, v in kwargs.items()}
+            out = get_module(model, fam.layer_path(l))(*args, **kwargs)
+            hidden = out[0] if isinstance(out, tuple) else out
+    return _unembed(bundle, hidden[:, readout - position])
+
+
+@torch.no_grad()
+def patch_readout(bundle: ModelBundle, run: Run, patches: Sequence[Patch], max_rows: int = 512,
+                  readout: int | None = None) -> torch.Tensor:
+    """For each patch, [logsumexp(z), z[read_ids]…] at the base run's ``readout`` position (default:
+    the last), shape (n, 1 + k).
+
+    Patches are grouped by position, sorted by first layer and batched ``max_rows`` at a time.  A patch
+    after the read-out cannot change it (causal attention): it is answered from the cached run."""
+    readout = run.length - 1 if readout is None else readout
+    if not 0 <= readout < run.length:
+        raise SiteError(f"read-out position {readout} is outside the base prompt (length {run.length})")
+    if not patches:
+        return torch.empty(0, 1)
+    k = len(patches[0].read_ids)
+    out = torch.empty(len(patches), 1 + k)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, p in enumerate(patches):
+        if len(p.read_ids) != k:
+            raise ValueError("all patches of one call must read the same number of logits")
+        if not 0 <= p.position < run.length:
+            raise SiteError(f"patch position {p.position} is outside the base prompt (length {run.length})")
+        for layer in p.layers:
+            check_layer(layer, bundle.n_layers)
+        groups[p.position].append(i)
+    for position, idx in sorted(groups.items()):
+        idx = sorted(idx, key=lambda i: min(patches[i].layers))
+        for c in range(0, len(idx), max_rows):
+            chunk = idx[c:c + max_rows]
+            if position > readout:
+                rows = torch.tensor([patches[i].base_row for i in chunk], device=run.input_ids.device)
+                final = run.states[("residual", bundle.n_layers - 1)][rows, readout]
+                logits = _unembed(bundle, final).float().cpu()
+            else:
+                logits = _run_position(bundle, run, position, [patches[i] for i in chunk], readout).float().cpu()
+            out[chunk] = read_logits(logits, [patches[i].read_ids for i in chunk])
+    return out
+
+
+def read_logits(logits: torch.Tensor, read_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+    """[logsumexp(z), z[ids]…] per row of (n, V) logits."""
+    logits = logits.float().cpu()
+    ids = torch.tensor([list(r) for r in read_ids], dtype=torch.long)
+    return torch.cat([logits.logsumexp(-1, keepdim=True), logits.gather(1, ids)], dim=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# One case: clean run, corrupted draws, and every (draw, site) patch (SPEC §4.1–4.3)
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class Draw:
+    """One draw of the base distribution for a case: the corrupted prompt, and for noise tracing the
+    perturbation added to its token embeddings; for partner draws the partner's answer token o′."""
+
+    index: int
+    encoded: Encoded
+    embed_delta: torch.Tensor | None = None     # (T, d)
+    alt_token: int | None = None
+    partner_case: int | None = None
+    partner_subject: str | None = None
+
+
+@dataclass(frozen=True)
+class Site:
+    """A site: component over the window ``layers`` centred at ``layer``, at clean position ``position``."""
+
+    component: str
+    window: int
+    layer: int
+    position: int
+    layers: tuple[int, ...]
+
+
+def align_position(src: Encoded, dst: Encoded, pos: int) -> int | None:
+    """The position of ``dst`` that plays the role of ``pos`` in ``src`` (SPEC §4.3): tokens before the
+    subject keep their offset from the subject's start, subject_first/last map to subject_first/last,
+    middle subject tokens map proportionally, tokens after the subject keep their offset from the end.
+    None when ``dst`` has no such position."""
+    s, e, n = src.subject_start, src.subject_end, src.length
+    if not 0 <= pos < n:
+        raise SiteError(f"position {pos} is outside the prompt {src.text!r} (length {n})")
+    if pos < s:
+        q = pos - s + dst.subject_start
+    elif pos < e:
+        k_src, k_dst = e - s, dst.subject_end - dst.subject_start
+        if pos == e - 1:
+            q = dst.subject_end - 1
+        elif pos == s:
+            q = dst.subject_start
+        else:
+            q = dst.subject_start + round((pos - s) * (k_dst - 1) / max(k_src - 1, 1))
+    else:
+        q = pos - n + dst.length
+    return q if 0 <= q < dst.length else None
+
+
+def case_sites(grids, enc: Encoded, n_layers: int) -> list[Site]:
+    """Every site of the grids (estimands.SiteGrid) for one prompt."""
+    out = []
+    for g in grids:
+        for layer in g.layer_list(n_layers):
+            win = g.window_of(layer, n_layers)
+            for pos in g.position_list(enc):
+                out.append(Site(g.component, g.window, layer, pos, win))
+    return out
+
+
+@dataclass
+class CaseTrace:
+    """Readouts of one case: ``clean`` (n_draws, 3), ``base`` (n_draws, 3) of the corrupted runs and
+    ``patched`` (n_draws, n_sites, 3), each [logsumexp z, z_o, z_o′] at the last position (NaN where a
+    site has no aligned position in a draw's prompt)."""
+
+    case_id: int
+    relation_id: str
+    encoded: Encoded
+    answer: int
+    direction: str
+    draws: list[Draw]
+    sites: list[Site]
+    clean: np.ndarray
+    base: np.ndarray
+    patched: np.ndarray
+
+    @staticmethod
+    def metric(name: str, r: np.ndarray) -> np.ndarray:
+        lse, zo, zalt = r[..., 0], r[..., 1], r[..., 2]
+        if name == "p":
+            return np.exp(zo - lse)
+        if name == "logp":
+            return zo - lse
+        if name == "ld":
+            return zo - zalt
+        raise ValueError(f"unknown metric {name!r}")
+
+    def effects(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per-draw indirect effects (n_draws, n_sites) and total effects (n_draws,) (SPEC §4.1):
+        denoise: m(patched) − m(corrupted); noise: m(clean) − m(patched); TE = m(clean) − m(corrupted)."""
+        clean, base, patched = (self.metric(metric, x) for x in (self.clean, self.base, self.patched))
+        te = clean - base
+        ie = patched - base[:, None] if self.direction == "denoise" else clean[:, None] - patched
+        return ie, te
+
+
+def _unchanged(enc: Encoded, draw: Draw, pos: int, q: int) -> bool:
+    """True when the clean and corrupted runs provably agree at ``pos`` (same tokens up to it and no
+    perturbation): by causal attention the patch is then the identity and its effect exactly 0."""
+    if q != pos or tuple(enc.input_ids[:pos + 1]) != tuple(draw.encoded.input_ids[:pos + 1]):
+        return False
+    return draw.embed_delta is None or not bool(draw.embed_delta[:pos + 1].any())
+
+
+@torch.no_grad()
+def trace_case(bundle: ModelBundle, case_id: int, relation_id: str, enc: Encoded, answer: int,
+               draws: Sequence[Draw], sites: Sequence[Site], direction: str, max_rows: int = 512) -> CaseTrace:
+    """Clean run once, corrupted runs once per prompt length, then every (draw, site) patch batched
+    (SPEC §4).  ``direction`` is ``"denoise"`` (clean → corrupted) or ``"noise"`` (corrupted → clean)."""
+    if direction not in ("denoise", "noise"):
+        raise ValueError(f"unknown direction {direction!r}")
+    if not draws:
+        raise ValueError(f"case {case_id}: no draws to trace")
+    for s in sites:
+        if not 0 <= s.position < enc.length:
+            raise SiteError(f"case {case_id}: site position {s.position} is outside the prompt {enc.text!r} "
+                            f"(length {enc.length})")
+    device = bundle.device
+    clean = run_model(bundle, torch.tensor([enc.input_ids], device=device))
+    reads = [(answer, d.alt_token if d.alt_token is not None else answer) for d in draws]
+    # corrupted runs, one per prompt length
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, d in enumerate(draws):
+        groups[d.encoded.length].append(i)
+    runs: dict[int, Run] = {}
+    where: dict[int, tuple[int, int]] = {}
+    for length, idx in groups.items():
+        ids = torch.tensor([draws[i].encoded.input_ids for i in idx], device=device)
+        delta = None
+        if any(draws[i].embed_delta is not None for i in idx):
+            d_model = clean.states[("residual", 0)].shape[-1]
+            delta = torch.stack([draws[i].embed_delta if draws[i].embed_delta is not None
+                                 else torch.zeros(length, d_model) for i in idx])
+        runs[length] = run_model(bundle, ids, delta)
+        for r, i in enumerate(idx):
+            where[i] = (length, r)
+    clean_r = read_logits(clean.logits.expand(len(draws), -1), reads).numpy()
+    base_r = np.stack([read_logits(runs[where[i][0]].logits[where[i][1]][None], [reads[i]])[0].numpy()
+                       for i in range(len(draws))])
+    patched = np.full((len(draws), len(sites), 3), np.nan)
+    jobs: dict[int, tuple[Run, list[Patch], list[tuple[int, int]]]] = {}
+    for i, d in enumerate(draws):
+        length, r = where[i]
+        run = runs[length]
+        for j, s in enumerate(sites):
+            q = align_position(enc, d.encoded, s.position)
+            if q is None:
+                continue
+            if _unchanged(enc, d, s.position, q):
+                patched[i, j] = base_r[i] if direction == "denoise" else clean_r[i]
+                continue
+            if direction == "denoise":
+                src = torch.stack([clean.states[(s.component, l)][0, s.position] for l in s.layers])
+                patch, target, key = Patch(r, q, s.component, s.layers, src, reads[i]), run, length
+            else:
+                src = torch.stack([run.states[(s.component, l)][r, q] for l in s.layers])
+                patch, target, key = Patch(0, s.position, s.component, s.layers, src, reads[i]), clean, -1
+            jobs.setdefault(key, (target, [], []))
+            jobs[key][1].append(patch)
+            jobs[key][2].append((i, j))
+    for target, patches, cells in jobs.values():
+        out = patch_readout(bundle, target, patches, max_rows=max_rows).numpy()
+        for (i, j), row in zip(cells, out):
+            patched[i, j] = row
+    return CaseTrace(case_id=case_id, relation_id=relation_id, encoded=enc, answer=answer, direction=direction,
+                     draws=list(draws), sites=list(sites), clean=clean_r, base=base_r, patched=patched)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tidy tables (the trace stage's output contract)
+# ----------------------------------------------------------------------------------------------
+
+def draw_seed(*key: object) -> int:
+    """A deterministic 63-bit seed from a key such as (seed, case_id, draw) — no Python ``hash``."""
+    digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+@dataclass
+class TraceTables:
+    """``sites``: a row per (estimator, direction, metric, case, site); ``draws``: a row per draw and
+    site; ``cases``: a row per (estimator, direction, metric, case) with TE and exclusions."""
+
+    sites: pd.DataFrame
+    draws: pd.DataFrame
+    cases: pd.DataFrame
+
+    @classmethod
+    def concat(cls, parts: Sequence["TraceTables"]) -> "TraceTables":
+        def cat(frames):
+            frames = [f for f in frames if len(f)]
+            return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        return cls(cat([p.sites for p in parts]), cat([p.draws for p in parts]), cat([p.cases for p in parts]))
+
+
+def case_tables(tr: CaseTrace, estimator: str, metrics: Sequence[str], support_size: int | None,
+                keep_draws: bool = True) -> TraceTables:
+    """The tidy rows of one traced case (columns as in the trace stage's contract)."""
+    sites, draws, cases = [], [], []
+    comp = np.array([s.component for s in tr.sites])
+    win = np.array([s.window for s in tr.sites])
+    lay = np.array([s.layer for s in tr.sites])
+    pos = np.array([s.position for s in tr.sites])
+    roles = np.array([tr.encoded.role_of(int(p)) for p in pos])
+    for m in metrics:
+        ie_d, te_d = tr.effects(m)
+        n = np.sum(~np.isnan(ie_d), axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ie = np.where(n > 0, np.nansum(ie_d, axis=0) / np.maximum(n, 1), np.nan)
+        te = float(np.mean(te_d))
+        head = dict(estimator=estimator, direction=tr.direction, metric=m)
+        sites.append(pd.DataFrame(dict(
+            **head, case_id=tr.case_id, relation_id=tr.relation_id, component=comp, window=win, layer=lay,
+            position=pos, role=roles, ie=ie, te=te, ie_norm=ie / te if te != 0 else np.nan, n_draws=n,
+            support_size=support_size if support_size is not None else 0)))
+        if keep_draws:
+            k = len(tr.sites)
+            draws.append(pd.DataFrame(dict(
+                **head, case_id=tr.case_id, draw=np.repeat([d.index for d in tr.draws], k),
+                component=np.tile(comp, len(tr.draws)), window=np.tile(win, len(tr.draws)),
+                layer=np.tile(lay, len(tr.draws)), position=np.tile(pos, len(tr.draws)),
+                value=ie_d.reshape(-1))))
+        clean, base = CaseTrace.metric(m, tr.clean), CaseTrace.metric(m, tr.base)
+        cases.append(dict(**head, case_id=tr.case_id, relation_id=tr.relation_id, te=te,
+                          clean=float(np.mean(clean)), corrupted=float(np.mean(base)),
+                          support_size=support_size if support_size is not None else 0,
+                          n_draws=len(tr.draws), excluded=False, reason=""))
+    return TraceTables(pd.concat(sites, ignore_index=True),
+                       pd.concat(draws, ignore_index=True) if draws else pd.DataFrame(), pd.DataFrame(cases))
+
+
+def excluded_case(estimator: str, directions: Sequence[str], metrics: Sequence[str], case_id: int,
+                  relation_id: str, reason: str, support_size: int = 0) -> TraceTables:
+    """The case-table rows of a case that cannot be traced (e.g. an empty flip set): counted, not a crash."""
+    rows = [dict(estimator=estimator, direction=d, metric=m, case_id=case_id, relation_id=relation_id, te=np.nan,
+                 clean=np.nan, corrupted=np.nan, support_size=support_size, n_draws=0, excluded=True, reason=reason)
+            for d in directions for m in metrics]
+    return TraceTables(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(rows))

@@ -1,0 +1,153 @@
+"""Stage ``trace``: noise tracing, resample scrubbing and flip scrubbing of the study facts (SPEC §4).
+
+Site sets per case:
+* the *analysis set* every case gets: MLP windows of ``analysis_window`` layers centred at each layer of
+  ``ctx.edit_layers()``, at every position (positions before the subject cost nothing: their effect is
+  exactly 0 and is filled in without a forward pass);
+* the *heatmap set* the first ``heatmap_cases`` cases get: each of ``trace_components`` (residual:
+  window 1; mlp/attn: ``trace_window``) at ``trace_layers`` (default every layer), every position.
+
+Writes (results folder): ``trace.parquet`` (a row per estimator, direction, metric, case and site),
+``trace_draws.parquet`` (per-draw values of the analysis set), ``trace_cases.parquet`` (TE, clean and
+corrupted metric, support size, exclusions), ``trace_summary.parquet`` (mean over cases with a
+bootstrap CI per estimator, direction, metric, component, window, layer and role), ``trace_meta.json``
+(ν, the estimands as text, counts) and ``figures/trace_<estimator>_<component>.png``.  Finished cases
+are kept in ``trace_parts/`` and skipped on a rerun.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from causaleval.bootstrap import summarise_by
+from causaleval.estimands import SiteGrid
+from causaleval.patching import TraceTables
+from causaleval.reporting.heatmaps import trace_heatmaps
+from causaleval.store import atomic_write_json, atomic_write_parquet
+from estimators import flip_scrubbing, noise_tracing, resample_scrubbing
+from experiments.context import StageContext
+
+NAME = "trace"
+OUTPUTS = ("trace.parquet", "trace_summary.parquet")
+ESTIMATORS = ("noise", "resample", "flip")
+
+
+def site_grids(ctx: StageContext, heatmap: bool) -> tuple[SiteGrid, ...]:
+    """The analysis set, plus the heatmap set when ``heatmap``; grids of one (component, window) merged."""
+    cfg = ctx.config
+    grids = {("mlp", cfg.analysis_window): SiteGrid("mlp", cfg.analysis_window, tuple(ctx.edit_layers()))}
+    if heatmap:
+        layers = None if cfg.trace_layers is None else tuple(cfg.trace_layers)
+        for comp in cfg.trace_components:
+            window = 1 if comp == "residual" else cfg.trace_window
+            old = grids.get((comp, window))
+            if old is not None and layers is not None:
+                layers = tuple(sorted(set(layers) | set(old.layers or ())))
+            grids[(comp, window)] = SiteGrid(comp, window, layers)
+    return tuple(grids.values())
+
+
+def _keep_draws(draws: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
+    if draws.empty:
+        return draws
+    return draws[(draws.component == "mlp") & (draws.window == ctx.config.analysis_window)]
+
+
+def _trace_one(ctx: StageContext, estimator: str, fact, heatmap: bool, nu: float) -> TraceTables:
+    cfg, bundle = ctx.config, ctx.bundle
+    grids = site_grids(ctx, heatmap)
+    if estimator == "noise":
+        c = noise_tracing.NoiseTracingConfig(nu=nu, n_draws=cfg.noise_draws, seed=cfg.seed, grids=grids)
+        return noise_tracing.trace_fact(bundle, fact, c)
+    pool = ctx.known_facts
+    if estimator == "resample":
+        c = resample_scrubbing.ScrubbingConfig(n_draws=cfg.partner_draws, seed=cfg.seed, grids=grids)
+        return resample_scrubbing.trace_fact(bundle, fact, pool, c)
+    c = resample_scrubbing.ScrubbingConfig(n_draws=cfg.partner_draws, seed=cfg.seed, grids=grids,
+                                           directions=flip_scrubbing.DIRECTIONS)
+    return flip_scrubbing.trace_fact(bundle, fact, pool, c)
+
+
+def _read_parts(parts_dir, names) -> TraceTables:
+    def read(kind):
+        frames = [pd.read_parquet(parts_dir / f"{n}_{kind}.parquet") for n in names
+                  if (parts_dir / f"{n}_{kind}.parquet").is_file()]
+        frames = [f for f in frames if len(f)]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return TraceTables(read("sites"), read("draws"), read("cases"))
+
+
+def summarise(sites: pd.DataFrame, n_resamples: int, seed: int) -> pd.DataFrame:
+    """Per (estimator, direction, metric, component, window, layer, role): the mean over cases of the
+    case's mean IE over positions of that role, with a bootstrap CI resampling cases, and the
+    normalised effect as a ratio of means."""
+    keys = ["estimator", "direction", "metric", "component", "window", "layer", "role"]
+    per_case = sites.groupby(keys + ["case_id"], as_index=False).agg(ie=("ie", "mean"), te=("te", "first"))
+    return summarise_by(per_case, keys, value="ie", total="te", n_resamples=n_resamples, seed=seed)
+
+
+def run(ctx: StageContext) -> None:
+    cfg = ctx.config
+    unknown = [e for e in cfg.trace_estimators if e not in ESTIMATORS]
+    if unknown:
+        raise ValueError(f"unknown estimator {unknown[0]!r} in trace_estimators; choose from {ESTIMATORS}")
+    t0 = time.time()
+    facts = ctx.study_facts
+    bundle = ctx.bundle
+    nu = noise_tracing.noise_scale(bundle, ctx.known_facts, cfg.noise_scale_factor)
+    n_heat = len(facts) if cfg.heatmap_cases is None else min(cfg.heatmap_cases, len(facts))
+    heat_ids = {f.case_id for f in facts[:n_heat]}
+    parts_dir = ctx.out_dir / "trace_parts"
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    names = []
+    for est in cfg.trace_estimators:
+        for fact in tqdm(facts, desc=f"trace {est}", disable=not ctx.progress):
+            name = f"{est}_{fact.case_id}"
+            names.append(name)
+            if (parts_dir / f"{name}_sites.parquet").is_file():
+                continue
+            tables = _trace_one(ctx, est, fact, fact.case_id in heat_ids, nu)
+            atomic_write_parquet(parts_dir / f"{name}_draws.parquet", _keep_draws(tables.draws, ctx))
+            atomic_write_parquet(parts_dir / f"{name}_cases.parquet", tables.cases)
+            atomic_write_parquet(parts_dir / f"{name}_sites.parquet", tables.sites)  # written last: the marker
+    tables = _read_parts(parts_dir, names)
+    summary = summarise(tables.sites, cfg.n_bootstrap, cfg.seed)
+    atomic_write_parquet(ctx.out_dir / "trace_draws.parquet", tables.draws)
+    atomic_write_parquet(ctx.out_dir / "trace_cases.parquet", tables.cases)
+    atomic_write_parquet(ctx.out_dir / "trace_summary.parquet", summary)
+    figures = trace_heatmaps(tables.sites, ctx.out_dir / "figures")
+    sc = resample_scrubbing.ScrubbingConfig(n_draws=cfg.partner_draws, grids=site_grids(ctx, True))
+    estimands = {
+        "noise": str(noise_tracing.estimand(noise_tracing.NoiseTracingConfig(nu=nu, n_draws=cfg.noise_draws,
+                                                                            grids=site_grids(ctx, True)))),
+        "resample": str(resample_scrubbing.estimand(sc)),
+        "flip_denoise": str(flip_scrubbing.estimand(sc, "denoise")),
+        "flip_noise": str(flip_scrubbing.estimand(sc, "noise")),
+    }
+    cases = tables.cases
+    excluded = (cases[cases.excluded].drop_duplicates(["estimator", "case_id"]).groupby("estimator").size().to_dict()
+                if len(cases) else {})
+    atomic_write_json(ctx.out_dir / "trace_meta.json", {
+        "nu": nu, "noise_scale_factor": cfg.noise_scale_factor, "n_cases": len(facts), "heatmap_cases": n_heat,
+        "edit_layers": ctx.edit_layers(), "excluded": excluded, "estimands": estimands,
+        "figures": [str(f.relative_to(ctx.out_dir)) for f in figures], "seconds": round(time.time() - t0, 1)})
+    atomic_write_parquet(ctx.out_dir / "trace.parquet", tables.sites)   # written last: the stage's marker
+    print(_report(tables, excluded))
+
+
+def _report(tables: TraceTables, excluded: dict) -> str:
+    s = tables.sites
+    if s.empty:
+        return "trace: no sites traced"
+    d = s[(s.direction == "denoise") & (s.metric == "p") & (s.component == "mlp")]
+    lines = [f"trace: {s.case_id.nunique()} cases; excluded per estimator: {excluded or 'none'}"]
+    for (est, w), g in d.groupby(["estimator", "window"]):
+        m = g.groupby(["layer", "role"]).ie.mean()
+        (layer, role), v = m.idxmax(), m.max()
+        lines.append(f"  {est} MLP window {w}: peak mean IE {v:.4f} at layer {layer}, {role}")
+    return "\n".join(lines)
+
+
