@@ -274,14 +274,15 @@ class Site:
 
 def align_position(src: Encoded, dst: Encoded, pos: int) -> int | None:
     """The position of ``dst`` that plays the role of ``pos`` in ``src`` (SPEC §4.3): tokens before the
-    subject keep their offset from the subject's start, subject_first/last map to subject_first/last,
+    subject keep their offset from the prompt's start (the template prefix is shared; where the partner's
+    prefix tokenises shorter, the last prefix token stands in), subject_first/last map to subject_first/last,
     middle subject tokens map proportionally, tokens after the subject keep their offset from the end.
     None when ``dst`` has no such position."""
     s, e, n = src.subject_start, src.subject_end, src.length
     if not 0 <= pos < n:
         raise SiteError(f"position {pos} is outside the prompt {src.text!r} (length {n})")
     if pos < s:
-        q = pos - s + dst.subject_start
+        q = min(pos, dst.subject_start - 1)
     elif pos < e:
         k_src, k_dst = e - s, dst.subject_end - dst.subject_start
         if pos == e - 1:

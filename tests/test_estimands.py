@@ -71,3 +71,7 @@ def test_alignment_by_role():
     assert align_position(c, a, 4) in (3, 4)     # a middle token maps inside the subject
     with pytest.raises(SiteError):
         align_position(a, b, 8)
+    # the partner's prefix tokenised one token shorter: prefix tokens align from the start
+    d = Encoded("w", tuple(range(10)), 4, 9)
+    e = Encoded("v", tuple(range(10)), 3, 9)
+    assert [align_position(d, e, p) for p in range(4)] == [0, 1, 2, 2]
