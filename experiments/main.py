@@ -24,7 +24,9 @@ from experiments.context import StageContext
 STAGES = ("facts", "trace", "edit", "analyze", "report")
 # Settings that change results: a results folder made with other values is not silently reused.
 RESULT_KEYS = ("model", "facts", "seed", "dtype", "relations", "max_facts", "noise_draws", "partner_draws",
-               "trace_components", "trace_window", "edit_layers", "edit_layer_step", "analysis_window")
+               "trace_components", "trace_window", "trace_estimators", "trace_layers", "heatmap_cases",
+               "noise_scale_factor", "edit_layers", "edit_layer_step", "rome_context_texts", "rome_stat_tokens",
+               "rome_stat_source", "rome_max_neighbours", "rome_key_mode", "analysis_window")
 
 
 def stage_module(name: str):

@@ -18,7 +18,8 @@ from causaleval.edit_scores import summarise
 from causaleval.rome import SecondMoments, default_contexts, hparams_for, sweep_case
 from causaleval.rome.hparams import RomeHyperParams
 from causaleval.store import atomic_write_json, atomic_write_parquet
-from experiments.context import StageContext
+from experiments.backends import CaseJob
+from experiments.context import StageContext, run_case_job
 
 NAME = "edit"
 OUTPUTS = ("edits.parquet",)
@@ -33,9 +34,29 @@ def context_lengths(n: int) -> tuple[tuple[int, int], ...]:
 
 
 def hparams_from_config(ctx: StageContext) -> RomeHyperParams:
-    c = ctx.config
-    return hparams_for(ctx.bundle.family.name, ctx.bundle.n_layers, context_lengths=context_lengths(c.rome_context_texts),
+    return _hparams(ctx.bundle, ctx.config)
+
+
+def _hparams(bundle, c) -> RomeHyperParams:
+    return hparams_for(bundle.family.name, bundle.n_layers, context_lengths=context_lengths(c.rome_context_texts),
                        stat_tokens=c.rome_stat_tokens, stat_source=c.rome_stat_source, key_mode=c.rome_key_mode)
+
+
+def _setup(bundle, config, shared: dict) -> dict:
+    """Per worker: hyperparameters, C⁻¹ and context texts (read from the cache the driver filled)."""
+    hp = _hparams(bundle, config)
+    stats = SecondMoments(bundle, hp, seed=config.seed, progress=False)
+    stats.ensure(shared["layers"])
+    return {"bundle": bundle, "config": config, "hp": hp, "stats": stats, "layers": shared["layers"],
+            "contexts": default_contexts(bundle, hp, seed=config.seed)}
+
+
+def _work(state: dict, facts):
+    c = state["config"]
+    for fact in facts:
+        rows = sweep_case(state["bundle"], fact, state["layers"], state["hp"], state["stats"], state["contexts"],
+                          max_neighbours=c.rome_max_neighbours, seed=c.seed)
+        yield str(fact.case_id), pd.DataFrame(rows)[COLUMNS]
 
 
 def run(ctx: StageContext) -> None:
@@ -54,27 +75,9 @@ def run(ctx: StageContext) -> None:
         "statistics": {str(l): stats.provenance[l] for l in layers},
         "statistics_computed_seconds": round(stats.one_off_seconds, 1),
         "setup_seconds": round(one_off, 1)})
-    parts = ctx.out_dir / "edit_parts"
-    facts = ctx.study_facts
-    bar = None
-    if ctx.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(facts), desc=f"ROME edits ({len(layers)} layers)", unit="case")
-    frames = []
-    for fact in facts:
-        path = parts / f"{fact.case_id}.parquet"
-        if path.is_file():
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.DataFrame(sweep_case(bundle, fact, layers, hp, stats, contexts,
-                                            max_neighbours=cfg.rome_max_neighbours, seed=cfg.seed))[COLUMNS]
-            atomic_write_parquet(path, frame)
-        frames.append(frame)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+    job = CaseJob(f"ROME edits ({len(layers)} layers)", _setup, _work, shared={"layers": layers})
+    keys = run_case_job(ctx, job, ctx.study_facts, "edit_parts")
+    frames = [pd.read_parquet(ctx.out_dir / "edit_parts" / f"{k}.parquet") for k in keys]
     edits = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
     atomic_write_parquet(ctx.out_dir / "edit_summary.parquet", summarise(edits))
     atomic_write_parquet(ctx.out_dir / "edits.parquet", edits)

@@ -18,9 +18,9 @@ are kept in ``trace_parts/`` and skipped on a rerun.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from causaleval.bootstrap import summarise_by
 from causaleval.estimands import SiteGrid
@@ -28,7 +28,8 @@ from causaleval.patching import TraceTables
 from causaleval.reporting.heatmaps import trace_heatmaps
 from causaleval.store import atomic_write_json, atomic_write_parquet
 from estimators import flip_scrubbing, noise_tracing, resample_scrubbing
-from experiments.context import StageContext
+from experiments.backends import CaseJob
+from experiments.context import StageContext, run_case_job
 
 NAME = "trace"
 OUTPUTS = ("trace.parquet", "trace_summary.parquet")
@@ -71,6 +72,34 @@ def _trace_one(ctx: StageContext, estimator: str, fact, heatmap: bool, nu: float
     return flip_scrubbing.trace_fact(bundle, fact, pool, c)
 
 
+@dataclass
+class _WorkerContext:
+    """What tracing one case needs: the parts of a StageContext a Ray worker can rebuild."""
+
+    config: object
+    bundle: object
+    known_facts: list
+    layers: list
+
+    def edit_layers(self) -> list:
+        return self.layers
+
+
+def _setup(bundle, config, shared: dict) -> dict:
+    return dict(shared, ctx=_WorkerContext(config, bundle, shared["known_facts"], shared["edit_layers"]))
+
+
+def _work(state: dict, facts):
+    """Per case: the draws, cases and sites tables; ``sites`` comes last and marks the part finished."""
+    est = state["estimator"]
+    for fact in facts:
+        tables = _trace_one(state["ctx"], est, fact, fact.case_id in state["heat_ids"], state["nu"])
+        name = f"{est}_{fact.case_id}"
+        yield f"{name}_draws", _keep_draws(tables.draws, state["ctx"])
+        yield f"{name}_cases", tables.cases
+        yield f"{name}_sites", tables.sites
+
+
 def _read_parts(parts_dir, names) -> TraceTables:
     def read(kind):
         frames = [pd.read_parquet(parts_dir / f"{n}_{kind}.parquet") for n in names
@@ -102,17 +131,12 @@ def run(ctx: StageContext) -> None:
     heat_ids = {f.case_id for f in facts[:n_heat]}
     parts_dir = ctx.out_dir / "trace_parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
+    shared = {"nu": nu, "heat_ids": heat_ids, "known_facts": ctx.known_facts, "edit_layers": ctx.edit_layers()}
     names = []
     for est in cfg.trace_estimators:
-        for fact in tqdm(facts, desc=f"trace {est}", disable=not ctx.progress):
-            name = f"{est}_{fact.case_id}"
-            names.append(name)
-            if (parts_dir / f"{name}_sites.parquet").is_file():
-                continue
-            tables = _trace_one(ctx, est, fact, fact.case_id in heat_ids, nu)
-            atomic_write_parquet(parts_dir / f"{name}_draws.parquet", _keep_draws(tables.draws, ctx))
-            atomic_write_parquet(parts_dir / f"{name}_cases.parquet", tables.cases)
-            atomic_write_parquet(parts_dir / f"{name}_sites.parquet", tables.sites)  # written last: the marker
+        job = CaseJob(f"trace {est}", _setup, _work, shared=dict(shared, estimator=est),
+                      key=lambda f, est=est: f"{est}_{f.case_id}_sites")
+        names += [k.removesuffix("_sites") for k in run_case_job(ctx, job, facts, "trace_parts")]
     tables = _read_parts(parts_dir, names)
     summary = summarise(tables.sites, cfg.n_bootstrap, cfg.seed)
     atomic_write_parquet(ctx.out_dir / "trace_draws.parquet", tables.draws)
