@@ -56,8 +56,8 @@ class StudyConfig:
 
 PRESETS: dict[str, dict] = {
     # Finishes on a 2-core laptop CPU with SmolLM2 (see README for the measured time).
-    # 20 facts × 6 edit layers (0, 6, 12, 18, 24, 29); ROME statistics from 20k sampled tokens.
-    "default": dict(max_facts=20, noise_draws=3, partner_draws=3, edit_layer_step=6, heatmap_cases=4,
+    # 12 facts × 6 edit layers (0, 6, 12, 18, 24, 29); ROME statistics from 20k sampled tokens.
+    "default": dict(max_facts=12, noise_draws=3, partner_draws=3, edit_layer_step=6, heatmap_cases=2,
                     trace_components=["residual", "mlp"], rome_stat_tokens=20_000),
     # Every known fact and every layer.
     "paper": dict(max_facts=None, noise_draws=10, partner_draws=10, edit_layer_step=1),

@@ -60,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--max-facts", type=int, default=None, help="number of known facts to study (default: preset)")
     p.add_argument("--relations", nargs="+", default=None, help="relation ids of the built-in facts (e.g. P36 P17)")
+    p.add_argument("--edit-layers", type=int, nargs="+", default=None,
+                   help="layers to edit (default: every edit_layer_step-th layer of the preset and the last)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--trust-remote-code", action="store_true", default=None,
                    help="allow a model folder's own code to run (off by default)")
@@ -76,6 +78,7 @@ def build_config(args: argparse.Namespace) -> StudyConfig:
     return resolve(args.preset, model=args.model, facts=args.facts, out=args.out, device=args.device,
                    dtype=args.dtype, seed=args.seed, max_facts=args.max_facts, relations=args.relations,
                    batch_size=args.batch_size, trust_remote_code=args.trust_remote_code, backend=args.backend,
+                   edit_layers=args.edit_layers,
                    ray_address=args.ray_address, workers=args.workers)
 
 
