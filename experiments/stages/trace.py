@@ -24,6 +24,7 @@ import pandas as pd
 
 from causaleval.bootstrap import summarise_by
 from causaleval.estimands import SiteGrid
+from causaleval.parts import PartStore
 from causaleval.patching import TraceTables
 from causaleval.reporting.heatmaps import trace_heatmaps
 from causaleval.store import atomic_write_json, atomic_write_parquet
@@ -101,12 +102,8 @@ def _work(state: dict, facts):
 
 
 def _read_parts(parts_dir, names) -> TraceTables:
-    def read(kind):
-        frames = [pd.read_parquet(parts_dir / f"{n}_{kind}.parquet") for n in names
-                  if (parts_dir / f"{n}_{kind}.parquet").is_file()]
-        frames = [f for f in frames if len(f)]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return TraceTables(read("sites"), read("draws"), read("cases"))
+    store = PartStore(parts_dir)
+    return TraceTables(*(store.concat([f"{n}_{kind}" for n in names]) for kind in ("sites", "draws", "cases")))
 
 
 def summarise(sites: pd.DataFrame, n_resamples: int, seed: int) -> pd.DataFrame:
