@@ -16,14 +16,13 @@ Efficiency (all exact, no approximation):
 * the unembedding is computed only at the read-out (last) position.
 
 Blocks are called directly with the keyword arguments the model itself passes them, captured once
-per (base run, p) from a forward pass over the suffix (:func:`_block_calls`), so the code works for
-every family of :mod:`causaleval.sites` without re-implementing attention masks or rotary embeddings.
+per (base run, p) from a forward pass over the suffix (:mod:`causaleval.kvcache`), so the code works
+for every family of :mod:`causaleval.sites` without re-implementing attention masks or rotary embeddings.
 """
 
 from __future__ import annotations
 
 import bisect
-import copy
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import torch
 
 from causaleval.errors import SiteError
 from causaleval.hooks import trace
+from causaleval.kvcache import BlockCalls, output_cache, prefix_cache
 from causaleval.models import ModelBundle
 from causaleval.sites import COMPONENTS, check_layer, get_module
 from causaleval.tokens import Encoded
@@ -105,50 +105,18 @@ def run_model(bundle: ModelBundle, input_ids: torch.Tensor, embed_delta: torch.T
         out = model.base_model(input_ids=ids, use_cache=True)
     hidden = out.last_hidden_state
     logits = model.get_output_embeddings()(hidden[:, -1])
-    cache = out.cache if hasattr(out, "cache") else out.past_key_values
     return Run(input_ids=ids, block_inputs=[store[f"{b}:in"] for b in blocks],
-               states={k: store[p] for k, p in paths.items()}, cache=cache, logits=logits)
-
-
-def _prefix_cache(cache, upto: int, rows: torch.Tensor, counts: Sequence[int] | None = None):
-    """A copy of a key/value cache keeping positions < ``upto`` of the given rows (at layer l only the
-    first ``counts[l]`` of them); the original is untouched (its tensors are sliced, never written)."""
-    new = copy.copy(cache)
-    new.layers = []
-    for l, layer in enumerate(cache.layers):
-        layer = copy.copy(layer)
-        if getattr(layer, "is_initialized", True) and getattr(layer, "keys", None) is not None:
-            r = rows if counts is None else rows[:max(counts[l], 1)]
-            layer.keys, layer.values = layer.keys[r, :, :upto], layer.values[r, :, :upto]
-        new.layers.append(layer)
-    return new
+               states={k: store[p] for k, p in paths.items()}, cache=output_cache(out), logits=logits)
 
 
 @torch.no_grad()
-def _block_calls(bundle: ModelBundle, run: Run, position: int):
-    """The (args, kwargs) the model passes to each block for a forward pass over positions
-    ``position``…T−1 after a cached prefix, captured once per (run, position)."""
-    if position in run._calls:
-        return run._calls[position]
-    model, fam = bundle.model, bundle.family
-    cache = _prefix_cache(run.cache, position, torch.tensor([0], device=run.input_ids.device))
-    captured: list = [None] * bundle.n_layers
-    handles = []
-    for l in range(bundle.n_layers):
-        def pre(_m, args, kwargs, l=l):
-            captured[l] = (args, dict(kwargs))
-        handles.append(get_module(model, fam.layer_path(l)).register_forward_pre_hook(pre, with_kwargs=True))
-    try:
-        model.base_model(input_ids=run.input_ids[:1, position:], cache=cache, use_cache=True)
-    finally:
-        for h in handles:
-            h.remove()
-    run._calls[position] = (captured, cache)
+def _block_calls(bundle: ModelBundle, run: Run, position: int) -> BlockCalls:
+    """The block calls of a forward pass over positions ``position``…T−1 after the cached prefix,
+    captured once per (run, position)."""
+    if position not in run._calls:
+        cache = prefix_cache(run.cache, position, torch.tensor([0], device=run.input_ids.device))
+        run._calls[position] = BlockCalls(bundle, cache, input_ids=run.input_ids[:1, position:])
     return run._calls[position]
-
-
-def _swap(value, old, new):
-    return new if value is old else value
 
 
 @torch.no_grad()
@@ -165,8 +133,8 @@ def _run_position(bundle: ModelBundle, run: Run, position: int, patches: Sequenc
     n_layers = bundle.n_layers
     counts = [bisect.bisect_right(starts, l) for l in range(n_layers)]
     rows = torch.tensor([p.base_row for p in patches], device=device)
-    calls, template_cache = _block_calls(bundle, run, position)
-    cache = _prefix_cache(run.cache, position, rows, counts)
+    calls = _block_calls(bundle, run, position)
+    cache = prefix_cache(run.cache, position, rows, counts)
     by_path: dict[str, tuple[list[int], list[torch.Tensor]]] = defaultdict(lambda: ([], []))
     for i, p in enumerate(patches):
         for j, layer in enumerate(p.layers):
@@ -183,19 +151,14 @@ def _run_position(bundle: ModelBundle, run: Run, position: int, patches: Sequenc
             h[idx_t, 0] = vals_t.to(h.dtype)
             return h
         edits[path] = fn
-    model, fam = bundle.model, bundle.family
     hidden = None
-    with trace(model, edit=edits):
+    with trace(bundle.model, edit=edits):
         for l in range(starts[0], n_layers):
             have = 0 if hidden is None else hidden.shape[0]
             if counts[l] > have:
                 new = run.block_inputs[l][rows[have:counts[l]], position:]
                 hidden = new if hidden is None else torch.cat([hidden, new])
-            args, kwargs = calls[l]
-            args = (hidden,) + tuple(_swap(a, template_cache, cache) for a in args[1:])
-            kwargs = {k: _swap(v, template_cache, cache) for k, v in kwargs.items()}
-            out = get_module(model, fam.layer_path(l))(*args, **kwargs)
-            hidden = out[0] if isinstance(out, tuple) else out
+            hidden = calls.call(l, hidden, cache)
     return _unembed(bundle, hidden[:, readout - position])
 
 

@@ -1,6 +1,7 @@
 """Benchmark: per-edit time of our ROME vs a reference written the way the original code does it.
 
-    python -m experiments.bench edit [--cases 4] [--layer L] [--contexts 4] [--stat-tokens N] [--facts facts.jsonl]
+    python -m experiments.bench edit [--cases 4] [--repeats 1] [--layer L] [--contexts 4] [--stat-tokens N]
+                                     [--facts facts.jsonl]
 
 Reference (Meng et al.'s ``compute_u``/``compute_v``): a separate forward for the averaged key, one
 for (k₀, W k₀), and for every optimisation step a full forward *and* backward through the whole model,
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import time
 from pathlib import Path
 
@@ -108,6 +110,7 @@ def main(argv=None) -> None:
     ap.add_argument("--contexts", type=int, default=4)
     ap.add_argument("--stat-tokens", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=1, help="timed edits per case and method (interleaved)")
     a = ap.parse_args(argv)
     bundle = load_model(a.model)
     path = Path(a.facts or "results/smollm2-default/facts.jsonl")
@@ -126,23 +129,27 @@ def main(argv=None) -> None:
     contexts = default_contexts(bundle, hp, seed=a.seed)
     t_ours, t_ref, es_o, es_r, steps_o, steps_r = [], [], [], [], [], []
     for f in facts:
-        t0 = time.perf_counter()
-        ours = compute_edit(bundle, prepare_edit(bundle, f, contexts, hp), layer, hp, stats)
-        t_ours.append(time.perf_counter() - t0)
-        ref = reference_edit(bundle, f, contexts, layer, hp, stats)
-        t_ref.append(ref.seconds)
-        es_o.append(efficacy(bundle, f, ours))
-        es_r.append(efficacy(bundle, f, ref))
-        steps_o.append(ours.steps)
-        steps_r.append(ref.steps)
-        print(f"case {f.case_id}: ours {t_ours[-1]:.2f} s ({ours.steps} steps, ES {es_o[-1][0]:.0f}, "
-              f"p_new {es_o[-1][1]:.3f}); reference {t_ref[-1]:.2f} s ({ref.steps} steps, ES {es_r[-1][0]:.0f}, "
-              f"p_new {es_r[-1][1]:.3f})", flush=True)
+        for rep in range(a.repeats):   # interleaved, so both see the same machine load
+            t0 = time.perf_counter()
+            ours = compute_edit(bundle, prepare_edit(bundle, f, contexts, hp), layer, hp, stats)
+            t_ours.append(time.perf_counter() - t0)
+            ref = reference_edit(bundle, f, contexts, layer, hp, stats)
+            t_ref.append(ref.seconds)
+            if rep == 0:
+                es_o.append(efficacy(bundle, f, ours))
+                es_r.append(efficacy(bundle, f, ref))
+                steps_o.append(ours.steps)
+                steps_r.append(ref.steps)
+            print(f"case {f.case_id}: ours {t_ours[-1]:.2f} s ({ours.steps} steps, ES {es_o[-1][0]:.0f}, "
+                  f"p_new {es_o[-1][1]:.3f}); reference {t_ref[-1]:.2f} s ({ref.steps} steps, ES {es_r[-1][0]:.0f}, "
+                  f"p_new {es_r[-1][1]:.3f})", flush=True)
     mean = lambda x: sum(x) / len(x)  # noqa: E731
-    print(f"\nROME edit benchmark — {bundle.name}, layer {layer}, {len(facts)} cases, {hp.n_context} context texts, "
-          f"{torch.get_num_threads()} threads")
-    print(f"  ours:      {mean(t_ours):.2f} s/edit, ES {mean([e for e, _ in es_o]):.2f}, "
+    ratios = [r / o for o, r in zip(t_ours, t_ref)]
+    print(f"\nROME edit benchmark — {bundle.name}, layer {layer}, {len(facts)} cases × {a.repeats} repeats, "
+          f"{hp.n_context} context texts, {torch.get_num_threads()} threads")
+    print(f"  ours:      median {statistics.median(t_ours):.2f} s/edit, ES {mean([e for e, _ in es_o]):.2f}, "
           f"mean p(new) {mean([p for _, p in es_o]):.3f}, steps {mean(steps_o):.1f}")
-    print(f"  reference: {mean(t_ref):.2f} s/edit, ES {mean([e for e, _ in es_r]):.2f}, "
+    print(f"  reference: median {statistics.median(t_ref):.2f} s/edit, ES {mean([e for e, _ in es_r]):.2f}, "
           f"mean p(new) {mean([p for _, p in es_r]):.3f}, steps {mean(steps_r):.1f}")
-    print(f"  speed-up:  {mean(t_ref) / mean(t_ours):.2f}×")
+    print(f"  speed-up:  {statistics.median(t_ref) / statistics.median(t_ours):.2f}× (ratio of medians); "
+          f"per edit median {statistics.median(ratios):.2f}×, range {min(ratios):.2f}–{max(ratios):.2f}×")

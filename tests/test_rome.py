@@ -14,7 +14,8 @@ from causaleval.errors import SiteError
 from causaleval.rome import (SecondMoments, SingularStatisticsWarning, apply_edit, compute_edit, default_contexts,
                              hparams_for, prepare_edit, rome_edit)
 from causaleval.rome.corpus import sample_ids
-from causaleval.rome.suffix import capture_block_inputs, logits_at_positions, run_from
+from causaleval.hooks import trace
+from causaleval.rome.suffix import capture_block_inputs, capture_window, logits_at_positions, run_from
 from causaleval.sites import get_module
 from causaleval.testing import tiny_model, tiny_tokenizer
 from causaleval.tokens import pad_batch
@@ -137,6 +138,47 @@ def test_suffix_run_matches_full_forward(family):
         full = b.model(input_ids=ids, attention_mask=mask).logits[rows, cols]
         for layer in range(b.n_layers):
             torch.testing.assert_close(logits_at_positions(b, run_from(b, cache, layer), rows, cols), full)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_window_run_matches_full_run_with_and_without_delta(family):
+    """Re-running each row only from its window start, after the cached prefix, is exact (SPEC §5)."""
+    b = tiny_model(family)
+    ids, mask, _ = pad_batch([[5, 6, 7, 8, 9, 10, 11], [12, 13, 14], [15, 16, 17, 18, 19]], 0)
+    starts = torch.tensor([4, 0, 2])
+    blocks, _ = capture_block_inputs(b, ids, mask)
+    window, _ = capture_window(b, ids, mask, starts)
+    rows, pos = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2]), torch.tensor([4, 5, 6, 0, 1, 2, 2, 4])
+    d = b.model.config.hidden_size
+    for layer in range(b.n_layers):
+        delta = torch.randn(d, generator=torch.Generator().manual_seed(layer), requires_grad=True)
+        path = b.family.module_path("down_proj", layer)
+        grads = []
+        for run, at in ((lambda: run_from(b, blocks, layer), starts),
+                        (lambda: window.run(layer), torch.zeros(3, dtype=torch.long))):
+            edit = {path: lambda out, at=at: out.index_put((torch.arange(3), at), delta.expand(3, -1),
+                                                           accumulate=True)}
+            with torch.enable_grad(), trace(b.model, edit=edit):
+                last = run()
+            cols = pos if at is starts else window.column(rows, pos)
+            logits = logits_at_positions(b, last, rows, cols)
+            logits.square().mean().backward()
+            grads.append((logits.detach(), delta.grad.clone()))
+            delta.grad = None
+        torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(grads[1][1], grads[0][1], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError):
+        window.column(torch.tensor([0]), torch.tensor([3]))
+    # a window cut short at the last read position gives the same values there
+    short, _ = capture_window(b, ids, mask, starts, ends=torch.tensor([6, 2, 3]))
+    keep = torch.tensor([0, 1, 3, 4, 6])
+    with torch.no_grad():
+        full_last = window.run(1)
+        short_last = short.run(1)
+    torch.testing.assert_close(logits_at_positions(b, short_last, rows[keep], short.column(rows[keep], pos[keep])),
+                               logits_at_positions(b, full_last, rows[keep], window.column(rows[keep], pos[keep])))
+    with pytest.raises(ValueError):
+        short.column(torch.tensor([2]), torch.tensor([4]))
 
 
 def test_statistics_cached_with_provenance_and_equal_to_full_forward(tmp_path):

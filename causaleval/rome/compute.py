@@ -13,9 +13,10 @@ For an edit of case (s, r, o_new) at layer l, with W the down-projection of bloc
 * update W ← W + (v* − W k − b) uᵀ / (uᵀ k), u = C⁻¹k_u/‖C⁻¹k_u‖, keys per ``key_mode``
   (see :class:`~causaleval.rome.hparams.RomeHyperParams`), transposed for GPT-2's Conv1D.
 
-Efficiency: one unedited forward per case records every block's input (:mod:`causaleval.rome.suffix`)
-and the keys of every layer; each optimisation step then runs only blocks l..L−1 and computes logits
-only at the target-token positions and the KL position.
+Efficiency: one unedited forward per case records every block's input, the key/value cache and the
+keys of every layer (:mod:`causaleval.rome.suffix`); each optimisation step then runs only blocks
+l..L−1, only on each row's positions from the subject's last token on (the earlier ones cannot change),
+and computes logits only at the target-token positions and the KL position.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from causaleval.errors import SiteError
 from causaleval.hooks import trace
 from causaleval.models import ModelBundle
 from causaleval.rome.hparams import RomeHyperParams
-from causaleval.rome.suffix import BlockInputs, capture_block_inputs, logits_at_positions, run_from
+from causaleval.rome.suffix import SuffixWindow, capture_window, logits_at_positions
 from causaleval.sites import check_layer, down_proj_weight_out_in, get_module
 from causaleval.tokens import answer_ids, encode_prompt, pad_batch
 
@@ -87,7 +88,7 @@ class PreparedEdit:
 
     fact: Fact
     batch: EditBatch
-    blocks: BlockInputs
+    window: SuffixWindow                 # each row from its subject's last token to its last read position
     keys: dict[int, torch.Tensor]        # layer -> (rows, d_in) down-proj inputs at the subject's last token
     outs: dict[int, torch.Tensor]        # layer -> (rows, d_out) down-proj outputs there
     kl_init: torch.Tensor                # unedited log-probs at the KL position
@@ -102,17 +103,21 @@ def prepare_edit(bundle: ModelBundle, fact: Fact, contexts: list[str], hparams: 
         mod = get_module(bundle.model, bundle.family.module_path("down_proj", l))
 
         def hook(_m, inp, out, l=l):
+            if l in keys:       # the full forward only, not the window's capture pass that follows it
+                return
             keys[l] = inp[0][rows, batch.lookup].detach().clone()
             outs[l] = out[rows, batch.lookup].detach().clone()
         handles.append(mod.register_forward_hook(hook))
     try:
-        blocks, last = capture_block_inputs(bundle, batch.input_ids, batch.attention_mask)
+        # each row from its subject's last token (where δ enters) to the last position the loss reads
+        ends = (batch.lookup + 1).scatter_reduce(0, batch.tgt_rows, batch.tgt_cols + 1, reduce="amax")
+        window, last = capture_window(bundle, batch.input_ids, batch.attention_mask, batch.lookup, ends)
     finally:
         for h in handles:
             h.remove()
     kl_row = torch.tensor([batch.n_rewrite], device=bundle.device)
     kl_init = torch.log_softmax(logits_at_positions(bundle, last, kl_row, batch.lookup[kl_row]).float(), -1)
-    return PreparedEdit(fact, batch, blocks, keys, outs, kl_init)
+    return PreparedEdit(fact, batch, window, keys, outs, kl_init)
 
 
 @dataclass
@@ -125,7 +130,8 @@ class VResult:
 
 
 def compute_v(bundle: ModelBundle, prep: PreparedEdit, layer: int, hp: RomeHyperParams) -> VResult:
-    """The v* optimisation (see module docstring), running only blocks ``layer``..L−1."""
+    """The v* optimisation (see module docstring), running only blocks ``layer``..L−1 and, in each row,
+    only the positions from the subject's last token on (where δ enters; :class:`SuffixWindow`)."""
     b = prep.batch
     n_rows = b.input_ids.shape[0]
     rows = torch.arange(n_rows, device=bundle.device)
@@ -135,19 +141,20 @@ def compute_v(bundle: ModelBundle, prep: PreparedEdit, layer: int, hp: RomeHyper
     path = bundle.family.module_path("down_proj", layer)
     kl_row = torch.tensor([b.n_rewrite], device=bundle.device)
     read_rows = torch.cat([b.tgt_rows, kl_row])
-    read_cols = torch.cat([b.tgt_cols, b.lookup[kl_row]])
+    read_cols = prep.window.column(read_rows, torch.cat([b.tgt_cols, b.lookup[kl_row]]))
+    first = torch.zeros(n_rows, dtype=torch.long, device=bundle.device)   # window column of the subject's last token
     n_t = len(b.target_ids)
     max_norm = hp.clamp_norm_factor * v0.norm()
     losses: list[float] = []
 
     def add_delta(out: torch.Tensor) -> torch.Tensor:
-        return out.index_put((rows, b.lookup), delta.to(out.dtype).expand(n_rows, -1), accumulate=True)
+        return out.index_put((rows, first), delta.to(out.dtype).expand(n_rows, -1), accumulate=True)
 
     step = 0
     for step in range(hp.v_num_grad_steps):
         with torch.enable_grad():
             with trace(bundle.model, edit={path: add_delta}):
-                last = run_from(bundle, prep.blocks, layer)
+                last = prep.window.run(layer)
             logp = torch.log_softmax(logits_at_positions(bundle, last, read_rows, read_cols).float(), -1)
             tok_lp = logp[:-1].gather(1, b.tgt_tokens[:, None]).squeeze(1)
             nll = -(torch.zeros(b.n_rewrite, device=tok_lp.device).index_add(0, b.tgt_rows, tok_lp) / n_t).mean()

@@ -1,0 +1,88 @@
+"""Re-running blocks on a suffix of positions after a cached prefix (exact under causal attention).
+
+With causal attention nothing at positions ≥ p changes a state at positions < p.  An intervention that
+starts at position p — an activation patch (SPEC §4) or ROME's δ at the subject's last token (SPEC §5)
+— therefore needs the blocks re-run only on positions ≥ p, attending to the cached keys/values of the
+positions before p.  Blocks are called directly with the arguments the model itself passes them
+(attention mask, rotary embeddings, position ids, the cache), captured once by forward pre-hooks from a
+forward pass over the suffix, so one code path serves every family of :mod:`causaleval.sites`.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Sequence
+
+import torch
+
+from causaleval.models import ModelBundle
+from causaleval.sites import get_module
+
+
+def cache_keyword(model: torch.nn.Module) -> str:
+    """The keyword a base model takes its key/value cache by: ``cache`` (transformers ≥ 5) or
+    ``past_key_values`` (earlier)."""
+    params = inspect.signature(model.base_model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def output_cache(output):
+    """The key/value cache of a base model's output (either attribute name)."""
+    return output.cache if hasattr(output, "cache") else output.past_key_values
+
+
+def prefix_cache(cache, upto: int, rows: torch.Tensor, counts: Sequence[int] | None = None):
+    """A copy of a key/value cache keeping positions < ``upto`` of ``rows`` (at layer l only the first
+    ``counts[l]`` of them); the original is untouched (its tensors are sliced, never written)."""
+    new = copy.copy(cache)
+    new.layers = []
+    for l, layer in enumerate(cache.layers):
+        layer = copy.copy(layer)
+        if getattr(layer, "is_initialized", True) and getattr(layer, "keys", None) is not None:
+            r = rows if counts is None else rows[:max(counts[l], 1)]
+            layer.keys, layer.values = layer.keys[r, :, :upto], layer.values[r, :, :upto]
+        new.layers.append(layer)
+    return new
+
+
+class BlockCalls:
+    """The (args, kwargs) the model passes each block in a forward pass over a suffix after ``cache``.
+
+    :meth:`call` and :meth:`run` replay blocks on new hidden states; pass a fresh copy of the prefix
+    cache (:func:`prefix_cache`) each time, since every block call appends to it."""
+
+    def __init__(self, bundle: ModelBundle, cache, **model_kwargs):
+        self.bundle = bundle
+        model, fam = bundle.model, bundle.family
+        self.template = cache
+        self.calls: list = [None] * bundle.n_layers
+        handles = []
+        for l in range(bundle.n_layers):
+            def pre(_m, args, kwargs, l=l):
+                self.calls[l] = (tuple(args), dict(kwargs))
+            handles.append(get_module(model, fam.layer_path(l)).register_forward_pre_hook(pre, with_kwargs=True))
+        try:
+            with torch.no_grad():
+                model.base_model(**model_kwargs, **{cache_keyword(model): cache}, use_cache=True)
+        finally:
+            for h in handles:
+                h.remove()
+
+    def call(self, layer: int, hidden: torch.Tensor, cache) -> torch.Tensor:
+        """Block ``layer`` on ``hidden`` with ``cache`` standing in for the captured cache."""
+        args, kwargs = self.calls[layer]
+        swap = lambda v: cache if v is self.template else v  # noqa: E731
+        kwargs = {k: swap(v) for k, v in kwargs.items()}
+        if args:
+            args = (hidden,) + tuple(swap(a) for a in args[1:])
+        else:
+            kwargs["hidden_states"] = hidden
+        out = get_module(self.bundle.model, self.bundle.family.layer_path(layer))(*args, **kwargs)
+        return out[0] if isinstance(out, tuple) else out
+
+    def run(self, first: int, hidden: torch.Tensor, cache) -> torch.Tensor:
+        """The last block's output, running blocks ``first..L−1`` from ``hidden`` (the input of ``first``)."""
+        for layer in range(first, self.bundle.n_layers):
+            hidden = self.call(layer, hidden, cache)
+        return hidden
