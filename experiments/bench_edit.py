@@ -1,6 +1,6 @@
 """Benchmark: per-edit time of our ROME vs a reference written the way the original code does it.
 
-    python -m experiments.bench edit [--cases 4] [--repeats 1] [--layer L] [--contexts 4] [--stat-tokens N]
+    python -m experiments.bench edit [--cases 4] [--repeats 1] [--threads T] [--layer L] [--contexts 4] [--stat-tokens N]
                                      [--facts facts.jsonl]
 
 Reference (Meng et al.'s ``compute_u``/``compute_v``): a separate forward for the averaged key, one
@@ -111,7 +111,10 @@ def main(argv=None) -> None:
     ap.add_argument("--stat-tokens", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=1, help="timed edits per case and method (interleaved)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     bundle = load_model(a.model)
     path = Path(a.facts or "results/smollm2-default/facts.jsonl")
     if path.is_file():

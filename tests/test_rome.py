@@ -129,7 +129,8 @@ def test_restore_is_bitwise_after_many_edits():
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_suffix_run_matches_full_forward(family):
+def test_suffix_run_matches_full_forward(family, monkeypatch):
+    monkeypatch.setattr("causaleval.rome.suffix.VOCAB_SLICE", 7)   # several vocabulary slices (and a bias for GPT-J)
     b = tiny_model(family)
     ids, mask, _ = pad_batch([[5, 6, 7, 8, 9, 10], [11, 12, 13]], 0)
     cache, last = capture_block_inputs(b, ids, mask)
@@ -154,10 +155,13 @@ def test_window_run_matches_full_run_with_and_without_delta(family):
         delta = torch.randn(d, generator=torch.Generator().manual_seed(layer), requires_grad=True)
         path = b.family.module_path("down_proj", layer)
         grads = []
-        for run, at in ((lambda: run_from(b, blocks, layer), starts),
-                        (lambda: window.run(layer), torch.zeros(3, dtype=torch.long))):
-            edit = {path: lambda out, at=at: out.index_put((torch.arange(3), at), delta.expand(3, -1),
-                                                           accumulate=True)}
+        col0 = torch.zeros(3, dtype=torch.long)
+        shortcut = lambda: window.run(layer + 1, window.hidden[layer + 1].index_put(  # noqa: E731
+            (torch.arange(3), col0), delta.expand(3, -1), accumulate=True))
+        for run, at in ((lambda: run_from(b, blocks, layer), starts), (lambda: window.run(layer), col0),
+                        (shortcut, None)):   # δ on block l's cached output, as compute_v does
+            edit = {} if at is None else {path: lambda out, at=at: out.index_put(
+                (torch.arange(3), at), delta.expand(3, -1), accumulate=True)}
             with torch.enable_grad(), trace(b.model, edit=edit):
                 last = run()
             cols = pos if at is starts else window.column(rows, pos)
@@ -165,8 +169,9 @@ def test_window_run_matches_full_run_with_and_without_delta(family):
             logits.square().mean().backward()
             grads.append((logits.detach(), delta.grad.clone()))
             delta.grad = None
-        torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(grads[1][1], grads[0][1], rtol=1e-4, atol=1e-6)
+        for other in grads[1:]:
+            torch.testing.assert_close(other[0], grads[0][0], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(other[1], grads[0][1], rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError):
         window.column(torch.tensor([0]), torch.tensor([3]))
     # a window cut short at the last read position gives the same values there

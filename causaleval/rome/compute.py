@@ -14,9 +14,10 @@ For an edit of case (s, r, o_new) at layer l, with W the down-projection of bloc
   (see :class:`~causaleval.rome.hparams.RomeHyperParams`), transposed for GPT-2's Conv1D.
 
 Efficiency: one unedited forward per case records every block's input, the key/value cache and the
-keys of every layer (:mod:`causaleval.rome.suffix`); each optimisation step then runs only blocks
-l..L−1, only on each row's positions from the subject's last token on (the earlier ones cannot change),
-and computes logits only at the target-token positions and the KL position.
+keys of every layer (:mod:`causaleval.rome.suffix`); each optimisation step then adds δ to block l's
+cached output and runs only blocks l+1..L−1, only on each row's positions from the subject's last token
+to the last one the loss reads (the earlier ones cannot change), and computes logits only at the
+target-token positions and the KL position.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import torch
 
 from causaleval.counterfact import Fact
 from causaleval.errors import SiteError
-from causaleval.hooks import trace
 from causaleval.models import ModelBundle
 from causaleval.rome.hparams import RomeHyperParams
 from causaleval.rome.suffix import SuffixWindow, capture_window, logits_at_positions
@@ -130,7 +130,7 @@ class VResult:
 
 
 def compute_v(bundle: ModelBundle, prep: PreparedEdit, layer: int, hp: RomeHyperParams) -> VResult:
-    """The v* optimisation (see module docstring), running only blocks ``layer``..L−1 and, in each row,
+    """The v* optimisation (see module docstring), running only blocks ``layer``+1..L−1 and, in each row,
     only the positions from the subject's last token on (where δ enters; :class:`SuffixWindow`)."""
     b = prep.batch
     n_rows = b.input_ids.shape[0]
@@ -138,7 +138,6 @@ def compute_v(bundle: ModelBundle, prep: PreparedEdit, layer: int, hp: RomeHyper
     v0 = prep.outs[layer][0]
     delta = torch.zeros_like(v0, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=hp.v_lr)
-    path = bundle.family.module_path("down_proj", layer)
     kl_row = torch.tensor([b.n_rewrite], device=bundle.device)
     read_rows = torch.cat([b.tgt_rows, kl_row])
     read_cols = prep.window.column(read_rows, torch.cat([b.tgt_cols, b.lookup[kl_row]]))
@@ -147,14 +146,15 @@ def compute_v(bundle: ModelBundle, prep: PreparedEdit, layer: int, hp: RomeHyper
     max_norm = hp.clamp_norm_factor * v0.norm()
     losses: list[float] = []
 
-    def add_delta(out: torch.Tensor) -> torch.Tensor:
-        return out.index_put((rows, first), delta.to(out.dtype).expand(n_rows, -1), accumulate=True)
+    # The down-projection's output joins the residual stream by addition in every family, so δ on it
+    # shifts block ``layer``'s cached output by δ: block ``layer`` itself is never re-run.
+    after = prep.window.hidden[layer + 1]
 
     step = 0
     for step in range(hp.v_num_grad_steps):
         with torch.enable_grad():
-            with trace(bundle.model, edit={path: add_delta}):
-                last = prep.window.run(layer)
+            shifted = after.index_put((rows, first), delta.to(after.dtype).expand(n_rows, -1), accumulate=True)
+            last = prep.window.run(layer + 1, shifted)
             logp = torch.log_softmax(logits_at_positions(bundle, last, read_rows, read_cols).float(), -1)
             tok_lp = logp[:-1].gather(1, b.tgt_tokens[:, None]).squeeze(1)
             nll = -(torch.zeros(b.n_rewrite, device=tok_lp.device).index_add(0, b.tgt_rows, tok_lp) / n_t).mean()

@@ -81,18 +81,31 @@ def run_from(bundle: ModelBundle, cache: BlockInputs, layer: int, hidden: torch.
     return h
 
 
+VOCAB_SLICE = 2048
+
+
 def logits_at_positions(bundle: ModelBundle, last_hidden: torch.Tensor, rows: torch.Tensor,
                         cols: torch.Tensor) -> torch.Tensor:
-    """Final norm and unembedding at (rows[i], cols[i]) only: shape (len(rows), vocab)."""
+    """Final norm and unembedding at (rows[i], cols[i]) only: shape (len(rows), vocab).
+
+    On CPU the unembedding runs in vocabulary slices of ``VOCAB_SLICE`` rows of the weight: for the
+    handful of positions a ROME loss reads, BLAS runs one (vocab × d) product about twice as slowly
+    as cache-sized slices (measured: about 10 % of a v* optimisation on SmolLM2)."""
     norm = get_module(bundle.model, bundle.family.final_norm)
-    return bundle.model.get_output_embeddings()(norm(last_hidden[rows, cols]))
+    hidden = norm(last_hidden[rows, cols])
+    head = bundle.model.get_output_embeddings()
+    if hidden.device.type != "cpu" or not isinstance(head, torch.nn.Linear):
+        return head(hidden)
+    weights = head.weight.split(VOCAB_SLICE)
+    biases = head.bias.split(VOCAB_SLICE) if head.bias is not None else [None] * len(weights)
+    return torch.cat([torch.nn.functional.linear(hidden, w, b) for w, b in zip(weights, biases)], -1)
 
 
 @dataclass
 class SuffixWindow:
     """Row r's positions ``starts[r] … ends[r]−1``, padded to a common width S, to be re-run after the cached keys/values of that row's positions < ``starts[r]``.
-    ``hidden[l]`` is the (R, S, d) input of block l there; :meth:`column` maps a position to its
-    window column."""
+    ``hidden[l]`` is the (R, S, d) input of block l there (``hidden[L]`` the last block's output);
+    :meth:`column` maps a position to its window column."""
 
     starts: torch.Tensor
     ends: torch.Tensor
@@ -101,10 +114,14 @@ class SuffixWindow:
     cache: object
     width: int
 
-    def run(self, layer: int) -> torch.Tensor:
-        """The last block's (R, S, d) output over the window, running blocks ``layer..L−1`` only."""
+    def run(self, layer: int, hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """The last block's (R, S, d) output over the window, running blocks ``layer..L−1`` only, from
+        ``hidden`` (default: the cached input of block ``layer``)."""
+        hidden = self.hidden[layer] if hidden is None else hidden
+        if layer == len(self.hidden) - 1:
+            return hidden
         rows = torch.arange(self.starts.shape[0], device=self.starts.device)
-        return self.calls.run(layer, self.hidden[layer], prefix_cache(self.cache, self.width, rows))
+        return self.calls.run(layer, hidden, prefix_cache(self.cache, self.width, rows))
 
     def column(self, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         cols = positions - self.starts[rows]
@@ -151,6 +168,7 @@ def capture_window(bundle: ModelBundle, input_ids: torch.Tensor, attention_mask:
     cache = output_cache(out)
     calls = BlockCalls(bundle, prefix_cache(cache, width, rows), input_ids=input_ids.gather(1, positions),
                        attention_mask=mask, position_ids=positions)
+    hidden.append(last["h"])
     window = SuffixWindow(starts=starts, ends=ends, hidden=[h[rows[:, None], positions] for h in hidden], calls=calls,
                           cache=cache, width=width)
     return window, last["h"]
