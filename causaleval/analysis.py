@@ -408,16 +408,22 @@ def within_case_tests(joined: pd.DataFrame, spec: AnalysisSpec) -> tuple[pd.Data
 # ----------------------------------------------------------------------------- the whole analysis
 
 @dataclass
-class AnalysisResult:
-    """All tables of one analysis specification."""
+class AnalysisFrames:
+    """The tables of an analysis (``ANALYSIS_TABLES``), in memory or read back from disk."""
 
-    spec: AnalysisSpec
     joined: pd.DataFrame
     r2: pd.DataFrame
     h1: pd.DataFrame
     per_layer: pd.DataFrame
     within_case: pd.DataFrame
     argmax: pd.DataFrame
+
+
+@dataclass(kw_only=True)
+class AnalysisResult(AnalysisFrames):
+    """All tables of one analysis specification."""
+
+    spec: AnalysisSpec
     notes: list[str] = field(default_factory=list)
 
 
@@ -432,7 +438,8 @@ def analyze(trace: pd.DataFrame, edits: pd.DataFrame, spec: AnalysisSpec) -> Ana
     r2, h1 = regression_tables(joined, spec)
     per_layer = per_layer_tests(joined, spec)
     within, argmax = within_case_tests(joined, spec)
-    return AnalysisResult(spec, joined, r2, h1, per_layer, within, argmax, notes)
+    return AnalysisResult(joined=joined, r2=r2, h1=h1, per_layer=per_layer, within_case=within, argmax=argmax,
+                          spec=spec, notes=notes)
 
 
 def analyze_all(trace: pd.DataFrame, edits: pd.DataFrame, base: AnalysisSpec) -> list[AnalysisResult]:
@@ -496,18 +503,12 @@ def _finite(obj):
     return obj
 
 
-@dataclass
-class AnalysisTables:
+@dataclass(kw_only=True)
+class AnalysisTables(AnalysisFrames):
     """The analysis outputs of a results folder, as read back from disk."""
 
     folder: Path
     summary: dict
-    joined: pd.DataFrame
-    r2: pd.DataFrame
-    h1: pd.DataFrame
-    per_layer: pd.DataFrame
-    within_case: pd.DataFrame
-    argmax: pd.DataFrame
 
 
 def load_results(out_dir: Path) -> AnalysisTables:
