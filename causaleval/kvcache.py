@@ -46,6 +46,34 @@ def prefix_cache(cache, upto: int, rows: torch.Tensor, counts: Sequence[int] | N
     return new
 
 
+@torch.no_grad()
+def record_block_calls(bundle: ModelBundle, **model_kwargs) -> tuple[list[tuple[tuple, dict]], torch.Tensor, object]:
+    """One forward of the base model recording the (args, kwargs) each block is called with; returns
+    them, the last block's output and the model's output."""
+    blocks = [get_module(bundle.model, bundle.family.layer_path(l)) for l in range(bundle.n_layers)]
+    calls: list = [None] * len(blocks)
+    last: list = [None]
+    handles = []
+    for l, block in enumerate(blocks):
+        def pre(_m, args, kwargs, l=l):
+            calls[l] = (tuple(args), dict(kwargs))
+        handles.append(block.register_forward_pre_hook(pre, with_kwargs=True))
+    handles.append(blocks[-1].register_forward_hook(
+        lambda _m, _i, out: last.__setitem__(0, out[0] if isinstance(out, tuple) else out)))
+    try:
+        output = bundle.model.base_model(**model_kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls, last[0], output
+
+
+def block_input(call: tuple[tuple, dict]) -> torch.Tensor:
+    """The hidden state a recorded block call received (first positional or ``hidden_states``)."""
+    args, kwargs = call
+    return args[0] if args else kwargs["hidden_states"]
+
+
 class BlockCalls:
     """The (args, kwargs) the model passes each block in a forward pass over a suffix after ``cache``.
 
@@ -54,20 +82,9 @@ class BlockCalls:
 
     def __init__(self, bundle: ModelBundle, cache, **model_kwargs):
         self.bundle = bundle
-        model, fam = bundle.model, bundle.family
         self.template = cache
-        self.calls: list = [None] * bundle.n_layers
-        handles = []
-        for l in range(bundle.n_layers):
-            def pre(_m, args, kwargs, l=l):
-                self.calls[l] = (tuple(args), dict(kwargs))
-            handles.append(get_module(model, fam.layer_path(l)).register_forward_pre_hook(pre, with_kwargs=True))
-        try:
-            with torch.no_grad():
-                model.base_model(**model_kwargs, **{cache_keyword(model): cache}, use_cache=True)
-        finally:
-            for h in handles:
-                h.remove()
+        self.calls, _, _ = record_block_calls(bundle, **model_kwargs, **{cache_keyword(bundle.model): cache},
+                                              use_cache=True)
 
     def call(self, layer: int, hidden: torch.Tensor, cache) -> torch.Tensor:
         """Block ``layer`` on ``hidden`` with ``cache`` standing in for the captured cache."""

@@ -31,7 +31,7 @@ from causaleval.counterfact import Fact
 from causaleval.errors import SiteError
 from causaleval.models import ModelBundle
 from causaleval.rome.hparams import RomeHyperParams
-from causaleval.rome.suffix import SuffixWindow, capture_window, logits_at_positions
+from causaleval.rome.suffix import SuffixWindow, logits_at_positions, record_forward, window_after
 from causaleval.sites import check_layer, down_proj_weight_out_in, get_module
 from causaleval.tokens import answer_ids, encode_prompt, pad_batch
 
@@ -103,18 +103,18 @@ def prepare_edit(bundle: ModelBundle, fact: Fact, contexts: list[str], hparams: 
         mod = get_module(bundle.model, bundle.family.module_path("down_proj", l))
 
         def hook(_m, inp, out, l=l):
-            if l in keys:       # the full forward only, not the window's capture pass that follows it
-                return
             keys[l] = inp[0][rows, batch.lookup].detach().clone()
             outs[l] = out[rows, batch.lookup].detach().clone()
         handles.append(mod.register_forward_hook(hook))
     try:
-        # each row from its subject's last token (where δ enters) to the last position the loss reads
-        ends = (batch.lookup + 1).scatter_reduce(0, batch.tgt_rows, batch.tgt_cols + 1, reduce="amax")
-        window, last = capture_window(bundle, batch.input_ids, batch.attention_mask, batch.lookup, ends)
+        hidden, cache = record_forward(bundle, batch.input_ids, batch.attention_mask)
     finally:
         for h in handles:
             h.remove()
+    # each row from its subject's last token (where δ enters) to the last position the loss reads
+    ends = (batch.lookup + 1).scatter_reduce(0, batch.tgt_rows, batch.tgt_cols + 1, reduce="amax")
+    window = window_after(bundle, hidden, cache, batch.input_ids, batch.attention_mask, batch.lookup, ends)
+    last = hidden[-1]
     kl_row = torch.tensor([batch.n_rewrite], device=bundle.device)
     kl_init = torch.log_softmax(logits_at_positions(bundle, last, kl_row, batch.lookup[kl_row]).float(), -1)
     return PreparedEdit(fact, batch, window, keys, outs, kl_init)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from causaleval.kvcache import BlockCalls, output_cache, prefix_cache
+from causaleval.kvcache import BlockCalls, block_input, output_cache, prefix_cache, record_block_calls
 from causaleval.models import ModelBundle
 from causaleval.sites import get_module
 
@@ -42,33 +42,11 @@ def _blocks(bundle: ModelBundle) -> list[torch.nn.Module]:
 def capture_block_inputs(bundle: ModelBundle, input_ids: torch.Tensor,
                          attention_mask: torch.Tensor | None) -> tuple[BlockInputs, torch.Tensor]:
     """One forward of the base model; returns every block's inputs and the last block's output."""
-    blocks = _blocks(bundle)
-    n = len(blocks)
-    hidden: list = [None] * n
-    args: list = [None] * n
-    kwargs: list = [None] * n
-    handles = []
-    for i, block in enumerate(blocks):
-        def pre(_mod, a, kw, i=i):
-            kw = dict(kw)
-            if a:
-                hidden[i], args[i] = a[0].detach(), tuple(a[1:])
-            else:
-                hidden[i], args[i] = kw.pop("hidden_states").detach(), ()
-            kwargs[i] = kw
-        handles.append(block.register_forward_pre_hook(pre, with_kwargs=True))
-    last: dict = {}
-
-    def post(_mod, _inp, out):
-        last["h"] = (out[0] if isinstance(out, tuple) else out).detach()
-
-    handles.append(blocks[-1].register_forward_hook(post))
-    try:
-        bundle.model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
-    return BlockInputs(hidden=hidden, args=args, kwargs=kwargs), last["h"]
+    calls, last, _ = record_block_calls(bundle, input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    hidden = [block_input(c) for c in calls]
+    args = [a[1:] for a, _ in calls]
+    kwargs = [{k: v for k, v in kw.items() if k != "hidden_states"} for _, kw in calls]
+    return BlockInputs(hidden=hidden, args=args, kwargs=kwargs), last
 
 
 def run_from(bundle: ModelBundle, cache: BlockInputs, layer: int, hidden: torch.Tensor | None = None) -> torch.Tensor:
@@ -118,8 +96,6 @@ class SuffixWindow:
         """The last block's (R, S, d) output over the window, running blocks ``layer..L−1`` only, from
         ``hidden`` (default: the cached input of block ``layer``)."""
         hidden = self.hidden[layer] if hidden is None else hidden
-        if layer == len(self.hidden) - 1:
-            return hidden
         rows = torch.arange(self.starts.shape[0], device=self.starts.device)
         return self.calls.run(layer, hidden, prefix_cache(self.cache, self.width, rows))
 
@@ -131,25 +107,20 @@ class SuffixWindow:
 
 
 @torch.no_grad()
-def capture_window(bundle: ModelBundle, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                   starts: torch.Tensor, ends: torch.Tensor | None = None) -> tuple[SuffixWindow, torch.Tensor]:
-    """One forward over right-padded rows keeping the cache; returns the window of positions
-    ``starts[r] ≤ p < ends[r]`` (default: to the row's end) and the last block's (R, T, d) output."""
-    blocks = _blocks(bundle)
-    hidden: list = [None] * len(blocks)
-    handles = []
-    for i, block in enumerate(blocks):
-        def pre(_mod, a, kw, i=i):
-            hidden[i] = (a[0] if a else kw["hidden_states"]).detach()
-        handles.append(block.register_forward_pre_hook(pre, with_kwargs=True))
-    last: dict = {}
-    handles.append(blocks[-1].register_forward_hook(
-        lambda _m, _i, out: last.__setitem__("h", (out[0] if isinstance(out, tuple) else out).detach())))
-    try:
-        out = bundle.model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True)
-    finally:
-        for h in handles:
-            h.remove()
+def record_forward(bundle: ModelBundle, input_ids: torch.Tensor,
+                   attention_mask: torch.Tensor | None) -> tuple[list[torch.Tensor], object]:
+    """One forward keeping the key/value cache: every block's input plus the last block's output
+    (L + 1 hidden states, each (R, T, d)) and the cache."""
+    calls, last, out = record_block_calls(bundle, input_ids=input_ids, attention_mask=attention_mask, use_cache=True)
+    return [block_input(c) for c in calls] + [last], output_cache(out)
+
+
+@torch.no_grad()
+def window_after(bundle: ModelBundle, hidden: list[torch.Tensor], cache, input_ids: torch.Tensor,
+                 attention_mask: torch.Tensor | None, starts: torch.Tensor,
+                 ends: torch.Tensor | None = None) -> SuffixWindow:
+    """The window of positions ``starts[r] ≤ p < ends[r]`` (default: to the row's end) of right-padded
+    rows, from a :func:`record_forward` of them."""
     n_rows, length = input_ids.shape
     device = input_ids.device
     lengths = (attention_mask.sum(1) if attention_mask is not None
@@ -165,10 +136,14 @@ def capture_window(bundle: ModelBundle, input_ids: torch.Tensor, attention_mask:
     valid = positions < ends[:, None]
     positions = torch.minimum(positions, ends[:, None] - 1)   # padding repeats the last position
     mask = torch.cat([torch.arange(width, device=device)[None] < starts[:, None], valid], 1).long()
-    cache = output_cache(out)
     calls = BlockCalls(bundle, prefix_cache(cache, width, rows), input_ids=input_ids.gather(1, positions),
                        attention_mask=mask, position_ids=positions)
-    hidden.append(last["h"])
-    window = SuffixWindow(starts=starts, ends=ends, hidden=[h[rows[:, None], positions] for h in hidden], calls=calls,
-                          cache=cache, width=width)
-    return window, last["h"]
+    return SuffixWindow(starts=starts, ends=ends, hidden=[h[rows[:, None], positions] for h in hidden], calls=calls,
+                        cache=cache, width=width)
+
+
+def capture_window(bundle: ModelBundle, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                   starts: torch.Tensor, ends: torch.Tensor | None = None) -> tuple[SuffixWindow, torch.Tensor]:
+    """:func:`record_forward` then :func:`window_after`; also returns the last block's (R, T, d) output."""
+    hidden, cache = record_forward(bundle, input_ids, attention_mask)
+    return window_after(bundle, hidden, cache, input_ids, attention_mask, starts, ends), hidden[-1]
