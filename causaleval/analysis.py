@@ -1,42 +1,54 @@
-"""The hypothesis tests of SPEC §7 over the joined (case, edit layer) table.
+"""The hypothesis tests over the joined (case, edit layer) table (Hase et al. 2023 design).
 
-Data: one row per (case, edit layer) with the edit scores (SPEC §6) and, per estimator E, the
-localisation effect at that layer, computed with one rule for every estimator (default: MLP, window 5,
-denoising, metric p, max over token positions of the mean indirect effect; ``subject_last`` as a
-variant).  Tests:
+Data: one row per (case, edit layer) with the edit scores and, per estimator E, the localisation effect
+at that layer, computed with one rule for every estimator.  Default (Hase et al. 2023, §4.1): the
+*fraction restored* IE/TE (a ratio of means over draws: ``ie`` and ``te`` of trace.parquet are means
+over draws), clipped below at 0, maximised over token positions from the first subject token, MLP
+window 5, denoising, metric p.  The logit-difference metric uses the same ratio, i.e. LD normalised to
+1 = clean, 0 = corrupted.  Cases whose TE (for any compared estimator) is below ``te_floor`` are
+excluded and counted (``n_excluded``); every comparison uses one common set of rows for all estimators.
+Variants: the raw IE (``raw_ie``), the last subject token, and the flip-only noising / logit-difference
+rows (descriptive: only flip scrubbing has them, so they compare no estimators).
 
-* Hase et al. (2023) regressions per estimator and score: R²(score ~ C(layer)), R²(score ~ effect),
-  R²(score ~ C(layer) × effect), ΔR² = R²(both) − R²(layer) with the nested F-test and a
-  cluster-robust (by case) Wald test of the added terms;
-* H1: ΔR²_flip − ΔR²_noise by a paired cluster bootstrap over cases (one resample of cases refits both);
-* per layer: Williams' t (Williams 1959; Steiger 1980, eq. 7) for the dependent correlations
-  r(score, E_a) vs r(score, E_b), Holm/BH across layers, and a paired bootstrap CI of r_a − r_b;
-* within case: Spearman correlation across layers of effect and score after removing layer means,
-  averaged over cases with a bootstrap CI; argmax-layer hit rate against chance (binomial test).
+Tests (array-level code in :mod:`causaleval.inference`):
+
+* per estimator and score: R²(score ~ C(layer)), R²(score ~ effect), R²(score ~ C(layer) × effect),
+  ΔR² = R²(both) − R²(layer) with a bias-corrected cluster-bootstrap CI, the nested F-test and the
+  cluster-aware case-permutation test (``p_cluster``; whole cases' effect profiles permuted);
+* H1: ΔR²_a − ΔR²_b by a paired swap test within case, with a CI and the minimum detectable difference
+  (``mdd``, 80 % power at α = 0.05) simulated on the run's own design;
+* per layer: r(score, E) with Fisher-z CIs, Williams' t (Williams 1959; Steiger 1980) of |r_a| vs |r_b|
+  (variance explained), Holm/BH across the non-degenerate layers (a layer whose score does not vary is
+  reported as ``degenerate`` and left out of the tests);
+* within case: Spearman correlation of layer profiles; argmax-layer hits (ties split) against a
+  case-permutation chance level.
 """
 
 from __future__ import annotations
 
 import gc
 import json
-import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pingouin as pg
 import statsmodels.formula.api as smf
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from causaleval.errors import CausalEvalError
+from causaleval.inference.argmax import argmax_test
+from causaleval.inference.correlation import fisher_ci, weighted_corr, williams_abs, williams_t  # noqa: F401
+from causaleval.inference.h1 import minimum_detectable_difference, swap_test, verdict
+from causaleval.inference.regression import case_permutation_test, weighted_r2
 from causaleval.store import atomic_write_json, atomic_write_parquet
 
 ESTIMATORS: tuple[str, ...] = ("noise", "resample", "flip")
 SCORES: tuple[str, ...] = ("rewrite_score", "paraphrase_score", "neighborhood_score")
 PAIRS: tuple[tuple[str, str], ...] = (("flip", "noise"), ("resample", "noise"), ("flip", "resample"))
-ANALYSIS_TABLES = ("joined", "r2", "h1", "per_layer", "within_case", "argmax")
+ANALYSIS_TABLES = ("joined", "r2", "h1", "per_layer", "within_case", "argmax", "excluded")
+EFFECTS = ("fraction", "raw")
 
 
 class AnalysisError(CausalEvalError):
@@ -45,30 +57,55 @@ class AnalysisError(CausalEvalError):
 
 @dataclass(frozen=True)
 class AnalysisSpec:
-    """Which localisation effect is compared with which edit scores, and how (SPEC §7)."""
+    """Which localisation effect is compared with which edit scores, and how (Hase et al. 2023)."""
 
     name: str = "default"
     estimators: tuple[str, ...] = ESTIMATORS
     component: str = "mlp"
     window: int = 5
-    token_rule: str = "max"            # "max" over positions, or a token role such as "subject_last"
+    token_rule: str = "max"            # "max" over positions from the first subject token, or a token role
+    effect: str = "fraction"           # "fraction": max(IE/TE, 0) (Hase et al.); "raw": the IE itself
     direction: str = "denoise"
     metric: str = "p"
+    te_floor: float = 0.05             # exclude cases with TE below this (metric p: a probability)
+    te_floor_ld: float = 0.5           # the same for the logit-difference metric (logits)
     scores: tuple[str, ...] = SCORES
     pairs: tuple[tuple[str, str], ...] = PAIRS
     n_bootstrap: int = 1000
+    n_permutations: int = 1999
+    power_reps: int = 400
+    min_clusters: int = 6              # fewer cases: no cluster/permutation p (too few permutations)
+    degenerate_sd: float = 1e-3        # a layer whose score sd is below this is degenerate
     seed: int = 0
     correction: str = "holm"           # multipletests method across layers ("holm" or "fdr_bh")
     ci_level: float = 0.95
+    alpha: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.effect not in EFFECTS:
+            raise AnalysisError(f"AnalysisSpec.effect={self.effect!r}: choose one of {EFFECTS}")
+        if self.te_floor < 0 or self.te_floor_ld < 0:
+            raise AnalysisError(f"AnalysisSpec te_floor={self.te_floor}, te_floor_ld={self.te_floor_ld}: "
+                                "a TE floor must be ≥ 0 (cases with TE ≤ 0 are always excluded)")
+
+    @property
+    def floor(self) -> float:
+        """The TE floor in the units of this spec's metric."""
+        return self.te_floor_ld if self.metric == "ld" else self.te_floor
 
     def describe(self) -> str:
-        tok = "max over token positions" if self.token_rule == "max" else f"token role {self.token_rule}"
-        return (f"{self.component.upper()} window {self.window}, {self.direction}, metric {self.metric}, {tok}")
+        tok = ("max over positions from the first subject token" if self.token_rule == "max"
+               else f"token role {self.token_rule}")
+        eff = "fraction restored max(IE/TE, 0)" if self.effect == "fraction" else "raw IE"
+        return (f"{eff}, {self.component.upper()} window {self.window}, {self.direction}, metric {self.metric}, "
+                f"{tok}; cases with TE < {self.floor:g} excluded")
 
 
 def variant_specs(base: AnalysisSpec) -> list[AnalysisSpec]:
-    """The default analysis and its variants: subject_last token, flip noising, logit-difference metric."""
+    """The default analysis and its variants: raw IE, subject_last token, and the flip-only
+    (descriptive) noising and logit-difference rows."""
     return [base,
+            replace(base, name="raw_ie", effect="raw"),
             replace(base, name="subject_last", token_rule="subject_last"),
             replace(base, name="noising", direction="noise"),
             replace(base, name="logit_diff", metric="ld")]
@@ -77,7 +114,7 @@ def variant_specs(base: AnalysisSpec) -> list[AnalysisSpec]:
 # ----------------------------------------------------------------------------- the joined table
 
 TRACE_COLUMNS = ("estimator", "direction", "metric", "case_id", "component", "window", "layer", "position",
-                 "role", "ie")
+                 "role", "ie", "te")
 EDIT_COLUMNS = ("case_id", "relation_id", "layer")
 
 
@@ -89,7 +126,8 @@ def _require(frame: pd.DataFrame, columns, what: str) -> None:
 
 
 def localisation_effects(trace: pd.DataFrame, spec: AnalysisSpec) -> pd.DataFrame:
-    """Effect per (estimator, case_id, layer): the token rule applied to ``ie`` of the chosen rows."""
+    """Effect per (estimator, case_id, layer) with the case's TE: the spec's effect (fraction restored
+    max(IE/TE, 0), or the raw IE) under its token rule, over positions from the first subject token."""
     _require(trace, TRACE_COLUMNS, "trace.parquet")
     sel = trace[(trace.component == spec.component) & (trace.window == spec.window)
                 & (trace.direction == spec.direction) & (trace.metric == spec.metric)
@@ -98,20 +136,33 @@ def localisation_effects(trace: pd.DataFrame, spec: AnalysisSpec) -> pd.DataFram
         have = trace[["estimator", "direction", "metric", "component", "window"]].drop_duplicates()
         raise AnalysisError(f"trace.parquet has no rows for {spec.describe()} and estimators {spec.estimators}; "
                             f"it holds:\n{have.to_string(index=False)}")
+    sel = sel[sel.role != "before_subject"]
     if spec.token_rule != "max":
         sel = sel[sel.role == spec.token_rule]
         if sel.empty:
             raise AnalysisError(f"trace.parquet has no positions with role {spec.token_rule!r}")
-        agg = sel.groupby(["estimator", "case_id", "layer"]).ie.mean()
+    te = sel.te.to_numpy(float)
+    if spec.effect == "fraction":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            value = np.where(te > 0, np.maximum(sel.ie.to_numpy(float) / np.where(te > 0, te, 1.0), 0.0), np.nan)
     else:
-        agg = sel.groupby(["estimator", "case_id", "layer"]).ie.max()
-    return agg.rename("effect").reset_index()
+        value = sel.ie.to_numpy(float)
+    g = sel.assign(effect=value).groupby(["estimator", "case_id", "layer"])
+    agg = g.effect.max() if spec.token_rule == "max" else g.effect.mean()
+    return pd.concat([agg, g.te.first()], axis=1).reset_index()
+
+
+def exclusions(effects: pd.DataFrame, spec: AnalysisSpec) -> pd.DataFrame:
+    """(estimator, case_id, te, reason) for every case whose TE is not above the floor (TE ≤ 0 always)."""
+    te = effects.groupby(["estimator", "case_id"]).te.first().reset_index()
+    bad = te[~(te.te >= spec.floor) | ~(te.te > 0)]
+    return bad.assign(reason=[f"TE = {t:.4g} below the floor {spec.floor:g}" for t in bad.te])
 
 
 def join_effects(effects: pd.DataFrame, edits: pd.DataFrame, spec: AnalysisSpec) -> pd.DataFrame:
     """One row per (case, edit layer): edit scores plus ``effect_<estimator>`` columns (inner join)."""
     _require(edits, EDIT_COLUMNS + tuple(spec.scores), "edits.parquet")
-    wide = effects.pivot_table(index=["case_id", "layer"], columns="estimator", values="effect")
+    wide = effects.pivot_table(index=["case_id", "layer"], columns="estimator", values="effect", dropna=False)
     wide.columns = [f"effect_{e}" for e in wide.columns]
     joined = edits[list(EDIT_COLUMNS) + list(spec.scores)].merge(wide.reset_index(), on=["case_id", "layer"],
                                                                   how="inner")
@@ -134,11 +185,9 @@ def common_rows(joined: pd.DataFrame, score: str, estimators: list[str]) -> pd.D
 # ----------------------------------------------------------------------------- regressions (Hase et al.)
 
 def fit_r2(data: pd.DataFrame, score: str, estimator: str) -> dict:
-    """R² of layer, effect and both models, ΔR² with the nested F-test and the cluster-robust Wald test.
+    """R² of layer, effect and both models and ΔR² with the nested F-test (statsmodels OLS).
 
     Both = ``score ~ C(layer) * effect`` (Hase et al. 2023): a separate intercept and effect slope per layer.
-    The Wald test is of the coefficients added to the layer model (effect and C(layer):effect), with the
-    covariance clustered by case (rows of one case are not independent).
     """
     eff = f"effect_{estimator}"
     d = data[[score, eff, "layer", "case_id"]]
@@ -146,55 +195,15 @@ def fit_r2(data: pd.DataFrame, score: str, estimator: str) -> dict:
     m_eff = smf.ols(f"{score} ~ {eff}", d).fit()
     m_both = smf.ols(f"{score} ~ C(layer) * {eff}", d).fit()
     f_stat, p_f, df_num = m_both.compare_f_test(m_layer)
-    robust = smf.ols(f"{score} ~ C(layer) * {eff}", d).fit(cov_type="cluster",
-                                                            cov_kwds={"groups": d.case_id.to_numpy()})
-    names = list(robust.params.index)
-    added = [i for i, n in enumerate(names) if eff in n]
-    restriction = np.zeros((len(added), len(names)))
-    restriction[np.arange(len(added)), added] = 1.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        wald = robust.wald_test(restriction, use_f=False, scalar=True)
-        rank = int(np.linalg.matrix_rank(restriction @ robust.cov_params().to_numpy() @ restriction.T))
     return dict(r2_layer=m_layer.rsquared, r2_effect=m_eff.rsquared, r2_both=m_both.rsquared,
                 delta_r2=m_both.rsquared - m_layer.rsquared, f=float(f_stat), f_df_num=float(df_num),
-                f_df_den=float(m_both.df_resid), p_f=float(p_f), wald_chi2=float(np.squeeze(wald.statistic)),
-                wald_df=len(added), wald_rank=rank, p_wald=float(np.squeeze(wald.pvalue)),
-                n_cases=int(d.case_id.nunique()), n_rows=len(d))
+                f_df_den=float(m_both.df_resid), p_f=float(p_f), n_cases=int(d.case_id.nunique()), n_rows=len(d))
 
 
 def case_layer_arrays(data: pd.DataFrame, column: str, layers: list[int], cases: list) -> np.ndarray:
     """A (case × layer) array of one column, NaN where the row is missing."""
     return data.pivot_table(index="case_id", columns="layer", values=column, dropna=False) \
         .reindex(index=cases, columns=layers).to_numpy(dtype=float)
-
-
-def weighted_r2(y: np.ndarray, x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """R²(score ~ C(layer)) and R²(score ~ C(layer) × effect) for many case-weightings at once.
-
-    ``y``, ``x``: (cases × layers) with NaN for missing rows; ``weights``: (B × cases), e.g. the
-    multiplicities of a cluster bootstrap.  With a free intercept and slope per layer, the residual
-    sum of squares of the full model is the sum over layers of simple-regression residuals, so only
-    weighted per-layer moments are needed (identical to the OLS fit; tested against statsmodels).
-    """
-    mask = ~(np.isnan(y) | np.isnan(x))
-    y = np.where(mask, y - np.nanmean(y), 0.0)
-    x = np.where(mask, x - np.nanmean(x), 0.0)
-    m = mask.astype(float)
-    n = weights @ m
-    sy, sx = weights @ y, weights @ x
-    syy, sxx, sxy = weights @ (y * y), weights @ (x * x), weights @ (x * y)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        safe_n = np.where(n > 0, n, 1.0)
-        ss_layer = syy - sy ** 2 / safe_n
-        vxx = sxx - sx ** 2 / safe_n
-        cxy = sxy - sx * sy / safe_n
-        gain = np.where(vxx > 1e-12 * np.maximum(sxx, 1e-300), cxy ** 2 / np.where(vxx > 0, vxx, 1.0), 0.0)
-        total_n = n.sum(1)
-        sst = syy.sum(1) - sy.sum(1) ** 2 / total_n
-        r2_layer = 1.0 - ss_layer.sum(1) / sst
-        r2_both = 1.0 - (ss_layer - gain).sum(1) / sst
-    return r2_layer, r2_both
 
 
 def bootstrap_weights(n_cases: int, n_boot: int, seed: int) -> np.ndarray:
@@ -211,76 +220,75 @@ def percentile_ci(samples: np.ndarray, level: float) -> tuple[float, float]:
     return float(np.quantile(s, a)), float(np.quantile(s, 1 - a))
 
 
-def regression_tables(joined: pd.DataFrame, spec: AnalysisSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per (estimator, score) regressions with a bootstrap CI of ΔR², and the H1 pair differences.
+def bc_percentile_ci(samples: np.ndarray, estimate: float, level: float) -> tuple[float, float]:
+    """Bias-corrected percentile CI (Efron 1987, BC without acceleration): the quantiles
+    Φ(2 z0 ± z_{(1+level)/2}) of the bootstrap samples, z0 = Φ⁻¹(share of samples below the estimate).
+    Corrects the upward bias of ΔR² under a case bootstrap (duplicated cases are fitted twice)."""
+    s = samples[np.isfinite(samples)]
+    if s.size == 0:
+        return float("nan"), float("nan")
+    share = (np.sum(s < estimate) + 0.5 * np.sum(s == estimate)) / s.size
+    z0 = stats.norm.ppf(np.clip(share, 1 / (s.size + 1), s.size / (s.size + 1)))
+    z = stats.norm.ppf((1 + level) / 2)
+    lo, hi = stats.norm.cdf(2 * z0 - z), stats.norm.cdf(2 * z0 + z)
+    return float(np.quantile(s, lo)), float(np.quantile(s, hi))
 
-    H1 (SPEC §7): ΔR²_a − ΔR²_b over one paired cluster bootstrap (the same resampled cases refit
-    every estimator); percentile CI; one-sided p = (1 + #{diff* ≤ 0}) / (B + 1).
-    """
+
+def _case_counts(edits_cases: int, data: pd.DataFrame) -> dict:
+    n = int(data.case_id.nunique())
+    return dict(n_cases=n, n_excluded=max(edits_cases - n, 0))
+
+
+def regression_tables(joined: pd.DataFrame, spec: AnalysisSpec, n_edit_cases: int | None = None
+                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per (estimator, score): R², ΔR² [BC bootstrap CI], F-test and case-permutation p; per pair: H1.
+
+    H1: ΔR²_a − ΔR²_b by the paired swap test (:mod:`causaleval.inference.h1`), with the minimum
+    detectable difference at 80 % power on this score's design."""
     ests = present_estimators(joined, spec)
+    total = int(joined.case_id.nunique()) if n_edit_cases is None else n_edit_cases
     r2_rows, h1_rows = [], []
-    for score in spec.scores:
+    for k, score in enumerate(spec.scores):
         data = common_rows(joined, score, ests)
         if data.case_id.nunique() < 3 or data.layer.nunique() < 2:
             continue
+        counts = _case_counts(total, data)
         layers = sorted(data.layer.unique())
         cases = sorted(data.case_id.unique())
         y = case_layer_arrays(data, score, layers, cases)
         w = bootstrap_weights(len(cases), spec.n_bootstrap, spec.seed)
-        boot, point = {}, {}
-        for e in ests:
+        few = len(cases) < spec.min_clusters
+        method = (f"too few clusters ({len(cases)} < {spec.min_clusters})" if few
+                  else f"case permutation (B = {spec.n_permutations})")
+        xs = {}
+        for j, e in enumerate(ests):
             fit = fit_r2(data, score, e)
-            x = case_layer_arrays(data, f"effect_{e}", layers, cases)
-            r2l, r2b = weighted_r2(y, x, w)
-            boot[e] = r2b - r2l
-            point[e] = fit["delta_r2"]
-            lo, hi = percentile_ci(boot[e], spec.ci_level)
+            xs[e] = case_layer_arrays(data, f"effect_{e}", layers, cases)
+            r2l, r2b = weighted_r2(y, xs[e], w)
+            lo, hi = bc_percentile_ci(r2b - r2l, fit["delta_r2"], spec.ci_level)
+            p_cluster = float("nan")
+            if not few:
+                rng = np.random.default_rng([spec.seed, k, j])
+                p_cluster = case_permutation_test(y, xs[e], spec.n_permutations, rng)[1]
             r2_rows.append(dict(estimator=e, score=score, **fit, delta_ci_low=lo, delta_ci_high=hi,
-                                n_boot=spec.n_bootstrap))
-        for a, b in spec.pairs:
-            if a not in boot or b not in boot:
-                continue
-            diff = boot[a] - boot[b]
-            lo, hi = percentile_ci(diff, spec.ci_level)
-            finite = diff[np.isfinite(diff)]
-            p = (1 + np.sum(finite <= 0)) / (finite.size + 1)
-            h1_rows.append(dict(a=a, b=b, score=score, delta_a=point[a], delta_b=point[b],
-                                diff=point[a] - point[b], ci_low=lo, ci_high=hi, p_one_sided=float(p),
-                                n_boot=int(finite.size), n_cases=len(cases), n_rows=len(data)))
+                                n_boot=spec.n_bootstrap, p_cluster=p_cluster, cluster_method=method,
+                                n_excluded=counts["n_excluded"]))
+        pairs = [(a, b) for a, b in spec.pairs if a in xs and b in xs]
+        if not pairs:
+            continue
+        power = minimum_detectable_difference(y, spec.alpha, 0.8, spec.power_reps, seed=spec.seed + k)
+        for i, (a, b) in enumerate(pairs):
+            res = swap_test(y, xs[a], xs[b], spec.n_permutations, np.random.default_rng([spec.seed, k, 100 + i]),
+                            spec.ci_level)
+            h1_rows.append(dict(a=a, b=b, score=score, delta_a=res.delta_a, delta_b=res.delta_b, diff=res.diff,
+                                ci_low=res.ci_low, ci_high=res.ci_high, p_one_sided=res.p_one_sided,
+                                mdd=power.mdd, n_perm=res.n_perm, n_rows=len(data), **counts,
+                                method="paired swap test within case",
+                                verdict=verdict(res.diff, res.ci_low, res.p_one_sided, power.mdd, spec.alpha)))
     return pd.DataFrame(r2_rows), pd.DataFrame(h1_rows)
 
 
 # ----------------------------------------------------------------------------- per-layer correlations
-
-def williams_t(r12: float, r13: float, r23: float, n: int) -> tuple[float, int, float]:
-    """Williams' t for H0: ρ12 = ρ13 (two correlations sharing variable 1), df = n − 3, two-sided p.
-
-    Williams (1959); Steiger (1980, eq. 7):
-    t = (r12 − r13) √[(n−1)(1+r23) / (2 (n−1)/(n−3) |R| + r̄² (1−r23)³)],
-    |R| = 1 − r12² − r13² − r23² + 2 r12 r13 r23, r̄ = (r12 + r13)/2.
-    Worked value (Howell, Statistical Methods for Psychology): r12=.80, r13=.72, r23=.89, n=26 → t=1.361, p=.187.
-    """
-    if n <= 3:
-        return float("nan"), n - 3, float("nan")
-    det = 1 - r12 ** 2 - r13 ** 2 - r23 ** 2 + 2 * r12 * r13 * r23
-    rbar = (r12 + r13) / 2
-    denom = 2 * (n - 1) / (n - 3) * det + rbar ** 2 * (1 - r23) ** 3
-    if not denom > 0:
-        return float("nan"), n - 3, float("nan")
-    t = (r12 - r13) * np.sqrt((n - 1) * (1 + r23) / denom)
-    return float(t), n - 3, float(2 * stats.t.sf(abs(t), n - 3))
-
-
-def weighted_corr(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Pearson r of x and y (length n) under each row of ``weights`` (B × n)."""
-    n = weights.sum(1)
-    mx, my = weights @ x / n, weights @ y / n
-    cxy = weights @ (x * y) / n - mx * my
-    vx = weights @ (x * x) / n - mx ** 2
-    vy = weights @ (y * y) / n - my ** 2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return cxy / np.sqrt(vx * vy)
-
 
 def adjust_pvalues(p: np.ndarray, method: str) -> np.ndarray:
     """Multiplicity-adjusted p-values (statsmodels ``multipletests``: "holm", "fdr_bh", ...).
@@ -295,35 +303,46 @@ def adjust_pvalues(p: np.ndarray, method: str) -> np.ndarray:
         gc.unfreeze()
 
 
-def per_layer_tests(joined: pd.DataFrame, spec: AnalysisSpec) -> pd.DataFrame:
-    """Per (score, layer, pair): r(score, E) for each estimator with a 95% CI, Williams' t of r_a vs r_b,
-    a paired bootstrap CI of r_a − r_b over cases, and the p-value corrected across layers."""
+def per_layer_tests(joined: pd.DataFrame, spec: AnalysisSpec, n_edit_cases: int | None = None) -> pd.DataFrame:
+    """Per (score, layer, pair): r(score, E) per estimator with a Fisher-z CI, Williams' t of |r_a| vs
+    |r_b|, a paired bootstrap CI of |r_a| − |r_b| over cases, and the p-value corrected across the
+    non-degenerate layers (a layer whose score sd is below ``degenerate_sd`` is reported, not tested)."""
     ests = present_estimators(joined, spec)
+    total = int(joined.case_id.nunique()) if n_edit_cases is None else n_edit_cases
     rows = []
     for score in spec.scores:
         data = common_rows(joined, score, ests)
+        counts = _case_counts(total, data)
         for layer, d in data.groupby("layer"):
             if len(d) < 5:
                 continue
             y = d[score].to_numpy(float)
-            base = dict(score=score, layer=int(layer), n=len(d))
+            flat = [e for e in ests if np.std(d[f"effect_{e}"].to_numpy(float)) == 0]
+            degenerate = bool(np.std(y) < spec.degenerate_sd or flat)
+            base = dict(score=score, layer=int(layer), n=len(d), degenerate=degenerate,
+                        n_excluded=counts["n_excluded"])
             for e in ests:
-                c = pg.corr(d[f"effect_{e}"], d[score])
-                base[f"r_{e}"] = float(c["r"].iloc[0])
-                ci = c.filter(like="CI").iloc[0, 0]
-                base[f"r_{e}_ci_low"], base[f"r_{e}_ci_high"] = float(ci[0]), float(ci[1])
+                x = d[f"effect_{e}"].to_numpy(float)
+                r = float(np.corrcoef(x, y)[0, 1]) if not degenerate else float("nan")
+                base[f"r_{e}"] = r
+                base[f"r_{e}_ci_low"], base[f"r_{e}_ci_high"] = fisher_ci(r, len(d), spec.ci_level)
             w = bootstrap_weights(len(d), spec.n_bootstrap, spec.seed + int(layer))
             for a, b in spec.pairs:
                 if a not in ests or b not in ests:
                     continue
                 xa, xb = d[f"effect_{a}"].to_numpy(float), d[f"effect_{b}"].to_numpy(float)
-                rab = float(np.corrcoef(xa, xb)[0, 1])
-                t, df, p = williams_t(base[f"r_{a}"], base[f"r_{b}"], rab, len(d))
-                diff = weighted_corr(xa, y, w) - weighted_corr(xb, y, w)
-                lo, hi = percentile_ci(diff, spec.ci_level)
-                rows.append(dict(base, a=a, b=b, r_a=base[f"r_{a}"], r_b=base[f"r_{b}"], r_ab=rab,
-                                 r_diff=base[f"r_{a}"] - base[f"r_{b}"], ci_low=lo, ci_high=hi,
-                                 williams_t=t, df=df, p=p))
+                rab = float(np.corrcoef(xa, xb)[0, 1]) if not degenerate else float("nan")
+                row = dict(base, a=a, b=b, r_a=base[f"r_{a}"], r_b=base[f"r_{b}"], r_ab=rab)
+                if degenerate:
+                    row.update(abs_r_diff=float("nan"), ci_low=float("nan"), ci_high=float("nan"),
+                               williams_t=float("nan"), df=len(d) - 3, p=float("nan"))
+                else:
+                    t, df, p = williams_abs(row["r_a"], row["r_b"], rab, len(d))
+                    diff = np.abs(weighted_corr(xa, y, w)) - np.abs(weighted_corr(xb, y, w))
+                    lo, hi = percentile_ci(diff, spec.ci_level)
+                    row.update(abs_r_diff=abs(row["r_a"]) - abs(row["r_b"]), ci_low=lo, ci_high=hi,
+                               williams_t=t, df=df, p=p)
+                rows.append(row)
     out = pd.DataFrame(rows)
     if out.empty:
         return out
@@ -348,27 +367,30 @@ def _mean_ci(values: np.ndarray, spec: AnalysisSpec, salt: int = 0) -> tuple[flo
     return float(v.mean()), float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def within_case_tests(joined: pd.DataFrame, spec: AnalysisSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Within-case rank correlation of layer profiles and the argmax-layer hit rate (SPEC §7).
+def within_case_tests(joined: pd.DataFrame, spec: AnalysisSpec, n_edit_cases: int | None = None
+                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Within-case rank correlation of layer profiles and the argmax-layer hit rate.
 
     Profiles: score and effect minus their mean over cases at each layer; per case the Spearman ρ across
     layers; the mean ρ over cases with a bootstrap CI; for pairs, the mean paired difference ρ_a − ρ_b
-    with a bootstrap CI and a Wilcoxon signed-rank test.  Argmax: the share of cases whose effect peaks at
-    the layer where the edit scores best (raw profiles, first maximum), against 1/L and against the
-    chance implied by the two marginal argmax distributions (binomial tests, Wilson CI).
+    with a bootstrap CI and a Wilcoxon signed-rank test.  Argmax: per case the tie-split hit of the raw
+    effect profile's peak layer against the score's best layer; hit rate with a bootstrap CI over cases,
+    against the case-permutation chance level (:mod:`causaleval.inference.argmax`).
     """
     ests = present_estimators(joined, spec)
+    total = int(joined.case_id.nunique()) if n_edit_cases is None else n_edit_cases
     wc_rows, am_rows = [], []
-    for score in spec.scores:
+    for k, score in enumerate(spec.scores):
         data = common_rows(joined, score, ests)
         layers = sorted(data.layer.unique())
         cases = sorted(data.case_id.unique())
         if len(layers) < 3 or len(cases) < 3:
             continue
+        n_excl = _case_counts(total, data)["n_excluded"]
         y = case_layer_arrays(data, score, layers, cases)
         complete = ~np.isnan(y).any(1)
         rhos = {}
-        for e in ests:
+        for j, e in enumerate(ests):
             x = case_layer_arrays(data, f"effect_{e}", layers, cases)
             full = complete & ~np.isnan(x).any(1)
             yr, xr = y - np.nanmean(y, 0), x - np.nanmean(x, 0)
@@ -379,29 +401,26 @@ def within_case_tests(joined: pd.DataFrame, spec: AnalysisSpec) -> tuple[pd.Data
             rhos[e] = rho
             mean, lo, hi = _mean_ci(rho, spec)
             wc_rows.append(dict(score=score, estimator=e, a=e, b="", mean_rho=mean, ci_low=lo, ci_high=hi,
-                                p=float("nan"), n_cases=int(np.isfinite(rho).sum()), n_layers=len(layers)))
-            ex, ey = np.argmax(x[full], 1), np.argmax(y[full], 1)
+                                p=float("nan"), n_cases=int(np.isfinite(rho).sum()), n_layers=len(layers),
+                                n_excluded=n_excl))
             n = int(full.sum())
-            if n == 0:
+            if n < 3:
                 continue
-            hits = int(np.sum(ex == ey))
-            chance_marginal = float(sum(np.mean(ex == k) * np.mean(ey == k) for k in range(len(layers))))
-            test = stats.binomtest(hits, n, 1.0 / len(layers), alternative="greater")
-            ci = stats.binomtest(hits, n).proportion_ci(confidence_level=spec.ci_level, method="wilson")
-            am_rows.append(dict(score=score, estimator=e, hits=hits, n_cases=n, hit_rate=hits / n,
-                                ci_low=float(ci.low), ci_high=float(ci.high), n_layers=len(layers),
-                                chance=1.0 / len(layers), p=float(test.pvalue), chance_marginal=chance_marginal,
-                                p_marginal=float(stats.binomtest(hits, n, min(max(chance_marginal, 1e-9), 1.0),
-                                                                 alternative="greater").pvalue)))
-        for k, (a, b) in enumerate(spec.pairs):
+            res = argmax_test(x[full], y[full], spec.n_permutations, np.random.default_rng([spec.seed, k, j, 7]))
+            _, lo, hi = _mean_ci(res.hits, spec, salt=11)
+            am_rows.append(dict(score=score, estimator=e, hits=float(res.hits.sum()), n_cases=n,
+                                hit_rate=res.hit_rate, ci_low=lo, ci_high=hi, n_layers=len(layers),
+                                chance=res.chance, p=res.p, n_perm=res.n_perm, uniform_chance=1.0 / len(layers),
+                                n_excluded=n_excl))
+        for k2, (a, b) in enumerate(spec.pairs):
             if a not in rhos or b not in rhos:
                 continue
             d = rhos[a] - rhos[b]
-            mean, lo, hi = _mean_ci(d, spec, salt=k + 1)
+            mean, lo, hi = _mean_ci(d, spec, salt=k2 + 1)
             ok = d[np.isfinite(d)]
             p = float(stats.wilcoxon(ok).pvalue) if ok.size >= 3 and np.any(ok != 0) else float("nan")
             wc_rows.append(dict(score=score, estimator=f"{a} - {b}", a=a, b=b, mean_rho=mean, ci_low=lo,
-                                ci_high=hi, p=p, n_cases=int(ok.size), n_layers=len(layers)))
+                                ci_high=hi, p=p, n_cases=int(ok.size), n_layers=len(layers), n_excluded=n_excl))
     return pd.DataFrame(wc_rows), pd.DataFrame(am_rows)
 
 
@@ -417,6 +436,7 @@ class AnalysisFrames:
     per_layer: pd.DataFrame
     within_case: pd.DataFrame
     argmax: pd.DataFrame
+    excluded: pd.DataFrame
 
 
 @dataclass(kw_only=True)
@@ -424,22 +444,35 @@ class AnalysisResult(AnalysisFrames):
     """All tables of one analysis specification."""
 
     spec: AnalysisSpec
+    n_edit_cases: int = 0
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def comparative(self) -> bool:
+        """True when at least two estimators are compared (the flip-only variants are descriptive)."""
+        return len(present_estimators(self.joined, self.spec)) >= 2
 
 
 def analyze(trace: pd.DataFrame, edits: pd.DataFrame, spec: AnalysisSpec) -> AnalysisResult:
-    """Every test of SPEC §7 for one way of reading the localisation effect."""
+    """Every test for one way of reading the localisation effect; cases below the TE floor of any
+    estimator are excluded (one common set of cases for all estimators) and listed in ``excluded``."""
     effects = localisation_effects(trace, spec)
+    excluded = exclusions(effects, spec)
     joined = join_effects(effects, edits, spec)
     notes = []
     dropped = len(edits) - len(joined)
     if dropped:
         notes.append(f"{dropped} (case, layer) rows of edits.parquet have no localisation effect and were left out")
-    r2, h1 = regression_tables(joined, spec)
-    per_layer = per_layer_tests(joined, spec)
-    within, argmax = within_case_tests(joined, spec)
+    bad = set(excluded.case_id) & set(joined.case_id)
+    if bad:
+        notes.append(f"{len(bad)} cases excluded: TE below the floor {spec.floor:g} for at least one estimator")
+        joined = joined[~joined.case_id.isin(bad)].reset_index(drop=True)
+    n_edit = int(edits.case_id.nunique())
+    r2, h1 = regression_tables(joined, spec, n_edit)
+    per_layer = per_layer_tests(joined, spec, n_edit)
+    within, argmax = within_case_tests(joined, spec, n_edit)
     return AnalysisResult(joined=joined, r2=r2, h1=h1, per_layer=per_layer, within_case=within, argmax=argmax,
-                          spec=spec, notes=notes)
+                          excluded=excluded.reset_index(drop=True), spec=spec, n_edit_cases=n_edit, notes=notes)
 
 
 def analyze_all(trace: pd.DataFrame, edits: pd.DataFrame, base: AnalysisSpec) -> list[AnalysisResult]:
@@ -459,22 +492,29 @@ def _tagged(results: list[AnalysisResult], attr: str) -> pd.DataFrame:
 
 
 def summary_dict(results: list[AnalysisResult], run_info: dict | None = None) -> dict:
-    """Headline numbers: per-variant ΔR² per estimator (rewrite score) with CI, and H1 for flip vs noise."""
+    """Headline numbers: per variant, ΔR² per estimator and score with CI, F-test and cluster p, and H1
+    per pair with CI, one-sided p, minimum detectable difference and verdict; exclusions counted."""
     out = {"variants": {}, "model": (run_info or {}).get("model"), "config": (run_info or {}).get("config")}
     for r in results:
         v = {"spec": asdict(r.spec), "description": r.spec.describe(), "notes": r.notes,
              "n_cases": int(r.joined.case_id.nunique()), "n_rows": len(r.joined),
+             "n_edit_cases": r.n_edit_cases, "te_floor": r.spec.floor,
+             "n_excluded": r.n_edit_cases - int(r.joined.case_id.nunique()),
+             "excluded": [dict(estimator=x.estimator, case_id=int(x.case_id), te=float(x.te), reason=x.reason)
+                          for x in r.excluded.itertuples()],
+             "comparative": r.comparative,
              "layers": sorted(int(x) for x in r.joined.layer.unique()),
              "estimators": present_estimators(r.joined, r.spec), "delta_r2": {}, "h1": {}}
         for row in r.r2.itertuples():
             v["delta_r2"].setdefault(row.score, {})[row.estimator] = dict(
                 r2_layer=row.r2_layer, r2_effect=row.r2_effect, r2_both=row.r2_both, delta_r2=row.delta_r2,
-                ci_low=row.delta_ci_low, ci_high=row.delta_ci_high, p_f=row.p_f, p_wald=row.p_wald,
-                n_cases=row.n_cases)
+                ci_low=row.delta_ci_low, ci_high=row.delta_ci_high, p_f=row.p_f, p_cluster=row.p_cluster,
+                cluster_method=row.cluster_method, n_cases=row.n_cases, n_excluded=row.n_excluded)
         for row in r.h1.itertuples():
             v["h1"].setdefault(row.score, {})[f"{row.a}-{row.b}"] = dict(
                 diff=row.diff, ci_low=row.ci_low, ci_high=row.ci_high, p_one_sided=row.p_one_sided,
-                delta_a=row.delta_a, delta_b=row.delta_b, n_cases=row.n_cases, n_boot=row.n_boot)
+                mdd=row.mdd, verdict=row.verdict, method=row.method, delta_a=row.delta_a, delta_b=row.delta_b,
+                n_cases=row.n_cases, n_excluded=row.n_excluded, n_perm=row.n_perm)
         out["variants"][r.spec.name] = v
     return out
 
@@ -518,7 +558,8 @@ def load_results(out_dir: Path) -> AnalysisTables:
     if not path.is_file():
         raise AnalysisError(f"{path} is missing: run the analyze stage first "
                             f"(python -m experiments.main --stage analyze --out {out_dir})")
-    frames = {n: pd.read_parquet(folder / f"{n}.parquet") for n in ANALYSIS_TABLES}
+    frames = {n: pd.read_parquet(folder / f"{n}.parquet") if (folder / f"{n}.parquet").is_file() else pd.DataFrame()
+              for n in ANALYSIS_TABLES}
     return AnalysisTables(folder=folder, summary=json.loads(path.read_text()), **frames)
 
 
@@ -527,21 +568,26 @@ def _fmt(x, digits: int = 3) -> str:
 
 
 def headline(summary: dict, variant: str = "default", score: str = "rewrite_score") -> str:
-    """The answer in a few lines: ΔR² per estimator with CI, and H1 (flip − noise) with CI and one-sided p."""
+    """The answer in a few lines: ΔR² per estimator with CI and tests, and H1 (flip − noise) with CI,
+    one-sided p, minimum detectable difference and what that supports."""
     v = summary["variants"].get(variant)
     if v is None:
         return f"no analysis variant {variant!r} in the summary"
     lines = [f"Does localisation inform editing? ({v['description']}; {v['n_cases']} cases × "
-             f"{len(v['layers'])} edit layers; score: {score})"]
+             f"{len(v['layers'])} edit layers, {v.get('n_excluded', 0)} cases excluded; score: {score})"]
     for est, d in v["delta_r2"].get(score, {}).items():
+        pc = (f"cluster permutation p = {_fmt(d['p_cluster'], 3)}" if d.get("p_cluster") is not None
+              else f"cluster test: {d.get('cluster_method', 'n/a')}")
         lines.append(f"  {est:>9}: R²(layer) = {_fmt(d['r2_layer'])}, R²(both) = {_fmt(d['r2_both'])}, "
                      f"ΔR² = {_fmt(d['delta_r2'], 4)} [{_fmt(d['ci_low'], 4)}, {_fmt(d['ci_high'], 4)}], "
-                     f"F-test p = {_fmt(d['p_f'], 3)}, cluster Wald p = {_fmt(d['p_wald'], 3)}")
+                     f"F-test p = {_fmt(d['p_f'], 3)}, {pc}")
     h = v["h1"].get(score, {}).get("flip-noise")
     if h is not None:
         lines.append(f"  H1 ΔR²_flip − ΔR²_noise = {_fmt(h['diff'], 4)} [{_fmt(h['ci_low'], 4)}, "
                      f"{_fmt(h['ci_high'], 4)}], one-sided p = {_fmt(h['p_one_sided'], 3)} "
-                     f"({h['n_boot']} paired cluster-bootstrap resamples of {h['n_cases']} cases)")
+                     f"({h['method']}, {h['n_perm']} swaps, {h['n_cases']} cases); minimum detectable "
+                     f"difference (80% power, α = 0.05) = {_fmt(h['mdd'], 4)}")
+        lines.append(f"  → the evidence {h['verdict']}")
     else:
         lines.append("  H1: not tested (flip or noise estimator missing)")
     return "\n".join(lines)

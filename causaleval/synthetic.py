@@ -1,15 +1,21 @@
-"""Synthetic results folders with a known truth, for tests and for checking the paper build.
+"""Synthetic results folders and arrays with a known truth, for tests, calibration and the paper build.
 
 Writes ``trace.parquet``, ``trace_summary.parquet``, ``edits.parquet`` and ``run.json`` in the schema
 the trace and edit stages produce (the input contract of :mod:`causaleval.analysis`).  The truth:
 
 * every case has a latent per-layer "locus" z[c, l] (standard normal, smoothed across layers);
 * the edit scores are a layer profile plus ``signal`` · z plus noise, so layer explains most variance;
-* flip scrubbing's effect is a layer profile plus z (so it adds signal to layer), resample scrubbing's
-  effect carries half of z, noise tracing's effect carries none of it (ΔR²_noise ≈ 0 in expectation).
+* each estimator's effect (a fraction restored in (0, 1)) is sigmoid(layer profile + loading · z +
+  noise): by default flip scrubbing carries z, resample scrubbing half of it, noise tracing none.
 
-The effect at the ``subject_last`` token is the designed value; the other positions carry smaller
-values, so the "max over tokens" rule and the subject_last rule agree on the designed effect.
+Modes: :meth:`SyntheticSpec.null` (``signal`` = 0: no estimator's effect says anything about the
+score beyond layer) and :meth:`SyntheticSpec.planted` (flip carries the locus, noise does not: a
+planted ΔR²_flip − ΔR²_noise > 0).  :func:`synthetic_arrays` draws only the (cases × edit layers)
+arrays the tests regress, fast enough for thousands of calibration replicates.
+
+In the trace table, IE = effect · TE at the ``subject_last`` token and a smaller share at the other
+positions (so every token rule reads the designed effect), for denoising and for noising alike: a
+noising IE is clean − patched, positive where the site is necessary (the same sign as denoising).
 
     python -m causaleval.synthetic OUT_DIR      # a synthetic results folder, e.g. to try `make paper`
 """
@@ -28,6 +34,7 @@ from causaleval.store import atomic_write_json, atomic_write_parquet
 ROLES_BY_POSITION = ("before_subject", "subject_first", "subject_middle", "subject_last", "after_subject",
                      "further_tokens", "last")
 RELATIONS = ("P36", "P30", "P38", "P37", "P17")
+OFFSETS = {"noise": 0.3, "resample": -0.2, "flip": 0.0}
 
 
 @dataclass
@@ -46,9 +53,57 @@ class SyntheticSpec:
     def edit_layers(self) -> list[int]:
         return sorted(set(range(0, self.n_layers, self.edit_layer_step)) | {self.n_layers - 1})
 
+    @classmethod
+    def null(cls, n_cases: int = 12, n_layers: int = 12, **kw) -> "SyntheticSpec":
+        """No signal: the score does not follow the locus, so every effect is independent of it."""
+        return cls(n_cases=n_cases, n_layers=n_layers, signal=0.0, **kw)
+
+    @classmethod
+    def planted(cls, n_cases: int = 12, n_layers: int = 12, signal: float = 0.15, **kw) -> "SyntheticSpec":
+        """A planted difference: flip's effect carries the locus the score follows, noise's and
+        resample's do not (ΔR²_flip > ΔR²_noise in expectation)."""
+        return cls(n_cases=n_cases, n_layers=n_layers, signal=signal, flip_loading=1.0, resample_loading=0.0,
+                   noise_loading=0.0, **kw)
+
+    def loadings(self) -> dict[str, float]:
+        return {"noise": self.noise_loading, "resample": self.resample_loading, "flip": self.flip_loading}
+
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
+
+
+def _latent(s: SyntheticSpec, rng: np.random.Generator, reps: tuple[int, ...] = ()) -> np.ndarray:
+    """The locus z (reps × cases × layers): white noise smoothed with [¼, ½, ¼] across layers, standardised."""
+    raw = rng.standard_normal(reps + (s.n_cases, s.n_layers + 2))
+    z = 0.25 * raw[..., :-2] + 0.5 * raw[..., 1:-1] + 0.25 * raw[..., 2:]
+    return z / np.sqrt(0.25 ** 2 * 2 + 0.5 ** 2)
+
+
+def _score_profile(n_layers: int) -> np.ndarray:
+    layers = np.arange(n_layers)
+    return 0.95 - 0.6 * (layers / (n_layers - 1)) ** 2   # early/middle layers edit best (as ROME)
+
+
+def _effect_profile(n_layers: int) -> np.ndarray:
+    layers = np.arange(n_layers)
+    return 1.5 - 3.0 * np.abs(layers / (n_layers - 1) - 0.35)  # tracing peaks early-middle
+
+
+def synthetic_arrays(spec: SyntheticSpec, reps: int = 1, seed: int | None = None
+                     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``reps`` independent studies at the edit layers: the rewrite score (reps × cases × edit layers)
+    and each estimator's effect (same shape), drawn from the model of the module docstring."""
+    s = spec
+    rng = np.random.default_rng(s.seed if seed is None else seed)
+    el = s.edit_layers()
+    z = _latent(s, rng, (reps,))
+    shape = z.shape
+    y = _score_profile(s.n_layers) + s.signal * z + s.score_noise * rng.standard_normal(shape)
+    effects = {e: _sigmoid(_effect_profile(s.n_layers) + OFFSETS[e] + load * z
+                           + s.effect_noise * rng.standard_normal(shape))[..., el]
+               for e, load in s.loadings().items()}
+    return np.clip(y[..., el], -1, 1), effects
 
 
 def synthetic_tables(spec: SyntheticSpec | None = None) -> dict[str, pd.DataFrame]:
@@ -57,16 +112,11 @@ def synthetic_tables(spec: SyntheticSpec | None = None) -> dict[str, pd.DataFram
     rng = np.random.default_rng(s.seed)
     C, L = s.n_cases, s.n_layers
     layers = np.arange(L)
-    raw = rng.standard_normal((C, L))
-    kernel = np.array([0.25, 0.5, 0.25])
-    z = np.stack([np.convolve(r, kernel, mode="same") for r in raw])
-    z = (z - z.mean()) / z.std()
+    z = _latent(s, rng)
     rel = np.array([RELATIONS[c % len(RELATIONS)] for c in range(C)])
     case_ids = np.arange(1000, 1000 + C)
 
-    # Edit scores: early/middle layers edit best (as ROME on GPT models), plus the latent locus.
-    profile = 0.95 - 0.6 * (layers / (L - 1)) ** 2
-    score = profile[None, :] + s.signal * z + s.score_noise * rng.standard_normal((C, L))
+    score = _score_profile(L)[None, :] + s.signal * z + s.score_noise * rng.standard_normal((C, L))
     edit_layers = s.edit_layers()
     rows = []
     for ci, cid in enumerate(case_ids):
@@ -84,26 +134,22 @@ def synthetic_tables(spec: SyntheticSpec | None = None) -> dict[str, pd.DataFram
                              final_loss=float(rng.uniform(0.01, 0.5)), seconds=0.5))
     edits = pd.DataFrame(rows)
 
-    loadings = {"noise": s.noise_loading, "resample": s.resample_loading, "flip": s.flip_loading}
-    offsets = {"noise": 0.3, "resample": -0.2, "flip": 0.0}
-    # Tracing effects peak in early-middle layers for every estimator (the shared layer profile).
-    eff_profile = 1.5 - 3.0 * np.abs(layers / (L - 1) - 0.35)
+    eff_profile = _effect_profile(L)
     trace_rows = []
-    pos_scale = np.array([0.2, 0.6, 0.5, 1.0, 0.4, 0.3, 0.5])
-    for est, load in loadings.items():
+    pos_scale = np.array([0.0, 0.6, 0.5, 1.0, 0.4, 0.3, 0.5])   # before the subject: exactly 0
+    for est, load in s.loadings().items():
         variants = [("denoise", "p")] + ([("noise", "p"), ("denoise", "ld")] if est == "flip" else [])
         for direction, metric in variants:
             unit = 4.0 if metric == "ld" else 1.0
-            sign = -1.0 if direction == "noise" else 1.0
             for component, window in (("mlp", 5), ("mlp", 10), ("residual", 1)):
-                latent = eff_profile[None, :] + offsets[est] + load * z + s.effect_noise * rng.standard_normal((C, L))
-                eff = _sigmoid(latent)  # in (0, 1): a share of the total effect
+                latent = eff_profile[None, :] + OFFSETS[est] + load * z + s.effect_noise * rng.standard_normal((C, L))
+                eff = _sigmoid(latent)  # in (0, 1): the fraction of the total effect a site restores
                 te = rng.uniform(0.3, 0.9, size=C)
                 for ci, cid in enumerate(case_ids):
                     for l in layers:
                         ie_last = eff[ci, l] * te[ci] * unit
                         for pos, role in enumerate(ROLES_BY_POSITION):
-                            ie = sign * ie_last * pos_scale[pos] if role != "subject_last" else sign * ie_last
+                            ie = ie_last * pos_scale[pos]
                             trace_rows.append((est, direction, metric, int(cid), rel[ci], component, window, int(l),
                                                pos, role, ie, te[ci] * unit, ie / (te[ci] * unit),
                                                10 if est == "noise" else 5, 0 if est == "noise" else 12))

@@ -1,4 +1,4 @@
-"""The hypothesis tests of SPEC §7 on synthetic tables whose truth is known (causaleval.synthetic)."""
+"""The hypothesis tests (Hase et al. 2023 design) on synthetic tables whose truth is known (causaleval.synthetic)."""
 
 import numpy as np
 import pandas as pd
@@ -8,9 +8,11 @@ import statsmodels.formula.api as smf
 from causaleval.analysis import (AnalysisError, AnalysisSpec, analyze, case_layer_arrays, headline,
                                  localisation_effects, load_results, summary_dict, weighted_r2, williams_t,
                                  write_results)
+from causaleval.inference.correlation import fisher_ci, williams_abs
+from causaleval.inference.regression import delta_r2_many, f_test
 from causaleval.synthetic import SyntheticSpec, synthetic_tables
 
-SPEC = AnalysisSpec(n_bootstrap=200, seed=1)
+SPEC = AnalysisSpec(n_bootstrap=200, n_permutations=199, power_reps=100, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,9 @@ def test_weighted_r2_equals_ols_on_resampled_rows():
 def test_delta_r2_detects_the_estimator_that_carries_signal(result):
     r2 = result.r2[result.r2.score == "rewrite_score"].set_index("estimator")
     assert r2.loc["flip", "delta_r2"] > r2.loc["resample", "delta_r2"] > r2.loc["noise", "delta_r2"]
-    assert r2.loc["flip", "p_f"] < 1e-3 and r2.loc["flip", "p_wald"] < 1e-3
+    assert r2.loc["flip", "p_f"] < 1e-3 and r2.loc["flip", "p_cluster"] == pytest.approx(1 / 200)
+    assert r2.loc["noise", "p_cluster"] > 0.05 and (r2.n_excluded == 0).all()
+    assert r2.cluster_method.str.startswith("case permutation").all()
     # layer explains most of the variance (the Hase et al. pattern for noise tracing)
     assert r2.loc["noise", "r2_layer"] > 0.5 and r2.loc["noise", "delta_r2"] < 0.05
     assert (r2.r2_both >= r2.r2_layer - 1e-12).all()
@@ -64,12 +68,16 @@ def test_h1_sign_and_bootstrap_ci(result):
     row = h1.loc["rewrite_score"]
     assert row["diff"] > 0 and row.ci_low > 0 and row.p_one_sided < 0.05
     assert (result.h1.ci_low <= result.h1["diff"]).all() and (result.h1["diff"] <= result.h1.ci_high).all()
-    assert row.p_one_sided >= 1 / (SPEC.n_bootstrap + 1)
+    assert row.p_one_sided >= 1 / (SPEC.n_permutations + 1)
+    assert 0 < row.mdd < row["diff"] and row.verdict == "supports H1"
+    assert set(result.h1.columns) >= {"a", "b", "score", "variant", "diff", "ci_low", "ci_high", "p_one_sided",
+                                      "mdd", "n_cases", "method"} - {"variant"}
 
 
 def test_h1_is_negative_when_noise_carries_the_signal():
     t = synthetic_tables(SyntheticSpec(n_cases=30, n_layers=8, flip_loading=0.0, noise_loading=1.0, seed=5))
-    spec = AnalysisSpec(n_bootstrap=100, scores=("rewrite_score",), pairs=(("flip", "noise"),))
+    spec = AnalysisSpec(n_bootstrap=100, n_permutations=199, power_reps=50, scores=("rewrite_score",),
+                        pairs=(("flip", "noise"),))
     res = analyze(t["trace"], t["edits"], spec)
     row = res.h1.iloc[0]
     assert row["diff"] < 0 and row.ci_high < 0 and row.p_one_sided > 0.5
@@ -78,10 +86,11 @@ def test_h1_is_negative_when_noise_carries_the_signal():
 def test_per_layer_williams_and_correction(result):
     pl = result.per_layer[(result.per_layer.score == "rewrite_score") & (result.per_layer.a == "flip")
                           & (result.per_layer.b == "noise")]
-    assert len(pl) == 6
-    assert (pl.williams_t > 0).all() and (pl.r_diff > 0).all()
+    assert len(pl) == 6 and not pl.degenerate.any()
+    assert (pl.williams_t > 0).all() and (pl.abs_r_diff > 0).all()
     assert (pl.p_adj >= pl.p - 1e-15).all()
-    assert ((pl.ci_low <= pl.r_diff) & (pl.r_diff <= pl.ci_high)).all()
+    assert ((pl.ci_low <= pl.abs_r_diff) & (pl.abs_r_diff <= pl.ci_high)).all()
+    assert ((pl.r_flip_ci_low < pl.r_flip) & (pl.r_flip < pl.r_flip_ci_high)).all()
 
 
 def test_within_case_profiles_and_argmax(result):
@@ -91,7 +100,7 @@ def test_within_case_profiles_and_argmax(result):
     assert wc.loc["flip - noise", "p"] < 0.05
     am = result.argmax[result.argmax.score == "rewrite_score"].set_index("estimator")
     assert am.loc["flip", "hit_rate"] > am.loc["flip", "chance"] and am.loc["flip", "p"] < 0.05
-    assert am.loc["flip", "chance"] == pytest.approx(1 / 6)
+    assert am.loc["flip", "uniform_chance"] == pytest.approx(1 / 6)
 
 
 def test_token_rules(tables):
@@ -103,7 +112,92 @@ def test_token_rules(tables):
     sel = trace[(trace.role == "subject_last") & (trace.component == "mlp") & (trace.window == 5)
                 & (trace.direction == "denoise") & (trace.metric == "p")]
     row = sel.iloc[0]
-    assert last.loc[(row.estimator, row.case_id, row.layer)] == pytest.approx(row.ie)
+    assert last.loc[(row.estimator, row.case_id, row.layer)] == pytest.approx(row.ie / row.te)
+    raw = localisation_effects(trace, AnalysisSpec(effect="raw")).set_index(["estimator", "case_id", "layer"])
+    assert raw.effect.loc[(row.estimator, row.case_id, row.layer)] == pytest.approx(row.ie)
+
+
+def test_effect_is_hase_fraction_restored_from_the_first_subject_token(tables):
+    trace = tables["trace"].copy()
+    key = (trace.estimator == "noise") & (trace.case_id == trace.case_id.iloc[0]) & (trace.layer == 0)
+    # a large IE before the subject is ignored; a negative fraction is clipped to 0
+    trace.loc[key & (trace.role == "before_subject"), "ie"] = 99.0
+    trace.loc[key & (trace.role != "before_subject"), "ie"] = -0.1
+    eff = localisation_effects(trace, SPEC).set_index(["estimator", "case_id", "layer"]).effect
+    assert eff.loc[("noise", trace.case_id.iloc[0], 0)] == 0.0
+    sel = trace[(trace.component == "mlp") & (trace.window == 5) & (trace.direction == "denoise")
+                & (trace.metric == "p") & (trace.role != "before_subject") & ~key]
+    expect = (sel.ie / sel.te).clip(lower=0).groupby([sel.estimator, sel.case_id, sel.layer]).max()
+    assert np.allclose(eff.loc[expect.index].to_numpy(), expect.to_numpy())
+
+
+def test_scaling_a_cases_ie_and_te_changes_no_effect_and_no_delta_r2(tables, result):
+    trace = tables["trace"].copy()
+    cid = trace.case_id.iloc[0]
+    for est, c in (("flip", 7.0), ("noise", 0.2)):
+        rows = (trace.case_id == cid) & (trace.estimator == est)
+        trace.loc[rows, ["ie", "te"]] *= c
+    before = localisation_effects(tables["trace"], SPEC)
+    after = localisation_effects(trace, SPEC)
+    assert np.allclose(before.effect, after.effect)
+    res = analyze(trace, tables["edits"], SPEC)
+    assert np.allclose(res.r2.delta_r2, result.r2.delta_r2) and np.allclose(res.h1["diff"], result.h1["diff"])
+    assert np.allclose(res.r2.r2_both, result.r2.r2_both)
+
+
+def test_cases_below_the_te_floor_are_excluded_and_counted(tables):
+    trace = tables["trace"].copy()
+    ids = sorted(trace.case_id.unique())
+    trace.loc[(trace.case_id == ids[0]) & (trace.estimator == "noise"), "te"] = -0.2   # TE ≤ 0
+    trace.loc[(trace.case_id == ids[1]) & (trace.estimator == "flip"), "te"] = 0.01   # below 0.05
+    spec = AnalysisSpec(n_bootstrap=50, n_permutations=99, power_reps=30, scores=("rewrite_score",))
+    res = analyze(trace, tables["edits"], spec)
+    assert set(res.excluded.case_id) == {ids[0], ids[1]}
+    assert not set(res.joined.case_id) & {ids[0], ids[1]}
+    assert (res.r2.n_excluded == 2).all() and (res.r2.n_cases == 28).all()
+    assert (res.h1.n_excluded == 2).all() and (res.per_layer.n_excluded == 2).all()
+    assert summary_dict([res])["variants"]["default"]["n_excluded"] == 2
+    with pytest.raises(AnalysisError, match="te_floor"):
+        AnalysisSpec(te_floor=-1.0)
+
+
+def test_delta_r2_many_and_f_test_equal_statsmodels():
+    rng = np.random.default_rng(4)
+    cases, layers = 15, 4
+    y = rng.standard_normal((cases, layers)) + np.arange(layers)
+    x = rng.standard_normal((3, cases, layers)) + 0.3 * y
+    y[1, 2] = np.nan
+    r2l, r2b = delta_r2_many(y, x)
+    f, p, q, df = f_test(y, x)
+    for b in range(3):
+        d = pd.DataFrame(dict(score=y.ravel(), effect=x[b].ravel(), layer=np.tile(np.arange(layers), cases))).dropna()
+        small, big = smf.ols("score ~ C(layer)", d).fit(), smf.ols("score ~ C(layer) * effect", d).fit()
+        assert r2l[b] == pytest.approx(small.rsquared, abs=1e-9) and r2b[b] == pytest.approx(big.rsquared, abs=1e-9)
+        fs, ps, dfn = big.compare_f_test(small)
+        assert f[b] == pytest.approx(fs, rel=1e-7) and p[b] == pytest.approx(ps, rel=1e-6) and q[b] == dfn
+
+
+def test_fisher_ci_and_williams_on_absolute_correlations():
+    lo, hi = fisher_ci(0.5, 28)
+    z = np.arctanh(0.5)
+    assert lo == pytest.approx(np.tanh(z - 1.959963984540054 / 5)) and hi == pytest.approx(np.tanh(z + 1.959963984540054 / 5))
+    # r_noise = −0.675 explains more variance than r_flip = −0.207: a "flip better" count must not see it
+    t, _, p = williams_abs(-0.207, -0.675, 0.3, 12)
+    assert t < 0
+    t2, _, _ = williams_abs(0.207, -0.675, -0.3, 12)
+    assert t2 == pytest.approx(t)
+
+
+def test_degenerate_layer_is_reported_and_left_out(tables):
+    edits = tables["edits"].copy()
+    last = edits.layer.max()
+    edits.loc[edits.layer == last, "rewrite_score"] = 0.0
+    spec = AnalysisSpec(n_bootstrap=50, n_permutations=99, power_reps=30, scores=("rewrite_score",),
+                        pairs=(("flip", "noise"),))
+    pl = analyze(tables["trace"], edits, spec).per_layer
+    deg = pl[pl.layer == last].iloc[0]
+    assert deg.degenerate and np.isnan(deg.p) and np.isnan(deg.p_adj)
+    assert pl[pl.layer != last].p_adj.notna().all() and not pl[pl.layer != last].degenerate.any()
 
 
 def test_missing_trace_rows_are_a_clear_error(tables):
@@ -116,7 +210,8 @@ def test_missing_trace_rows_are_a_clear_error(tables):
 def test_edits_without_effects_are_reported(tables):
     edits = tables["edits"]
     extra = edits[edits.case_id == edits.case_id.iloc[0]].assign(case_id=-1)
-    spec = AnalysisSpec(n_bootstrap=50, scores=("rewrite_score",), pairs=(("flip", "noise"),))
+    spec = AnalysisSpec(n_bootstrap=50, n_permutations=99, power_reps=30, scores=("rewrite_score",),
+                        pairs=(("flip", "noise"),))
     res = analyze(tables["trace"], pd.concat([edits, extra]), spec)
     assert -1 not in set(res.joined.case_id)
     assert any("no localisation effect" in n for n in res.notes)
