@@ -127,5 +127,5 @@ def verdict(diff: float, ci_low: float, p: float, mdd: float, alpha: float = 0.0
     if not np.isfinite(mdd):
         return "inconclusive (minimum detectable difference not computed)"
     if mdd <= meaningful:
-        return f"finds no difference larger than {mdd:.3f} (80% power)"
+        return f"shows no difference larger than {mdd:.3f} (80% power)"
     return f"is inconclusive: only a difference of {mdd:.3f} or more would be detected with 80% power"

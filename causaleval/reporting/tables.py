@@ -1,4 +1,4 @@
-"""LaTeX tables (booktabs) and the ``numbers.tex`` macros of the analysis (SPEC §7, §8).
+"""LaTeX tables (booktabs) and the ``numbers.tex`` macros of the analysis (Hase et al. 2023 design).
 
 Every function takes the :class:`causaleval.analysis.AnalysisTables` read back from a results folder
 and returns LaTeX source; :func:`write_tables` writes them all.  Numbers are formatted to three
@@ -19,8 +19,9 @@ LABELS = {"noise": "Noise tracing", "resample": "Resample scrubbing", "flip": "F
 SHORT = {"noise": "noise", "resample": "resample", "flip": "flip"}
 SCORE_LABELS = {"rewrite_score": "Rewrite score", "paraphrase_score": "Paraphrase score",
                 "neighborhood_score": "Neighborhood score"}
-VARIANT_LABELS = {"default": "max over tokens", "subject_last": "last subject token",
-                  "noising": "noising (flip into clean)", "logit_diff": "logit difference"}
+VARIANT_LABELS = {"default": "fraction restored, max over subject and later tokens", "raw_ie": "raw IE",
+                  "subject_last": "last subject token", "noising": "noising (flip into clean; flip only, descriptive)",
+                  "logit_diff": "logit difference (flip only, descriptive)"}
 
 
 def _missing(x) -> bool:
@@ -92,38 +93,54 @@ def _info(t: AnalysisTables, variant: str) -> dict:
     return t.summary["variants"].get(variant, {})
 
 
+def _p_cluster(p, method) -> str:
+    return "too few" if _missing(p) and isinstance(method, str) and method.startswith("too few") else pval(p)
+
+
 def hase_table(t: AnalysisTables, variant: str = "default") -> str:
-    """Layer / Effect / Both / ΔR² [CI] / p per estimator, grouped by score (Hase et al. 2023, Table 1)."""
+    """Layer / Effect / Both / ΔR² [CI] / p (F) / p (cluster) per estimator, grouped by score
+    (Hase et al. 2023, Table 1); the group heading counts the facts analysed and excluded."""
     r2 = _variant(t.r2, variant)
     info = _info(t, variant)
     body: list = []
     ns = []
+    few = False
     for score, g in r2.groupby("score", sort=False):
+        excl = int(g.n_excluded.iloc[0]) if "n_excluded" in g else 0
         body.append(f"{SCORE_LABELS.get(score, score)} (n = {int(g.n_cases.iloc[0])} facts, "
-                    f"{int(g.n_rows.iloc[0])} rows)")
+                    f"{int(g.n_rows.iloc[0])} rows; {excl} excluded)")
         ns.append(int(g.n_cases.iloc[0]))
         for r in g.itertuples():
+            few |= _p_cluster(r.p_cluster, r.cluster_method) == "too few"
             body.append([LABELS.get(r.estimator, r.estimator), num(r.r2_layer), num(r.r2_effect), num(r.r2_both),
-                         est_ci(r.delta_r2, r.delta_ci_low, r.delta_ci_high, 4), pval(r.p_f), pval(r.p_wald)])
+                         est_ci(r.delta_r2, r.delta_ci_low, r.delta_ci_high, 4), pval(r.p_f),
+                         _p_cluster(r.p_cluster, r.cluster_method)])
     n_boot = int(r2.n_boot.iloc[0]) if not r2.empty else 0
+    method = r2.cluster_method.iloc[0] if not r2.empty else ""
+    descriptive = "" if info.get("comparative", True) else " Only flip scrubbing has these rows: descriptive, no comparison."
     caption = (f"Variance of the edit score explained by the edit layer (Layer), the localisation effect (Effect) "
                f"and both with per-layer slopes (Both: score $\\sim$ C(layer) $\\times$ effect), as in "
-               f"\\citet{{hase2023does}}. Effect: {tex_escape(info.get('description', variant))}. "
-               f"$n$ = {max(ns) if ns else 0} facts $\\times$ {len(info.get('layers', []))} edit layers. "
-               f"$\\Delta R^2$ = Both $-$ Layer with a 95\\% paired cluster-bootstrap CI over facts "
-               f"(B = {n_boot}); $p$ (F): nested F-test; $p$ (Wald): cluster-robust Wald test of the added "
-               f"terms, clustered by fact.")
+               f"\\citet{{hase2023does}}. Effect: {tex_escape(info.get('description', variant))}."
+               f"{descriptive} $n$ = {max(ns) if ns else 0} facts $\\times$ {len(info.get('layers', []))} edit layers "
+               f"({info.get('n_excluded', 0)} of {info.get('n_edit_cases', 'n/a')} facts excluded). "
+               f"$\\Delta R^2$ = Both $-$ Layer with a 95\\% bias-corrected cluster-bootstrap CI over facts "
+               f"(B = {n_boot}); $p$ (F): nested F-test; $p$ (cluster): permutation test of the added terms "
+               f"permuting whole facts' effect profiles across facts ({tex_escape(method)})"
+               + ("; ``too few'': too few facts for a cluster test." if few else "."))
     header = ["", r"$R^2$ Layer", r"$R^2$ Effect", r"$R^2$ Both", r"$\Delta R^2$ [95\% CI]", r"$p$ (F)",
-              r"$p$ (Wald)"]
+              r"$p$ (cluster)"]
     label = "tab:r2" if variant == "default" else f"tab:r2-{variant.replace('_', '-')}"
     return booktabs(header, body, caption, label, align="lrrrlrr")
 
 
 def h1_table(t: AnalysisTables) -> str:
-    """H1: ΔR²_a − ΔR²_b per pair and score (default analysis), then flip − noise under each variant."""
+    """H1: ΔR²_a − ΔR²_b per pair and score (default analysis), then flip − noise under each comparative
+    variant, with CI, one-sided p and the minimum detectable difference (80 % power)."""
     body: list = []
-    n_boot = n_cases = 0
+    n_perm = n_cases = 0
     for variant in [v for v in t.summary["variants"]]:
+        if not _info(t, variant).get("comparative", True):
+            continue
         h1 = _variant(t.h1, variant)
         if variant != "default":
             h1 = h1[(h1.a == "flip") & (h1.b == "noise") & (h1.score == "rewrite_score")]
@@ -132,47 +149,58 @@ def h1_table(t: AnalysisTables) -> str:
         body.append(f"Effect: {VARIANT_LABELS.get(variant, variant)}"
                     + (" (default)" if variant == "default" else ""))
         for r in h1.itertuples():
-            n_boot = max(n_boot, int(r.n_boot))
+            n_perm = max(n_perm, int(r.n_perm))
             n_cases = max(n_cases, int(r.n_cases))
             body.append([f"{SHORT.get(r.a, r.a)} $-$ {SHORT.get(r.b, r.b)}",
                          SCORE_LABELS.get(r.score, r.score).replace(" score", ""),
                          num(r.delta_a, 4), num(r.delta_b, 4), est_ci(r.diff, r.ci_low, r.ci_high, 4),
-                         pval(r.p_one_sided), str(int(r.n_cases))])
+                         pval(r.p_one_sided), num(r.mdd, 4), str(int(r.n_cases))])
     caption = (r"H1: does the localisation of estimator $a$ add more to layer than that of $b$? "
-               r"$\Delta R^2_a - \Delta R^2_b$ with a 95\% percentile CI from a paired cluster bootstrap over "
-               rf"facts (both models refit on the same resample, B = {n_boot}); one-sided $p$ = "
-               rf"$(1 + \#\{{\text{{diff}}^* \le 0\}})/(B+1)$. $n$: facts (up to {n_cases}).")
+               r"$\Delta R^2_a - \Delta R^2_b$ by a paired swap test within fact (each fact's two effect profiles, "
+               rf"standardised within layer, swapped at random; B = {n_perm}); one-sided $p$ = "
+               r"$(1 + \#\{\text{diff}^* \ge \text{diff}\})/(B+1)$; 95\% CI: diff $\pm$ the 95\% quantile of "
+               r"$|\text{diff}^*|$. MDD: the smallest difference the test detects with 80\% power at "
+               rf"$\alpha = 0.05$, simulated on this design. $n$: facts analysed (up to {n_cases}); the noising and "
+               r"logit-difference variants exist for flip scrubbing only and compare nothing.")
     header = [r"$a - b$", "Score", r"$\Delta R^2_a$", r"$\Delta R^2_b$", r"Difference [95\% CI]",
-              r"$p$ (one-sided)", r"$n$"]
-    return booktabs(header, body, caption, "tab:h1", align="llrrlrr")
+              r"$p$ (one-sided)", "MDD", r"$n$"]
+    return booktabs(header, body, caption, "tab:h1", align="llrrlrrr")
 
 
 def per_layer_table(t: AnalysisTables, variant: str = "default", score: str = "rewrite_score",
                     pair: tuple[str, str] = ("flip", "noise")) -> str:
-    """Per layer: r(score, effect) per estimator, r_a − r_b [bootstrap CI], Williams' t, p and corrected p."""
+    """Per layer: r(score, effect) per estimator, |r_a| − |r_b| [bootstrap CI], Williams' t, p and
+    corrected p; degenerate layers (no variance in the score) are marked and not tested."""
     pl = _variant(t.per_layer, variant)
     pl = pl[(pl.score == score) & (pl.a == pair[0]) & (pl.b == pair[1])] if not pl.empty else pl
     ests = [e for e in ("noise", "resample", "flip") if not pl.empty and f"r_{e}" in pl and pl[f"r_{e}"].notna().any()]
     body = []
     for r in pl.sort_values("layer").itertuples():
+        if r.degenerate:
+            body.append([str(r.layer), str(r.n)] + ["--"] * len(ests) + [r"\emph{degenerate}", "--", "--", "--"])
+            continue
         body.append([str(r.layer), str(r.n)] + [num(getattr(r, f"r_{e}")) for e in ests]
-                    + [est_ci(r.r_diff, r.ci_low, r.ci_high), num(r.williams_t, 2), pval(r.p), pval(r.p_adj)])
+                    + [est_ci(r.abs_r_diff, r.ci_low, r.ci_high), num(r.williams_t, 2), pval(r.p), pval(r.p_adj)])
     corr = pl.correction.iloc[0] if not pl.empty else "holm"
     corr_name = {"holm": "Holm", "fdr_bh": "Benjamini--Hochberg"}.get(corr, corr)
     n = int(pl.n.max()) if not pl.empty else 0
+    n_deg = int(pl.degenerate.sum()) if not pl.empty else 0
     caption = (f"Per edit layer: Pearson correlation of the {SCORE_LABELS.get(score, score).lower()} with each "
-               f"localisation effect, and the difference $r_{{\\mathrm{{{pair[0]}}}}} - r_{{\\mathrm{{{pair[1]}}}}}$ "
-               f"with a 95\\% paired bootstrap CI over facts. Williams' $t$ \\citep{{williams1959regression,"
-               f"steiger1980tests}} tests the two dependent correlations (they share the score; df = $n-3$); "
-               f"$p_{{\\mathrm{{adj}}}}$: {corr_name} correction across the {len(pl)} layers. $n$ = {n} facts per layer.")
+               f"localisation effect, and the difference in variance explained $|r_{{\\mathrm{{{pair[0]}}}}}| - "
+               f"|r_{{\\mathrm{{{pair[1]}}}}}|$ with a 95\\% paired bootstrap CI over facts. Williams' $t$ "
+               f"\\citep{{williams1959regression,steiger1980tests}} tests the two dependent absolute correlations "
+               f"(signs aligned; df = $n-3$); $p_{{\\mathrm{{adj}}}}$: {corr_name} correction across the "
+               f"{len(pl) - n_deg} non-degenerate layers. Degenerate: the score does not vary across facts at that "
+               f"layer ({n_deg} layers; not tested). $n$ = {n} facts per layer.")
     header = ["Layer", "$n$"] + [f"$r$ {SHORT[e]}" for e in ests] + \
-             [rf"$r_{{\mathrm{{{pair[0]}}}}} - r_{{\mathrm{{{pair[1]}}}}}$ [95\% CI]", "$t$", "$p$",
+             [rf"$|r_{{\mathrm{{{pair[0]}}}}}| - |r_{{\mathrm{{{pair[1]}}}}}|$ [95\% CI]", "$t$", "$p$",
               r"$p_{\mathrm{adj}}$"]
     return booktabs(header, body, caption, "tab:per-layer", align="rr" + "r" * len(ests) + "lrrr")
 
 
 def within_case_table(t: AnalysisTables, variant: str = "default", score: str = "rewrite_score") -> str:
-    """Within-fact agreement of layer profiles: mean Spearman ρ [CI]; argmax hit rate [CI] against chance."""
+    """Within-fact agreement of layer profiles: mean Spearman ρ [CI]; argmax hit rate [CI] against the
+    case-permutation chance level."""
     wc = _variant(t.within_case, variant)
     wc = wc[wc.score == score] if not wc.empty else wc
     am = _variant(t.argmax, variant)
@@ -185,7 +213,7 @@ def within_case_table(t: AnalysisTables, variant: str = "default", score: str = 
             body.append([LABELS.get(r.estimator, r.estimator), est_ci(r.mean_rho, r.ci_low, r.ci_high), "--",
                          str(r.n_cases),
                          est_ci(a.hit_rate, a.ci_low, a.ci_high) if a is not None else "--",
-                         num(a.chance_marginal) if a is not None else "--",
+                         num(a.chance) if a is not None else "--",
                          pval(a.p) if a is not None else "--"])
         else:
             body.append([f"{SHORT.get(r.a, r.a)} $-$ {SHORT.get(r.b, r.b)}",
@@ -194,11 +222,12 @@ def within_case_table(t: AnalysisTables, variant: str = "default", score: str = 
                f"{SCORE_LABELS.get(score, score).lower()} over {n_layers} edit layers. $\\bar\\rho$: mean over facts "
                f"of the Spearman correlation across layers after subtracting each layer's mean over facts, with a "
                f"95\\% bootstrap CI; differences with a Wilcoxon signed-rank $p$. Argmax hit: share of facts whose "
-               f"effect peaks at the layer where editing works best (Wilson 95\\% CI); $p$: one-sided binomial "
-               f"test against 1/{n_layers}; chance$^*$: agreement expected from the two marginal argmax "
-               f"distributions alone.")
-    header = ["", r"$\bar\rho$ [95\% CI]", r"$p$ ($\Delta$)", "$n$", r"Argmax hit [95\% CI]", r"Chance$^*$",
-              r"$p$ (vs $1/L$)"]
+               f"effect peaks at the layer where editing works best, ties split (a fact whose effect peaks at $k$ "
+               f"layers counts $1/k$ per matching layer), with a 95\\% bootstrap CI; chance: the hit rate expected "
+               f"when facts' effect and score profiles are paired at random; $p$: one-sided permutation test "
+               f"against it (not against $1/L$: both argmax distributions concentrate on few layers).")
+    header = ["", r"$\bar\rho$ [95\% CI]", r"$p$ ($\Delta$)", "$n$", r"Argmax hit [95\% CI]", r"Chance",
+              r"$p$ (vs chance)"]
     return booktabs(header, body, caption, "tab:within", align="llrrlrr")
 
 
@@ -242,26 +271,31 @@ def numbers_tex(t: AnalysisTables, score: str = "rewrite_score") -> str:
         m[f"DeltaR{cap}"] = mnum(e.get("delta_r2"), 4)
         m[f"DeltaR{cap}CI"] = ci(e.get("ci_low"), e.get("ci_high"), 4) or "n/a"
         m[f"PF{cap}"] = pexpr(e.get("p_f"))
-        m[f"PWald{cap}"] = pexpr(e.get("p_wald"))
+        m[f"PCluster{cap}"] = (pexpr(e.get("p_cluster")) if not _missing(e.get("p_cluster"))
+                               else r"\text{(too few facts for a cluster test)}")
     h = v.get("h1", {}).get(score, {}).get("flip-noise", {})
     m["HOneDiff"] = mnum(h.get("diff"), 4)
     m["HOneCI"] = ci(h.get("ci_low"), h.get("ci_high"), 4) or "n/a"
     m["HOneP"] = pexpr(h.get("p_one_sided"))
-    if h and not _missing(h.get("ci_low")):
-        supported = h["ci_low"] > 0 and h["p_one_sided"] < 0.05
-        m["HOneVerdict"] = ("supports H1" if supported else "does not support H1")
-    else:
-        m["HOneVerdict"] = "cannot test H1"
-    for variant, tag in (("subject_last", "SubjectLast"), ("noising", "Noising"), ("logit_diff", "LogitDiff")):
+    m["HOneMDD"] = mnum(h.get("mdd"), 4)
+    m["HOneVerdict"] = tex_escape(h["verdict"]) if h.get("verdict") else "cannot test H1"
+    m["nExcluded"] = str(v.get("n_excluded", "n/a"))
+    m["nEditCases"] = str(v.get("n_edit_cases", "n/a"))
+    m["TEFloor"] = f"{v['te_floor']:g}" if v.get("te_floor") is not None else "n/a"
+    for variant, tag in (("subject_last", "SubjectLast"), ("raw_ie", "RawIE")):
         hv = s["variants"].get(variant, {}).get("h1", {}).get(score, {}).get("flip-noise", {})
         m[f"HOneDiff{tag}"] = mnum(hv.get("diff"), 4)
         m[f"HOneCI{tag}"] = ci(hv.get("ci_low"), hv.get("ci_high"), 4) or "n/a"
         m[f"HOneP{tag}"] = pexpr(hv.get("p_one_sided"))
+        m[f"HOneMDD{tag}"] = mnum(hv.get("mdd"), 4)
     pl = _variant(t.per_layer, "default")
     pl = pl[(pl.score == score) & (pl.a == "flip") & (pl.b == "noise")] if not pl.empty else pl
-    m["WilliamsLayers"] = str(len(pl))
-    m["WilliamsSig"] = str(int((pl.p_adj < 0.05).sum())) if not pl.empty else "n/a"
-    m["WilliamsSigFlipBetter"] = str(int(((pl.p_adj < 0.05) & (pl.r_diff > 0)).sum())) if not pl.empty else "n/a"
+    tested = pl[~pl.degenerate.astype(bool)] if not pl.empty else pl
+    m["WilliamsLayers"] = str(len(tested))
+    m["WilliamsDegenerate"] = str(len(pl) - len(tested))
+    m["WilliamsSig"] = str(int((tested.p_adj < 0.05).sum())) if not pl.empty else "n/a"
+    m["WilliamsSigFlipBetter"] = (str(int(((tested.p_adj < 0.05) & (tested.abs_r_diff > 0)).sum()))
+                                  if not pl.empty else "n/a")
     wc = _variant(t.within_case, "default")
     am = _variant(t.argmax, "default")
     for est in ("noise", "resample", "flip"):
@@ -272,7 +306,8 @@ def numbers_tex(t: AnalysisTables, score: str = "rewrite_score") -> str:
         a = am[(am.score == score) & (am.estimator == est)] if not am.empty else am
         m[f"Argmax{cap}"] = mnum(a.hit_rate.iloc[0]) if len(a) else "n/a"
         m[f"ArgmaxP{cap}"] = pexpr(a.p.iloc[0]) if len(a) else "n/a"
-    m["ArgmaxChance"] = mnum(am.chance.iloc[0]) if not am.empty else "n/a"
+        m[f"ArgmaxChance{cap}"] = mnum(a.chance.iloc[0]) if len(a) else "n/a"
+    m["ArgmaxChance"] = mnum(1.0 / am.n_layers.iloc[0]) if not am.empty else "n/a"
     lines = ["% Generated by causaleval.reporting.tables.numbers_tex from " + tex_escape(str(t.folder)),
              *(_macro(k, val) for k, val in m.items())]
     return "\n".join(lines) + "\n"
