@@ -35,11 +35,11 @@ def test_power_rises_with_clusters(table, test):
     assert table.loc[(test, 50), "power"] > 2 * CAL.alpha
 
 
-def test_h1_ci_covers_zero_under_the_null(table):
+def test_h1_ci_has_at_least_nominal_coverage(table):
+    lo, _ = mc_band(CAL.reps, 0.95, level=0.99)
     for n in (12, 50):
-        cov = table.loc[("H1 swap", n), "ci_coverage_null"]
-        lo, hi = mc_band(CAL.reps, 0.95, level=0.99)
-        assert lo <= cov <= hi
+        assert table.loc[("H1 swap", n), "ci_coverage_null"] >= lo
+        assert table.loc[("H1 swap", n), "ci_coverage_planted"] >= lo
 
 
 def test_minimum_detectable_difference_shrinks_with_n():

@@ -5,9 +5,10 @@ case are exchangeable, so swapping them in a random subset of cases leaves the d
 difference unchanged.  Before swapping, each estimator's effect is standardised within layer (over
 cases); the per-layer-slope model is invariant to that, so the observed ΔR² values do not change, and
 the two columns then share their per-layer location and scale.  One-sided p = (1 + #{diff* ≥ diff}) /
-(B + 1).  The CI is diff ± the level-quantile of |diff*| (the permutation distribution, symmetric by
-construction, as the sampling distribution of diff − δ): at δ = 0 its coverage is exactly that of the
-two-sided permutation test; under a planted difference it is checked by ``causaleval.calibration``.
+(B + 1).  The CI is a leave-one-case-out jackknife t-interval, diff ± t_{n−1} · SE_jack (Efron &
+Tibshirani 1993, §11): it duplicates no case.  In the calibration (``causaleval.calibration``) it
+covers the planted difference in ≈ 95 % of studies and 0 under the null in ≈ 99 % (conservative); the
+narrower interval diff ± the 95 % quantile of |diff*| covered a planted difference in only ≈ 87 %.
 
 The duplicated clusters of a case bootstrap inflate ΔR² (a resample repeats rows, which the per-layer
 slopes fit), which is why the former paired cluster bootstrap almost never rejected.
@@ -24,7 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from causaleval.inference.regression import delta_r2
+from scipy import stats
+
+from causaleval.inference.regression import delta_r2, weighted_r2
 
 # The largest ΔR² in Hase et al. (2023, Table 3): a difference below it is too small to matter for
 # the question whether localisation informs editing; a test that cannot detect it is inconclusive.
@@ -60,9 +63,21 @@ def swap_test(y: np.ndarray, xa: np.ndarray, xb: np.ndarray, n_perm: int, rng: n
     coin = rng.random((n_perm, za.shape[0]))[:, :, None] < 0.5
     sa, sb = np.where(coin, zb, za), np.where(coin, za, zb)
     null = delta_r2(y, sa) - delta_r2(y, sb)
-    half = float(np.quantile(np.abs(null), level))
     p = float((1 + np.sum(null >= diff - 1e-12)) / (n_perm + 1))
+    half = stats.t.ppf((1 + level) / 2, za.shape[0] - 1) * jackknife_se(y, za, zb)
     return H1Result(float(da), float(db), diff, diff - half, diff + half, p, n_perm)
+
+
+def jackknife_se(y: np.ndarray, xa: np.ndarray, xb: np.ndarray) -> float:
+    """Leave-one-case-out jackknife standard error of ΔR²_a − ΔR²_b: √((n−1)/n · Σ (d₋ᵢ − d̄)²)."""
+    n = y.shape[0]
+    if n < 3:
+        return float("nan")
+    w = 1.0 - np.eye(n)
+    la, ba = weighted_r2(y, xa, w)
+    lb, bb = weighted_r2(y, xb, w)
+    d = (ba - la) - (bb - lb)
+    return float(np.sqrt((n - 1) / n * np.sum((d - d.mean()) ** 2)))
 
 
 def _design(y: np.ndarray) -> np.ndarray:

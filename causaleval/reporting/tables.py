@@ -158,8 +158,8 @@ def h1_table(t: AnalysisTables) -> str:
     caption = (r"H1: does the localisation of estimator $a$ add more to layer than that of $b$? "
                r"$\Delta R^2_a - \Delta R^2_b$ by a paired swap test within fact (each fact's two effect profiles, "
                rf"standardised within layer, swapped at random; B = {n_perm}); one-sided $p$ = "
-               r"$(1 + \#\{\text{diff}^* \ge \text{diff}\})/(B+1)$; 95\% CI: diff $\pm$ the 95\% quantile of "
-               r"$|\text{diff}^*|$. MDD: the smallest difference the test detects with 80\% power at "
+               r"$(1 + \#\{\text{diff}^* \ge \text{diff}\})/(B+1)$; 95\% CI: leave-one-fact-out jackknife "
+               r"$t$-interval. MDD: the smallest difference the test detects with 80\% power at "
                rf"$\alpha = 0.05$, simulated on this design. $n$: facts analysed (up to {n_cases}); the noising and "
                r"logit-difference variants exist for flip scrubbing only and compare nothing.")
     header = [r"$a - b$", "Score", r"$\Delta R^2_a$", r"$\Delta R^2_b$", r"Difference [95\% CI]",
