@@ -1,8 +1,11 @@
-"""Stage ``analyze``: the hypothesis tests of SPEC §7 over trace.parquet and edits.parquet.
+"""Stage ``analyze``: the hypothesis tests (Hase et al. 2023 design) over trace.parquet and edits.parquet.
 
-Writes ``analysis/{joined,r2,h1,per_layer,within_case,argmax}.parquet`` (one ``variant`` column: the
-default effect rule and the subject_last / noising / logit-difference variants whose trace rows exist)
-and ``analysis/summary.json`` (the headline numbers), then prints the headline answer.
+Writes ``analysis/{joined,r2,h1,per_layer,within_case,argmax,excluded}.parquet`` (one ``variant``
+column: the default effect, Hase et al.'s fraction restored, and the raw_ie / subject_last variants,
+plus the flip-only noising / logit-difference rows where they exist) and ``analysis/summary.json``
+(the headline numbers: ΔR² with CI, F-test and cluster permutation p; H1 with CI, one-sided p,
+minimum detectable difference and verdict; the TE floor and the excluded cases), then prints the
+headline answer.
 """
 
 from __future__ import annotations
