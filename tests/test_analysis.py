@@ -225,6 +225,7 @@ def test_write_load_and_headline(result, tmp_path):
     text = headline(back.summary)
     flip = result.r2[(result.r2.score == "rewrite_score") & (result.r2.estimator == "flip")].iloc[0]
     assert f"{flip.delta_r2:.4f}" in text and "H1" in text
+    assert "minimum detectable difference" in text and "supports H1" in text and "Wald" not in text
     assert summary_dict([result])["variants"]["default"]["n_cases"] == 30
     with pytest.raises(AnalysisError, match="analyze stage"):
         load_results(tmp_path / "nothing")
@@ -234,3 +235,15 @@ def test_case_layer_arrays_marks_missing_rows(result):
     d = result.joined[~((result.joined.case_id == result.joined.case_id.iloc[0]) & (result.joined.layer == 0))]
     arr = case_layer_arrays(d, "rewrite_score", sorted(d.layer.unique()), sorted(d.case_id.unique()))
     assert arr.shape == (30, 6) and np.isnan(arr[0, 0]) and np.isfinite(arr[1:, :]).all()
+
+
+def test_too_few_clusters_give_no_cluster_p_and_the_table_says_so(tmp_path):
+    from causaleval.reporting.tables import hase_table
+    t = synthetic_tables(SyntheticSpec(n_cases=5, n_layers=8, seed=2))
+    spec = AnalysisSpec(n_bootstrap=50, n_permutations=99, power_reps=30, scores=("rewrite_score",),
+                        pairs=(("flip", "noise"),))
+    res = analyze(t["trace"], t["edits"], spec)
+    assert res.r2.p_cluster.isna().all() and res.r2.cluster_method.str.startswith("too few clusters").all()
+    write_results([res], tmp_path)
+    tex = hase_table(load_results(tmp_path))
+    assert "too few" in tex and "Wald" not in tex
