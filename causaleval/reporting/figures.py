@@ -160,9 +160,9 @@ def forest_figure(h1: pd.DataFrame) -> Drawn:
         fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
     method = (tex_escape(d["method"].dropna().iloc[0]) if "method" in d and d["method"].notna().any()
               else "a paired cluster bootstrap over facts")
-    mdd_text = (r"The grey band marks $\pm$ the minimum detectable difference at 80\% power and "
-                r"$\alpha = 0.05$ for the run's design: a CI inside it is inconclusive, not evidence of no "
-                r"difference." if has_mdd else
+    mdd_text = (r"The grey band marks $\pm$ the minimum detectable difference (80\% power, $\alpha = 0.05$, "
+                r"simulated on the run's design): a CI that covers 0 but stays inside the band rules out "
+                r"differences that large; one that reaches past it is inconclusive." if has_mdd else
                 r"No minimum detectable difference was computed for this run, so an interval that covers 0 is "
                 r"inconclusive rather than evidence of no difference.")
     return Drawn("h1_forest", fig, {"FigForestCases": _span(d.n_cases) if "n_cases" in d else "n/a",
