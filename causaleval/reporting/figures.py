@@ -318,10 +318,13 @@ def layer_means(frame: pd.DataFrame, column: str, n_boot: int = 1000, seed: int 
     return pd.DataFrame(rows)
 
 
-def _profile(ax, g: pd.DataFrame, **kw) -> None:
-    err = np.vstack([g["mean"] - g.lo, g.hi - g["mean"]]).clip(min=0)
-    err = np.nan_to_num(err)
-    ax.errorbar(g.layer, g["mean"], yerr=err, ms=4, **kw)
+def _profile(ax, g: pd.DataFrame, shift: float = 0.0, **kw) -> None:
+    """Means with CI bars, shifted sideways by ``shift`` (a fraction of the layer spacing) to keep
+    overlapping bars apart."""
+    err = np.nan_to_num(np.vstack([g["mean"] - g.lo, g.hi - g["mean"]]).clip(min=0))
+    layers = g.layer.to_numpy(float)
+    gap = np.min(np.diff(layers)) if len(layers) > 1 else 1.0
+    ax.errorbar(layers + shift * gap, g["mean"], yerr=err, ms=4, **kw)
 
 
 def profiles_figure(joined: pd.DataFrame, label: str = "localisation effect", n_boot: int = 1000,
@@ -332,18 +335,19 @@ def profiles_figure(joined: pd.DataFrame, label: str = "localisation effect", n_
     counts = []
     with plt.rc_context(STYLE):
         fig, (top, bottom) = plt.subplots(2, 1, figsize=(WIDTH * 0.62, 4.2), sharex=True, layout="constrained")
-        for score, marker, color in (("rewrite_score", "o", "black"), ("paraphrase_score", "s", "#7570b3"),
-                                     ("neighborhood_score", "D", "#1b9e77")):
+        for k, (score, marker, color) in enumerate((("rewrite_score", "o", "black"),
+                                                    ("paraphrase_score", "s", "#7570b3"),
+                                                    ("neighborhood_score", "D", "#1b9e77"))):
             if score in joined and joined[score].notna().any():
                 g = layer_means(joined, score, n_boot, seed)
                 counts += list(g.n)
-                _profile(top, g, marker=marker, color=color, label=SCORE_LABELS[score])
+                _profile(top, g, (k - 1) * 0.06, marker=marker, color=color, label=SCORE_LABELS[score])
         top.set_ylabel("mean edit score")
         top.legend(frameon=False)
-        for e in _ests(joined):
+        for k, e in enumerate(_ests(joined)):
             g = layer_means(joined, f"effect_{e}", n_boot, seed)
             counts += list(g.n)
-            _profile(bottom, g, marker=MARKERS[e], color=COLORS[e], label=LABELS[e])
+            _profile(bottom, g, (k - 1) * 0.06, marker=MARKERS[e], color=COLORS[e], label=LABELS[e])
         bottom.axhline(0, color="0.4", lw=0.7, zorder=0)
         bottom.set_ylabel("mean localisation effect")
         bottom.set_title(textwrap.fill(label, 70), fontsize=7, loc="left")
