@@ -27,6 +27,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from causaleval.analysis import AnalysisTables  # noqa: E402
 from causaleval.bootstrap import bootstrap_ci  # noqa: E402
@@ -199,6 +200,7 @@ def per_layer_figure(per_layer: pd.DataFrame) -> Drawn:
             layers = by_layer.layer.to_numpy(float)
             gap = np.min(np.diff(layers)) if len(layers) > 1 else 1.0
             bad = by_layer.degenerate.to_numpy(bool)
+            dense = len(layers) > 12
             degenerate_layers |= {int(x) for x in layers[bad]}
             for x in layers[bad]:
                 for ax in (top, strip):
@@ -212,7 +214,11 @@ def per_layer_figure(per_layer: pd.DataFrame) -> Drawn:
                     lo = by_layer[f"r_{e}_ci_low"].to_numpy(float)[ok]
                     hi = by_layer[f"r_{e}_ci_high"].to_numpy(float)[ok]
                     err = np.vstack([r - lo, hi - r]).clip(min=0)
-                top.errorbar(x, r, yerr=err, marker=MARKERS[e], color=COLORS[e], label=LABELS[e], ms=4)
+                if dense and err is not None:   # many layers: CI as a band, so the bars do not pile up
+                    top.fill_between(x, r - err[0], r + err[1], color=COLORS[e], alpha=0.15, lw=0)
+                    top.plot(x, r, marker=MARKERS[e], color=COLORS[e], label=LABELS[e], ms=2.5)
+                else:
+                    top.errorbar(x, r, yerr=err, marker=MARKERS[e], color=COLORS[e], label=LABELS[e], ms=4)
             top.axhline(0, color="0.4", lw=0.7, zorder=1)
             top.set_ylim(-1.05, 1.05)
             top.set_title(f"{SCORE_LABELS.get(score, score)} score, n = {_span(s.n)}")
@@ -222,12 +228,12 @@ def per_layer_figure(per_layer: pd.DataFrame) -> Drawn:
                 t = s[(s.a == a) & (s.b == b)].sort_values("layer")
                 for r in t.itertuples():
                     if r.degenerate:
-                        strip.plot(r.layer, k, marker="x", color="0.5", ms=4)
+                        strip.plot(r.layer, k, marker="x", color="0.5", ms=3 if dense else 4)
                     elif _finite(r.p_adj) and r.p_adj < ALPHA:
                         winner = a if abs(r.r_a) >= abs(r.r_b) else b
-                        strip.plot(r.layer, k, marker="*", color=COLORS.get(winner, "black"), ms=8)
+                        strip.plot(r.layer, k, marker="*", color=COLORS.get(winner, "black"), ms=5 if dense else 8)
                     elif _finite(r.p_adj):
-                        strip.plot(r.layer, k, marker="o", color="0.5", mfc="white", ms=3.5)
+                        strip.plot(r.layer, k, marker="o", color="0.5", mfc="white", ms=2.5 if dense else 3.5)
             strip.set_ylim(len(pairs) - 0.5, -0.5)
             strip.set_yticks(range(len(pairs)), [f"{a} vs {b}" if j == 0 else "" for a, b in pairs])
             strip.set_xlabel("edit layer")
@@ -296,9 +302,10 @@ def scatter_figure(joined: pd.DataFrame, score: str = "rewrite_score", label: st
                     xs = np.linspace(x[ok].min(), x[ok].max(), 10)
                     ax.plot(xs, a + b * xs, color=COLORS[e], lw=0.9)
                     r = np.corrcoef(x[ok], y[ok])[0, 1]
-                    ax.text(0.97, 0.04, f"r = {r:.2f}", transform=ax.transAxes, ha="right", va="bottom", fontsize=6)
+                    ax.text(0.97, 0.04, f"r = {r:.2f}", transform=ax.transAxes, ha="right", va="bottom", fontsize=6,
+                            bbox=dict(boxstyle="square,pad=0.15", fc="white", ec="none", alpha=0.8))
                 ax.tick_params(labelsize=6)
-                ax.locator_params(axis="x", nbins=3)
+                ax.xaxis.set_major_locator(MaxNLocator(2 if len(layers) > 5 else 3))
                 if i == 0:
                     ax.set_title(f"layer {layer}")
             axes[i, 0].set_ylabel(f"{LABELS[e]}\n{SCORE_LABELS.get(score, score)} score")
