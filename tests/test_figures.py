@@ -256,3 +256,25 @@ def test_figures_without_data_are_skipped_not_faked(tables, tmp_path):
     assert "per_layer_r.pdf" not in names and "h1_forest.pdf" not in names and "trace_heatmaps.pdf" not in names
     captions = (tmp_path / "captions.tex").read_text()
     assert r"\newcommand{\FigForestCases}{0}" in captions and r"\newcommand{\FigHeatCases}{0}" in captions
+
+
+def test_per_layer_figure_with_many_layers_draws_ci_bands():
+    """A hand-built per-layer table (20 layers, two estimators, one pair, the newer columns)."""
+    rng = np.random.default_rng(0)
+    layers = np.arange(20)
+    r_noise, r_flip = rng.uniform(-0.5, 0.5, 20), rng.uniform(0, 0.9, 20)
+    p_adj = np.where(np.isin(layers, [3, 7]), 0.01, 0.5)
+    pl = pd.DataFrame(dict(score="rewrite_score", layer=layers, n=30, degenerate=layers == 19,
+                           r_noise=r_noise, r_noise_ci_low=r_noise - 0.2, r_noise_ci_high=r_noise + 0.2,
+                           r_flip=r_flip, r_flip_ci_low=r_flip - 0.1, r_flip_ci_high=r_flip + 0.1,
+                           a="flip", b="noise", r_a=r_flip, r_b=r_noise, williams_t=1.0, p=p_adj, p_adj=p_adj,
+                           correction="fdr_bh", variant="default"))
+    drawn = figures.per_layer_figure(pl)
+    top, strip = drawn.figure.axes
+    bands = [c for c in top.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 2 and not _errorbars(top)
+    flip = bands[1].get_paths()[0].vertices[:, 1]
+    assert np.isclose(flip.max(), (r_flip + 0.1)[:19].max()) and np.isclose(flip.min(), (r_flip - 0.1)[:19].min())
+    marks = [ln.get_marker() for ln in strip.get_lines()]
+    assert marks.count("*") == 2 and marks.count("x") == 1 and marks.count("o") == 17
+    assert drawn.macros["FigPerLayerCorrection"] == "Benjamini--Hochberg" and drawn.macros["FigPerLayerTested"] == "19"
