@@ -130,7 +130,7 @@ def test_per_layer_figure_has_r_with_cis_and_williams_marks(newer):
     assert marks.count("*") == int(((s.p_adj < 0.05) & ~s.degenerate).sum())
     assert marks.count("o") == int(((s.p_adj >= 0.05) & ~s.degenerate).sum())
     assert [t.get_text() for t in strip.get_yticklabels()][:1] == ["flip vs noise"]
-    assert f"Layer {last} has no variance" in drawn.macros["FigPerLayerDegenerate"]
+    assert f"Layer {last} has no variance in the score" in drawn.macros["FigPerLayerDegenerate"]
     assert drawn.macros["FigPerLayerCorrection"] == "Holm"
 
 

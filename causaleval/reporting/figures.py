@@ -32,6 +32,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from causaleval.analysis import AnalysisTables  # noqa: E402
 from causaleval.bootstrap import bootstrap_ci  # noqa: E402
 from causaleval.reporting import heatmaps  # noqa: E402
+from causaleval.reporting.tables import tex_escape  # noqa: E402
 from causaleval.store import atomic_write_text  # noqa: E402
 
 ESTIMATORS = ("noise", "resample", "flip")
@@ -85,14 +86,6 @@ def _span(values) -> str:
     """``12`` or ``10--12`` for counts that differ between panels (LaTeX en dash)."""
     v = sorted({int(x) for x in values if _finite(x)})
     return "0" if not v else str(v[0]) if v[0] == v[-1] else f"{v[0]}--{v[-1]}"
-
-
-def tex_escape(text: str) -> str:
-    """Plain text for LaTeX (backslashes become slashes)."""
-    text = str(text).replace("\\", "/")
-    for a in "_%&#${}":
-        text = text.replace(a, "\\" + a)
-    return text
 
 
 def layer_ticks(ax, layers, most: int = 12) -> None:
@@ -252,7 +245,7 @@ def per_layer_figure(per_layer: pd.DataFrame) -> Drawn:
     deg = sorted(degenerate_layers)
     deg_text = ("" if not deg else
                 f"Layer{'s' if len(deg) > 1 else ''} {', '.join(map(str, deg))} "
-                f"{'have' if len(deg) > 1 else 'has'} no variance in the score (degenerate): shaded grey, "
+                f"{'have' if len(deg) > 1 else 'has'} no variance in the score or in an effect (degenerate): shaded grey, "
                 f"no correlation drawn and left out of the tests.")
     return Drawn("per_layer_r", fig, {"FigPerLayerCases": _span(pl.n), "FigPerLayerCorrection": corr_name,
                                       "FigPerLayerDegenerate": deg_text,
