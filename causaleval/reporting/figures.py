@@ -245,8 +245,8 @@ def per_layer_figure(per_layer: pd.DataFrame) -> Drawn:
     deg = sorted(degenerate_layers)
     deg_text = ("" if not deg else
                 f"Layer{'s' if len(deg) > 1 else ''} {', '.join(map(str, deg))} "
-                f"{'have' if len(deg) > 1 else 'has'} no variance in the score or in an effect (degenerate): shaded grey, "
-                f"no correlation drawn and left out of the tests.")
+                f"{'have' if len(deg) > 1 else 'has'} no variance in the score or in an effect (degenerate): "
+                f"shaded grey, no correlation drawn and left out of the tests.")
     return Drawn("per_layer_r", fig, {"FigPerLayerCases": _span(pl.n), "FigPerLayerCorrection": corr_name,
                                       "FigPerLayerDegenerate": deg_text,
                                       "FigPerLayerTested": str(int(pl[~_degenerate(pl)].layer.nunique()))})
