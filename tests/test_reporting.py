@@ -55,11 +55,13 @@ def test_tables_are_booktabs_with_the_analysis_numbers(folder):
 
 
 def test_figures_are_written(folder):
-    out, _ = folder
-    for name in ("delta_r2", "layer_profiles", "effect_vs_rewrite", "trace_noise", "trace_flip", "trace_resample"):
+    out, paper = folder
+    for name in ("h1_forest", "per_layer_r", "delta_r2", "layer_profiles", "effect_vs_rewrite", "trace_heatmaps"):
         pdf, png = out / "figures" / f"{name}.pdf", out / "figures" / f"{name}.png"
         assert pdf.read_bytes()[:4] == b"%PDF", name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    captions = (paper / "figures" / "captions.tex").read_text()
+    assert r"\newcommand{\FigScatterCases}{20}" in captions and r"\newcommand{\FigHeatCases}{20}" in captions
 
 
 def test_formatting_helpers():
