@@ -5,7 +5,9 @@ With p before / after the edit:
 
 * rewrite score = (p_a(new) − p_b(new)) / (1 − p_b(new)) on the prompt (Hase et al. 2023);
 * paraphrase score = the same, averaged over the paraphrase prompts;
-* neighborhood score = mean over neighbourhood prompts of 1 − |p_a(true) − p_b(true)| / (0.5 + |p_b(true) − 0.5|);
+* neighborhood score = mean over neighbourhood prompts s* of
+  1 − |p_a(new | s*) − p_b(new | s*)| / (0.5 + |p_b(new | s*) − 0.5|) (Hase et al. 2023, §3.4): how far
+  the edit spills the *new* target onto subjects it should leave alone (1 = not at all);
 * ES = [p_a(new) > p_a(true)] on the prompt; PS = the share of paraphrases with it;
   NS = the share of neighbourhood prompts with p_a(true) > p_a(new) (Meng et al. 2022);
   magnitudes EM/PM/NM = mean p_a(new) − p_a(true) (NM: p_a(true) − p_a(new));
@@ -157,7 +159,7 @@ def edit_scores(kind: list[str], before: np.ndarray, after: np.ndarray) -> EditS
         raise ValueError("edit_scores needs exactly one 'prompt' row")
     b, a = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
     i = int(np.flatnonzero(pr)[0])
-    neigh_b, neigh_a = b[nb, 1], a[nb, 1]
+    neigh_b, neigh_a = b[nb, 0], a[nb, 0]   # p(new | s*), Hase et al. (2023, §3.4)
     return EditScores(
         rewrite_score=float(_rewrite(b[i:i + 1, 0], a[i:i + 1, 0])[0]),
         paraphrase_score=_mean(_rewrite(b[pa, 0], a[pa, 0])),
