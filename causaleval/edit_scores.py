@@ -5,7 +5,9 @@ With p before / after the edit:
 
 * rewrite score = (p_a(new) − p_b(new)) / (1 − p_b(new)) on the prompt (Hase et al. 2023);
 * paraphrase score = the same, averaged over the paraphrase prompts;
-* neighborhood score = mean over neighbourhood prompts of 1 − |p_a(true) − p_b(true)| / (0.5 + |p_b(true) − 0.5|);
+* neighborhood score = mean over neighbourhood prompts s* of
+  1 − |p_a(new | s*) − p_b(new | s*)| / (0.5 + |p_b(new | s*) − 0.5|) (Hase et al. 2023, §3.4): how far
+  the edit spills the *new* target onto subjects it should leave alone (1 = not at all);
 * ES = [p_a(new) > p_a(true)] on the prompt; PS = the share of paraphrases with it;
   NS = the share of neighbourhood prompts with p_a(true) > p_a(new) (Meng et al. 2022);
   magnitudes EM/PM/NM = mean p_a(new) − p_a(true) (NM: p_a(true) − p_a(new));
@@ -21,6 +23,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,6 +32,7 @@ import torch
 from causaleval.counterfact import Fact
 from causaleval.models import ModelBundle
 from causaleval.rome.suffix import BlockInputs, capture_block_inputs, logits_at_positions, run_from
+from causaleval.sites import get_module
 from causaleval.tokens import answer_ids, pad_batch
 
 KINDS = ("prompt", "paraphrase", "neighborhood")
@@ -89,6 +93,19 @@ def build_probes(bundle: ModelBundle, fact: Fact, max_neighbours: int | None = N
     return Probes([k for _, k in texts], ids, mask, as_t(rows), as_t(cols), as_t(toks), as_t(owner), as_t(which))
 
 
+def concat_probes(parts: Sequence[Probes], pad_id: int) -> Probes:
+    """The probes of several cases in one right-padded batch (rows and prompts numbered on)."""
+    width = max(p.input_ids.shape[1] for p in parts)
+    pad = lambda t, v: torch.nn.functional.pad(t, (0, width - t.shape[1]), value=v)  # noqa: E731
+    row0 = np.cumsum([0] + [p.input_ids.shape[0] for p in parts])
+    own0 = np.cumsum([0] + [len(p.kind) for p in parts])
+    return Probes([k for p in parts for k in p.kind],
+                  torch.cat([pad(p.input_ids, pad_id) for p in parts]), torch.cat([pad(p.attention_mask, 0) for p in parts]),
+                  torch.cat([p.rows + int(r) for p, r in zip(parts, row0)]), torch.cat([p.cols for p in parts]),
+                  torch.cat([p.tokens for p in parts]), torch.cat([p.owner + int(o) for p, o in zip(parts, own0)]),
+                  torch.cat([p.target for p in parts]))
+
+
 def probs_from_hidden(bundle: ModelBundle, probes: Probes, last_hidden: torch.Tensor) -> np.ndarray:
     """(n_prompts, 2) probabilities [p(new), p(true)] of the full target strings."""
     logp = torch.log_softmax(logits_at_positions(bundle, last_hidden, probes.rows, probes.cols).double(), -1)
@@ -100,24 +117,57 @@ def probs_from_hidden(bundle: ModelBundle, probes: Probes, last_hidden: torch.Te
 
 @dataclass
 class PreparedProbes:
-    """Probes with the unedited probabilities and the block inputs for re-running from any layer."""
+    """Probes of one or more cases with the unedited probabilities and the block inputs for re-running
+    from any layer; case c owns prompts ``prompts[c]`` and sequence rows ``rows[c]``."""
 
     probes: Probes
     before: np.ndarray
     blocks: BlockInputs
+    prompts: list[slice]
+    rows: list[torch.Tensor]
+
+    def kind(self, case: int) -> list[str]:
+        return self.probes.kind[self.prompts[case]]
 
 
 @torch.no_grad()
-def prepare_probes(bundle: ModelBundle, fact: Fact, max_neighbours: int | None = None, seed: int = 0) -> PreparedProbes:
-    probes = build_probes(bundle, fact, max_neighbours, seed)
+def prepare_probes(bundle: ModelBundle, facts: Fact | Sequence[Fact], max_neighbours: int | None = None,
+                   seed: int = 0, layers: Sequence[int] | None = None) -> PreparedProbes:
+    """Probes of ``facts`` (one or several) in one batch and one unedited forward; keeps the block inputs
+    of ``layers`` only (default: every layer), the layers :func:`probs_after` may start from."""
+    facts = [facts] if isinstance(facts, Fact) else list(facts)
+    parts = [build_probes(bundle, f, max_neighbours, seed) for f in facts]
+    probes = concat_probes(parts, bundle.tokenizer.pad_token_id)
     blocks, last = capture_block_inputs(bundle, probes.input_ids, probes.attention_mask)
-    return PreparedProbes(probes, probs_from_hidden(bundle, probes, last), blocks)
+    if layers is not None:
+        blocks.hidden = [h if l in set(layers) else None for l, h in enumerate(blocks.hidden)]
+    own0 = np.cumsum([0] + [len(p.kind) for p in parts])
+    row0 = np.cumsum([0] + [p.input_ids.shape[0] for p in parts])
+    return PreparedProbes(probes, probs_from_hidden(bundle, probes, last), blocks,
+                          [slice(int(a), int(b)) for a, b in zip(own0[:-1], own0[1:])],
+                          [torch.arange(int(a), int(b), device=bundle.device) for a, b in zip(row0[:-1], row0[1:])])
 
 
 @torch.no_grad()
-def probs_after(bundle: ModelBundle, prepared: PreparedProbes, layer: int) -> np.ndarray:
-    """Probabilities with the (edited) model, running only blocks ``layer``..L−1 (edits at ``layer`` only)."""
-    return probs_from_hidden(bundle, prepared.probes, run_from(bundle, prepared.blocks, layer))
+def probs_after(bundle: ModelBundle, prepared: PreparedProbes, layer: int,
+                delta_ws: Sequence[torch.Tensor] | None = None) -> np.ndarray:
+    """Probabilities after edits at ``layer``, running only blocks ``layer``..L−1: with the model as it is
+    (an edit applied to its weights), or with ``delta_ws[c]`` (out × in) added to the down-projection of
+    ``layer`` for case c's rows only, i.e. W k + ΔW_c k (many cases' edits evaluated in one batch)."""
+    if delta_ws is None:
+        return probs_from_hidden(bundle, prepared.probes, run_from(bundle, prepared.blocks, layer))
+    if len(delta_ws) != len(prepared.rows):
+        raise ValueError(f"{len(delta_ws)} edits for {len(prepared.rows)} cases")
+
+    def hook(_m, inp, out):
+        for rows, dw in zip(prepared.rows, delta_ws):
+            out.index_add_(0, rows, inp[0][rows] @ dw.to(out.dtype).T)
+        return out
+    handle = get_module(bundle.model, bundle.family.module_path("down_proj", layer)).register_forward_hook(hook)
+    try:
+        return probs_from_hidden(bundle, prepared.probes, run_from(bundle, prepared.blocks, layer))
+    finally:
+        handle.remove()
 
 
 @dataclass
@@ -157,7 +207,7 @@ def edit_scores(kind: list[str], before: np.ndarray, after: np.ndarray) -> EditS
         raise ValueError("edit_scores needs exactly one 'prompt' row")
     b, a = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
     i = int(np.flatnonzero(pr)[0])
-    neigh_b, neigh_a = b[nb, 1], a[nb, 1]
+    neigh_b, neigh_a = b[nb, 0], a[nb, 0]   # p(new | s*), Hase et al. (2023, §3.4)
     return EditScores(
         rewrite_score=float(_rewrite(b[i:i + 1, 0], a[i:i + 1, 0])[0]),
         paraphrase_score=_mean(_rewrite(b[pa, 0], a[pa, 0])),

@@ -103,3 +103,17 @@ class BlockCalls:
         for layer in range(first, self.bundle.n_layers):
             hidden = self.call(layer, hidden, cache)
         return hidden
+
+    def select(self, rows: torch.Tensor) -> "BlockCalls":
+        """The same calls restricted to batch rows ``rows``: every recorded tensor argument with a row
+        dimension (two or more dimensions, the first of the batch's size: attention mask, position ids,
+        rotary embeddings) is indexed by ``rows``; the rest (flags, 1-D cache positions) is shared."""
+        n = block_input(self.calls[0]).shape[0]
+
+        def pick(v):
+            if torch.is_tensor(v) and v.dim() >= 2 and v.shape[0] == n:
+                return v[rows]
+            return tuple(pick(x) for x in v) if isinstance(v, tuple) else v
+        new = copy.copy(self)
+        new.calls = [(tuple(pick(a) for a in args), {k: pick(v) for k, v in kw.items()}) for args, kw in self.calls]
+        return new

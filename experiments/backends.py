@@ -40,6 +40,7 @@ class CaseJob:
     work: Work
     shared: dict = field(default_factory=dict)
     key: Callable[[Fact], str] = lambda f: str(f.case_id)
+    batch: int = 1     # cases the local backend hands ``work`` at once (a job may compute them together)
 
 
 def shards(items: list, size: int) -> list[list]:
@@ -65,10 +66,10 @@ def run_job(job: CaseJob, facts: list[Fact], store: PartStore, config, bundle_fa
 
 def _run_local(job: CaseJob, facts: list[Fact], store: PartStore, config, bundle: ModelBundle, bar) -> None:
     state = job.setup(bundle, config, job.shared)
-    for fact in facts:
-        for key, frame in job.work(state, [fact]):
+    for group in shards(facts, job.batch):
+        for key, frame in job.work(state, group):
             store.write(key, frame)
-        bar.update(1)
+        bar.update(len(group))
 
 
 class _Worker:

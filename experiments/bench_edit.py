@@ -1,9 +1,26 @@
-"""Benchmark: per-edit time of our ROME vs a reference written the way the original code does it.
+"""Benchmarks of ROME edits: batched sweeps vs one case at a time, and ours vs the original's way.
 
-    python -m experiments.bench edit [--cases 4] [--repeats 1] [--threads T] [--layer L] [--contexts 4] [--stat-tokens N]
-                                     [--facts facts.jsonl]
+    python -m experiments.bench edit [--per-relation 2] [--layers 0,12,24] [--repeats 2] [--threads T]
+                                     [--contexts 4] [--stat-tokens N] [--facts facts.jsonl]
+    python -m experiments.bench edit --reference [--cases 4] [--layer L] ...   # ours vs the original's way
 
-Reference (Meng et al.'s ``compute_u``/``compute_v``): a separate forward for the averaged key, one
+Batched (default): facts drawn from every relation (``--per-relation`` known facts each); per layer,
+each relation's facts swept together (:func:`~causaleval.rome.sweep_cases`: one batched v*
+optimisation and one batched scoring pass) vs one at a time (:func:`~causaleval.rome.sweep_case`),
+interleaved; medians over repeats, edits/s, the ratio per relation and overall, the largest |Δ| of
+the final losses and p(new) between the two, and each time as a multiple of its arithmetic lower
+bound: the FLOPs of the minimal work (below) over this machine's measured matmul throughput.
+
+Lower bound of a (case, layer) edit, counted from the actual rows and steps: v* forward passes
+(steps) and backward passes (steps − 1, activation gradients only: the weights need none) through
+blocks l+1..L−1 on each row's positions from the subject's last token to its last read position,
+2·P_block FLOPs per token and block each way, plus 2·V·d per read position each way; the scoring
+forward of every probe token through blocks l..L−1 (2·P_block) plus 2·V·d per read; and the case's
+share of its two unedited forward passes (all tokens through all L blocks, shared by the swept layers).
+Attention-score FLOPs (≈ 4·context·d per token, < 1 % here) are left out.
+
+Reference (``--reference``):
+Meng et al.'s ``compute_u``/``compute_v``: a separate forward for the averaged key, one
 for (k₀, W k₀), and for every optimisation step a full forward *and* backward through the whole model,
 with ``model(...).logits`` over the full vocabulary at every position (for the KL term) plus a second
 final-norm + unembedding of the last block's output at every position (for the NLL).  Ours: one
@@ -25,7 +42,8 @@ from causaleval.counterfact import facts_from_jsonl
 from causaleval.edit_scores import prepare_probes
 from causaleval.hooks import trace
 from causaleval.models import load_model
-from causaleval.rome import SecondMoments, apply_edit, compute_edit, default_contexts, hparams_for, prepare_edit
+from causaleval.rome import (SecondMoments, apply_edit, compute_edit, default_contexts, hparams_for, prepare_edit,
+                             sweep_case, sweep_cases)
 from causaleval.rome.compute import EditResult, build_edit_batch, rank_one_update
 from causaleval.sites import down_proj_weight_out_in, get_module
 from causaleval.tokens import encode_prompt, pad_batch
@@ -48,7 +66,7 @@ def reference_edit(bundle, fact, contexts, layer, hp, stats) -> EditResult:
         model(input_ids=torch.tensor([e0.input_ids]))
         k0 = st[path + ":in"][0, e0.position("subject_last")]
     b = build_edit_batch(bundle, fact, contexts, hp.kl_prompt)
-    n = b.input_ids.shape[0]
+    n, nr = b.input_ids.shape[0], int(b.n_rewrite[0])
     rows = torch.arange(n)
     last_block = fam.layer_path(bundle.n_layers - 1)
     norm = get_module(model, fam.final_norm)
@@ -66,13 +84,13 @@ def reference_edit(bundle, fact, contexts, layer, hp, stats) -> EditResult:
     for steps in range(hp.v_num_grad_steps):
         with trace(model, capture=[last_block], edit={path: edit_out}, detach=False) as st:
             logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
-            full = st[last_block][: b.n_rewrite]
-        kl_lp = torch.log_softmax(logits[b.n_rewrite, b.lookup[b.n_rewrite]][None], -1)
+            full = st[last_block][:nr]
+        kl_lp = torch.log_softmax(logits[nr, b.lookup[nr]][None], -1)
         if kl_init is None:
             kl_init = kl_lp.detach().clone()
         log_probs = torch.log_softmax(head(norm(full)), dim=2)
         tok_lp = log_probs[b.tgt_rows, b.tgt_cols].gather(1, b.tgt_tokens[:, None]).squeeze(1)
-        nll = -(torch.zeros(b.n_rewrite).index_add(0, b.tgt_rows, tok_lp) / len(b.target_ids)).mean()
+        nll = -(torch.zeros(nr).index_add(0, b.tgt_rows, tok_lp) / int(b.n_target[0])).mean()
         v0 = init["v0"]
         loss = nll + hp.kl_factor * torch.nn.functional.kl_div(kl_init, kl_lp, log_target=True, reduction="batchmean") \
             + hp.v_weight_decay * (delta.norm() / v0.norm() ** 2)
@@ -100,21 +118,155 @@ def efficacy(bundle, fact, res) -> tuple[float, float]:
     return float(p[0] > p[1]), float(p[0])
 
 
+def gemm_gflops(threads: int, n: int = 256, d: int = 576, f: int = 1536, repeats: int = 30) -> float:
+    """Median GFLOP/s of torch.mm of (n × d)·(d × f) float32 (the MLP shape of SmolLM2), on this machine now."""
+    a, b = torch.randn(n, d), torch.randn(d, f)
+    for _ in range(3):
+        torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t0)
+    return 2 * n * d * f / statistics.median(times) / 1e9
+
+
+def lower_bound_flops(bundle, fact, contexts, hp, layer: int, steps: int, max_neighbours: int | None, seed: int,
+                      n_layers_swept: int) -> float:
+    """FLOPs of the minimal work of one (case, layer) edit and its scores (module docstring)."""
+    from causaleval.edit_scores import build_probes
+
+    L = bundle.n_layers
+    p_block = sum(p.numel() for p in get_module(bundle.model, bundle.family.layer_path(layer)).parameters())
+    vd = bundle.model.get_output_embeddings().weight.numel()
+    b = build_edit_batch(bundle, fact, contexts, hp.kl_prompt)
+    ends = (b.lookup + 1).scatter_reduce(0, b.tgt_rows, b.tgt_cols + 1, reduce="amax")
+    window_tokens = int((ends - b.lookup).sum())
+    reads = len(b.tgt_rows) + 1
+    passes = steps + (steps - 1)
+    v_star = passes * (window_tokens * (L - layer - 1) * 2 * p_block + reads * 2 * vd)
+    probes = build_probes(bundle, fact, max_neighbours, seed)
+    probe_tokens = int(probes.attention_mask.sum())
+    scoring = probe_tokens * (L - layer) * 2 * p_block + len(probes.rows) * 2 * vd
+    prep = (int(b.attention_mask.sum()) + probe_tokens) * L * 2 * p_block / n_layers_swept
+    return float(v_star + scoring + prep)
+
+
+def draw_facts(bundle, path: Path, per_relation: int, seed: int) -> dict[str, list]:
+    """``per_relation`` known facts of every relation (the study's facts.jsonl if given, else the built-in
+    facts through the known-facts filter), a seeded draw."""
+    if path.is_file():
+        facts = facts_from_jsonl(path)
+    else:
+        from causaleval.geofacts import build_facts
+        from causaleval.known import known_filter
+        pool = []
+        for rel, group in _by_relation(build_facts(seed=seed)).items():
+            pool += random.Random(seed).sample(group, min(len(group), 12 * per_relation))
+        known = set(known_filter(bundle, pool, progress=False).query("known").case_id)
+        facts = [f for f in pool if f.case_id in known]
+    return {rel: random.Random(seed).sample(group, min(per_relation, len(group)))
+            for rel, group in sorted(_by_relation(facts).items())}
+
+
+def _by_relation(facts) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for f in facts:
+        out.setdefault(f.relation_id, []).append(f)
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m experiments.bench edit")
     ap.add_argument("--model", default="smollm2")
-    ap.add_argument("--facts", default=None, help="facts.jsonl (default: results/smollm2-default/facts.jsonl if "
-                                                  "present, else the built-in facts, unfiltered)")
-    ap.add_argument("--cases", type=int, default=4)
-    ap.add_argument("--layer", type=int, default=None)
+    ap.add_argument("--facts", default=None, help="facts.jsonl of known facts (default: results/smollm2-default/"
+                                                  "facts.jsonl if present, else the built-in facts, filtered)")
+    ap.add_argument("--per-relation", type=int, default=2, help="facts per relation (batched together)")
+    ap.add_argument("--layers", default="0,12,24")
     ap.add_argument("--contexts", type=int, default=4)
-    ap.add_argument("--stat-tokens", type=int, default=None)
+    ap.add_argument("--max-neighbours", type=int, default=10)
+    ap.add_argument("--stat-tokens", type=int, default=2048)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--repeats", type=int, default=1, help="timed edits per case and method (interleaved)")
+    ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of each method")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--reference", action="store_true", help="ours vs the original's way, one layer")
+    ap.add_argument("--cases", type=int, default=4, help="--reference: cases")
+    ap.add_argument("--layer", type=int, default=None, help="--reference: layer")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.reference:
+        return reference_main(a)
+    from experiments.stages.edit import context_lengths
+
+    bundle = load_model(a.model)
+    layers = [int(x) for x in a.layers.split(",")]
+    groups = draw_facts(bundle, Path(a.facts or "results/smollm2-default/facts.jsonl"), a.per_relation, a.seed)
+    hp = hparams_for(bundle.family.name, bundle.n_layers, context_lengths=context_lengths(a.contexts),
+                     stat_tokens=a.stat_tokens)
+    stats = SecondMoments(bundle, hp, seed=a.seed, progress=False)
+    stats.ensure(layers)
+    for layer in layers:
+        stats.inverse(layer)
+    contexts = default_contexts(bundle, hp, seed=a.seed)
+    kw = dict(max_neighbours=a.max_neighbours, seed=a.seed)
+    sweep_case(bundle, groups[next(iter(groups))][0], [layers[0]], hp, stats, contexts, **kw)   # warm-up
+    t_one: dict = {}    # (relation, layer) -> list over repeats of seconds for the relation's cases
+    t_bat: dict = {}
+    gflops, diff_loss, diff_p, steps = [], 0.0, 0.0, {}
+    for rep in range(a.repeats):
+        for rel, facts in groups.items():
+            gflops.append(gemm_gflops(torch.get_num_threads()))
+            order = ("one", "batched") if rep % 2 == 0 else ("batched", "one")   # interleaved, alternating
+            rows = {}
+            for how in order:
+                if how == "one":
+                    rows[how] = [sweep_case(bundle, f, layers, hp, stats, contexts, **kw) for f in facts]
+                else:
+                    rows[how] = sweep_cases(bundle, facts, layers, hp, stats, contexts, **kw)
+            for i, layer in enumerate(layers):
+                t_one.setdefault((rel, layer), []).append(sum(r[i]["seconds"] for r in rows["one"]))
+                t_bat.setdefault((rel, layer), []).append(sum(r[i]["seconds"] for r in rows["batched"]))
+                for f, o, b_ in zip(facts, rows["one"], rows["batched"]):
+                    diff_loss = max(diff_loss, abs(o[i]["final_loss"] - b_[i]["final_loss"]))
+                    diff_p = max(diff_p, abs(o[i]["p_after_new"] - b_[i]["p_after_new"]))
+                    steps[(f.case_id, layer)] = o[i]["steps"]
+            print(f"repeat {rep + 1}, {rel}: " + ", ".join(
+                f"layer {l}: one {t_one[(rel, l)][-1]:.1f} s, batched {t_bat[(rel, l)][-1]:.1f} s" for l in layers),
+                flush=True)
+        _table(bundle, groups, layers, hp, contexts, a, t_one, t_bat, gflops, diff_loss, diff_p, steps)
+def _table(bundle, groups, layers, hp, contexts, a, t_one, t_bat, gflops, diff_loss, diff_p, steps) -> None:
+    """Print the benchmark table from the repeats so far."""
+    rate = statistics.median(gflops) * 1e9
+    med = statistics.median
+    n_facts = sum(len(f) for f in groups.values())
+    print(f"\nROME edit sweep benchmark — {bundle.name}, {n_facts} known facts ({a.per_relation} per relation, "
+          f"each relation's facts batched together), {hp.n_context} context texts, ≤ {a.max_neighbours} neighbours, "
+          f"{len(next(iter(t_one.values())))} interleaved repeats, {torch.get_num_threads()} threads; matmul probe "
+          f"{rate / 1e9:.1f} GFLOP/s (median of {len(gflops)} probes)")
+    print("Times: v* optimisation + update + scoring + a share of the unedited forwards, medians over repeats; "
+          "'× bound' = time / (minimal FLOPs / matmul rate).")
+    print(f"{'layer':>5} {'relation':>8} {'one s/edit':>10} {'× bound':>8} {'batched s/edit':>14} {'× bound':>8} "
+          f"{'ratio':>6} {'edits/s one':>11} {'edits/s batched':>15}")
+    for layer in layers:
+        tot_one = tot_bat = tot_bound = 0.0
+        for rel, facts in groups.items():
+            bound = sum(lower_bound_flops(bundle, f, contexts, hp, layer, steps[(f.case_id, layer)], a.max_neighbours,
+                                          a.seed, len(layers)) for f in facts) / rate
+            one, bat = med(t_one[(rel, layer)]), med(t_bat[(rel, layer)])
+            tot_one, tot_bat, tot_bound = tot_one + one, tot_bat + bat, tot_bound + bound
+            n = len(facts)
+            print(f"{layer:>5} {rel:>8} {one / n:>10.2f} {one / bound:>8.1f} {bat / n:>14.2f} {bat / bound:>8.1f} "
+                  f"{one / bat:>5.2f}× {n / one:>11.3f} {n / bat:>15.3f}")
+        print(f"{layer:>5} {'all':>8} {tot_one / n_facts:>10.2f} {tot_one / tot_bound:>8.1f} {tot_bat / n_facts:>14.2f} "
+              f"{tot_bat / tot_bound:>8.1f} {tot_one / tot_bat:>5.2f}× {n_facts / tot_one:>11.3f} "
+              f"{n_facts / tot_bat:>15.3f}")
+    print(f"Equal results: max |Δ| final loss {diff_loss:.2e}, max |Δ| p(new) {diff_p:.2e}; "
+          f"v* steps per edit: mean {statistics.mean(steps.values()):.1f}")
+
+
+
+def reference_main(a) -> None:
     bundle = load_model(a.model)
     path = Path(a.facts or "results/smollm2-default/facts.jsonl")
     if path.is_file():

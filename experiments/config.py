@@ -40,11 +40,13 @@ class StudyConfig:
     rome_context_texts: int = 4            # N model-generated context texts (original ROME: 20)
     rome_stat_tokens: int = 100_000         # tokens for C = E[k kᵀ] (sampled from the model unless rome_stat_source)
     rome_stat_source: str = "model"         # "model" or the path of a local text dataset
-    rome_max_neighbours: int | None = None  # neighbourhood prompts scored per case (None = all; seeded sample)
+    rome_max_neighbours: int | None = 10    # neighbourhood prompts scored per case (CounterFact: 10; None = all; seeded sample)
     rome_key_mode: str = "mixed"            # "mixed" (original), "averaged" or "bare" (SPEC §5)
     # analysis (SPEC §7)
     analysis_window: int = 5
     n_bootstrap: int = 1000
+    # batched ROME sweeps: cases optimised and scored together at each edit layer (1 = one at a time)
+    rome_batch_cases: int = 8
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -25,11 +25,23 @@ def test_scores_match_the_formulas():
     s = edit_scores(KIND, before, after)
     assert s.rewrite_score == pytest.approx((0.6 - 0.2) / 0.8)
     assert s.paraphrase_score == pytest.approx(((0.4 - 0.1) / 0.9 + (0.2 - 0.3) / 0.7) / 2)
-    assert s.neighborhood_score == pytest.approx(1 - 0.1 / (0.5 + 0.3))
+    assert s.neighborhood_score == pytest.approx(1 - 0.05 / (0.5 + 0.45))   # on p(new | s*)
     assert (s.es, s.ps, s.ns) == (1.0, 0.0, 1.0)
     assert s.es_magnitude == pytest.approx(0.5)
     assert s.ns_magnitude == pytest.approx(0.6)
     assert (s.p_before_new, s.p_after_new, s.p_before_true, s.p_after_true) == (0.2, 0.6, 0.6, 0.1)
+
+
+def test_neighbourhood_score_reads_the_new_target():
+    """Hase et al. (2023, §3.4): the score measures how far p(new | s*) moves; p(true | s*) does not enter."""
+    kind = ["prompt", "neighborhood"]
+    before = np.array([[0.1, 0.8], [0.1, 0.8]])
+    only_true_moves = edit_scores(kind, before, np.array([[0.9, 0.05], [0.1, 0.3]]))
+    assert only_true_moves.neighborhood_score == 1.0
+    assert only_true_moves.ns == 1.0   # CounterFact's NS = [p(true) > p(new)] is unchanged
+    new_moves = edit_scores(kind, before, np.array([[0.9, 0.05], [0.5, 0.3]]))
+    assert new_moves.neighborhood_score == pytest.approx(1 - 0.4 / 0.9)
+    assert new_moves.ns == 0.0
 
 
 def test_no_neighbours_gives_nan():

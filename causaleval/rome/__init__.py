@@ -7,16 +7,18 @@ Public API::
     with apply_edit(bundle, result):                        # edited inside, restored bitwise after
         ...
     rows = sweep_case(bundle, fact, layers, hp, stats, contexts)   # one dict per layer
+    rows = sweep_cases(bundle, facts, layers, hp, stats, contexts) # batched: one list per fact
 """
 
 from __future__ import annotations
 
 import time
+from typing import Sequence
 
 from causaleval.counterfact import Fact
 from causaleval.models import ModelBundle
-from causaleval.rome.compute import (AppliedEdit, EditResult, apply_edit, compute_edit, compute_v, prepare_edit,
-                                     rank_one_update)
+from causaleval.rome.compute import (AppliedEdit, EditResult, apply_edit, compute_edit, compute_edits, compute_v,
+                                     prepare_edit, prepare_edits, rank_one_update)
 from causaleval.rome.corpus import context_texts, model_slug, rome_cache
 from causaleval.rome.hparams import HPARAMS, KEY_MODES, RomeHyperParams, hparams_for
 from causaleval.rome.stats import SecondMoments, SingularStatisticsWarning
@@ -38,34 +40,45 @@ def rome_edit(bundle: ModelBundle, fact: Fact, layer: int | None = None, hparams
     return compute_edit(bundle, prepare_edit(bundle, fact, contexts, hp), layer, hp, stats)
 
 
-def sweep_case(bundle: ModelBundle, fact: Fact, layers: list[int], hp: RomeHyperParams, stats: SecondMoments,
-               contexts: list[str], max_neighbours: int | None = None, seed: int = 0) -> list[dict]:
-    """Edit ``fact`` at each layer in turn (restoring after each) and score it (SPEC §6).
+def sweep_cases(bundle: ModelBundle, facts: Sequence[Fact], layers: list[int], hp: RomeHyperParams,
+                stats: SecondMoments, contexts: list[str], max_neighbours: int | None = None,
+                seed: int = 0) -> list[list[dict]]:
+    """Edit every fact of ``facts`` at each layer and score it (SPEC §6); one list of rows (a dict per
+    layer) per fact.  At each layer the facts share their v* optimisation's forward/backward passes and
+    the scoring forward (each with its own edit); the model's weights are never changed.
 
-    ``seconds`` per row = that layer's v* optimisation, update and scoring, plus an equal share of the
-    case's two unedited forward passes (shared by all layers)."""
+    ``seconds`` per row = an equal share of that layer's v* optimisation, update and scoring, plus an
+    equal share of the group's two unedited forward passes (shared by all layers)."""
     from causaleval.edit_scores import edit_scores, prepare_probes, probs_after  # edit_scores imports rome.suffix
 
     for layer in layers:
         check_layer(int(layer), bundle.n_layers)
+    n = len(facts)
     t0 = time.perf_counter()
-    prep = prepare_edit(bundle, fact, contexts, hp)
-    probes = prepare_probes(bundle, fact, max_neighbours=max_neighbours, seed=seed)
-    shared = (time.perf_counter() - t0) / max(len(layers), 1)
-    rows = []
+    prep = prepare_edits(bundle, facts, contexts, hp)
+    probes = prepare_probes(bundle, facts, max_neighbours=max_neighbours, seed=seed, layers=[int(l) for l in layers])
+    shared = (time.perf_counter() - t0) / max(len(layers), 1) / n
+    rows: list[list[dict]] = [[] for _ in facts]
     for layer in layers:
         t1 = time.perf_counter()
-        res = compute_edit(bundle, prep, int(layer), hp, stats)
-        with apply_edit(bundle, res):
-            after = probs_after(bundle, probes, int(layer))
-        sc = edit_scores(probes.probes.kind, probes.before, after)
-        rows.append({"case_id": int(fact.case_id), "relation_id": str(fact.relation_id), "layer": int(layer),
-                     **sc.to_dict(), "steps": int(res.steps), "final_loss": float(res.final_loss),
-                     "seconds": float(time.perf_counter() - t1 + shared)})
+        res = compute_edits(bundle, prep, int(layer), hp, stats)
+        after = probs_after(bundle, probes, int(layer), [r.delta_w for r in res])
+        seconds = (time.perf_counter() - t1) / n + shared
+        for c, (fact, r) in enumerate(zip(facts, res)):
+            sc = edit_scores(probes.kind(c), probes.before[probes.prompts[c]], after[probes.prompts[c]])
+            rows[c].append({"case_id": int(fact.case_id), "relation_id": str(fact.relation_id), "layer": int(layer),
+                            **sc.to_dict(), "steps": int(r.steps), "final_loss": float(r.final_loss),
+                            "seconds": float(seconds)})
     return rows
+
+
+def sweep_case(bundle: ModelBundle, fact: Fact, layers: list[int], hp: RomeHyperParams, stats: SecondMoments,
+               contexts: list[str], max_neighbours: int | None = None, seed: int = 0) -> list[dict]:
+    """:func:`sweep_cases` of one fact (the one-at-a-time path)."""
+    return sweep_cases(bundle, [fact], layers, hp, stats, contexts, max_neighbours, seed)[0]
 
 
 __all__ = ["AppliedEdit", "EditResult", "HPARAMS", "KEY_MODES", "RomeHyperParams", "SecondMoments",
            "SingularStatisticsWarning", "apply_edit", "compute_edit", "compute_v", "context_texts",
            "default_contexts", "hparams_for", "model_slug", "prepare_edit", "rank_one_update", "rome_cache",
-           "rome_edit", "sweep_case"]
+           "rome_edit", "sweep_case", "sweep_cases", "compute_edits", "prepare_edits"]

@@ -18,12 +18,18 @@ keys of every layer (:mod:`causaleval.rome.suffix`); each optimisation step then
 cached output and runs only blocks l+1..L−1, only on each row's positions from the subject's last token
 to the last one the loss reads (the earlier ones cannot change), and computes logits only at the
 target-token positions and the KL position.
+
+Batching: :func:`prepare_edits` puts the rows of many cases into one batch (right-padded, each row with
+its own window and read positions) and :func:`compute_v` optimises their v* together at one layer: one
+forward/backward per step for all cases, but each case keeps its own δ, Adam state, clamp and early
+stop, so its loss trajectory is the one it would have alone (to float rounding; tested to 1e-5).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 
@@ -38,16 +44,36 @@ from causaleval.tokens import answer_ids, encode_prompt, pad_batch
 
 @dataclass
 class EditBatch:
-    """Rewriting prompts (rows 0..n_rewrite−1, row 0 the bare prompt) and the KL prompt (last row)."""
+    """The rows of one or more cases: per case its rewriting prompts (the bare prompt first) and its KL
+    prompt.  Read position i contributes log p(tgt_tokens[i]) at (tgt_rows[i], tgt_cols[i])."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
-    lookup: torch.Tensor          # subject-last position per row
-    n_rewrite: int
-    target_ids: list[int]
+    lookup: torch.Tensor          # (R,) subject-last position per row
+    case: torch.Tensor            # (R,) case index of each row
+    first_rows: torch.Tensor      # (n,) bare-prompt row of each case (its rewriting rows follow)
+    kl_rows: torch.Tensor         # (n,) KL row of each case
+    n_rewrite: torch.Tensor       # (n,) rewriting prompts per case
+    n_target: torch.Tensor        # (n,) target tokens per case
     tgt_rows: torch.Tensor        # NLL read positions (flattened over rows and target tokens)
     tgt_cols: torch.Tensor
     tgt_tokens: torch.Tensor
+
+    @property
+    def n_cases(self) -> int:
+        return int(self.first_rows.shape[0])
+
+    def subset(self, cases: torch.Tensor) -> tuple["EditBatch", torch.Tensor]:
+        """The batch of ``cases`` only (ascending), and the rows it keeps."""
+        keep = torch.isin(self.case, cases)
+        rows = keep.nonzero().squeeze(1)
+        remap = torch.full_like(self.case, -1).index_put((rows,), torch.arange(len(rows), device=rows.device))
+        cmap = torch.full((self.n_cases,), -1, dtype=torch.long, device=rows.device).index_put(
+            (cases,), torch.arange(len(cases), device=rows.device))
+        t = keep[self.tgt_rows]
+        return EditBatch(self.input_ids[rows], self.attention_mask[rows], self.lookup[rows], cmap[self.case[rows]],
+                         remap[self.first_rows[cases]], remap[self.kl_rows[cases]], self.n_rewrite[cases],
+                         self.n_target[cases], remap[self.tgt_rows[t]], self.tgt_cols[t], self.tgt_tokens[t]), rows
 
 
 def context_templates(prompt: str, contexts: list[str]) -> list[str]:
@@ -55,48 +81,64 @@ def context_templates(prompt: str, contexts: list[str]) -> list[str]:
     return [prompt] + [f"{c}. {prompt}" for c in contexts]
 
 
-def build_edit_batch(bundle: ModelBundle, fact: Fact, contexts: list[str], kl_prompt: str = "{} is a") -> EditBatch:
-    tok = bundle.tokenizer
+def _target_ids(tok, fact: Fact) -> list[int]:
     try:
         if not fact.target_new.strip():
             raise SiteError("empty target")
-        target = answer_ids(tok, fact.target_new)
+        return answer_ids(tok, fact.target_new)
     except SiteError as err:
         raise SiteError(f"case {fact.case_id}: target_new {fact.target_new!r} tokenises to nothing; "
                         "give a non-empty target") from err
-    seqs, lookup, rows, cols, toks = [], [], [], [], []
-    for i, template in enumerate(context_templates(fact.prompt, contexts)):
-        enc = encode_prompt(tok, template, fact.subject, fact.case_id)
-        seqs.append(list(enc.input_ids) + target[:-1])
-        lookup.append(enc.position("subject_last"))
-        for j, t in enumerate(target):
-            rows.append(i)
-            cols.append(enc.length - 1 + j)
-            toks.append(t)
-    kl = encode_prompt(tok, kl_prompt, fact.subject, fact.case_id)
-    seqs.append(list(kl.input_ids))
-    lookup.append(kl.position("subject_last"))
+
+
+def build_edit_batch(bundle: ModelBundle, facts: Fact | Sequence[Fact], contexts: list[str],
+                     kl_prompt: str = "{} is a") -> EditBatch:
+    """The rows of ``facts`` (one fact or several), right-padded into one batch."""
+    facts = [facts] if isinstance(facts, Fact) else list(facts)
+    tok = bundle.tokenizer
+    seqs, lookup, case, first, kl_rows, n_rewrite, n_target, rows, cols, toks = ([] for _ in range(10))
+    for c, fact in enumerate(facts):
+        target = _target_ids(tok, fact)
+        templates = context_templates(fact.prompt, contexts)
+        first.append(len(seqs))
+        for template in templates:
+            enc = encode_prompt(tok, template, fact.subject, fact.case_id)
+            for j, t in enumerate(target):
+                rows.append(len(seqs))
+                cols.append(enc.length - 1 + j)
+                toks.append(t)
+            seqs.append(list(enc.input_ids) + target[:-1])
+            lookup.append(enc.position("subject_last"))
+        kl = encode_prompt(tok, kl_prompt, fact.subject, fact.case_id)
+        kl_rows.append(len(seqs))
+        seqs.append(list(kl.input_ids))
+        lookup.append(kl.position("subject_last"))
+        case.extend([c] * (len(templates) + 1))
+        n_rewrite.append(len(templates))
+        n_target.append(len(target))
     ids, mask, _ = pad_batch(seqs, tok.pad_token_id, device=bundle.device)
-    dev = bundle.device
-    return EditBatch(ids, mask, torch.tensor(lookup, device=dev), len(seqs) - 1, target,
-                     torch.tensor(rows, device=dev), torch.tensor(cols, device=dev), torch.tensor(toks, device=dev))
+    as_t = lambda x: torch.tensor(x, dtype=torch.long, device=bundle.device)  # noqa: E731
+    return EditBatch(ids, mask, as_t(lookup), as_t(case), as_t(first), as_t(kl_rows), as_t(n_rewrite),
+                     as_t(n_target), as_t(rows), as_t(cols), as_t(toks))
 
 
 @dataclass
 class PreparedEdit:
-    """Everything one case needs at any layer, from a single unedited forward pass."""
+    """Everything a group of cases needs at any layer, from a single unedited forward pass of their rows."""
 
-    fact: Fact
+    facts: list[Fact]
     batch: EditBatch
     window: SuffixWindow                 # each row from its subject's last token to its last read position
     keys: dict[int, torch.Tensor]        # layer -> (rows, d_in) down-proj inputs at the subject's last token
     outs: dict[int, torch.Tensor]        # layer -> (rows, d_out) down-proj outputs there
-    kl_init: torch.Tensor                # unedited log-probs at the KL position
+    kl_init: torch.Tensor                # (cases, vocab) unedited log-probs at each case's KL position
 
 
 @torch.no_grad()
-def prepare_edit(bundle: ModelBundle, fact: Fact, contexts: list[str], hparams: RomeHyperParams) -> PreparedEdit:
-    batch = build_edit_batch(bundle, fact, contexts, hparams.kl_prompt)
+def prepare_edits(bundle: ModelBundle, facts: Sequence[Fact], contexts: list[str],
+                  hparams: RomeHyperParams) -> PreparedEdit:
+    """One unedited forward over the rows of all ``facts`` (see :class:`PreparedEdit`)."""
+    batch = build_edit_batch(bundle, facts, contexts, hparams.kl_prompt)
     rows = torch.arange(batch.input_ids.shape[0], device=bundle.device)
     keys, outs, handles = {}, {}, []
     for l in range(bundle.n_layers):
@@ -114,10 +156,13 @@ def prepare_edit(bundle: ModelBundle, fact: Fact, contexts: list[str], hparams: 
     # each row from its subject's last token (where δ enters) to the last position the loss reads
     ends = (batch.lookup + 1).scatter_reduce(0, batch.tgt_rows, batch.tgt_cols + 1, reduce="amax")
     window = window_after(bundle, hidden, cache, batch.input_ids, batch.attention_mask, batch.lookup, ends)
-    last = hidden[-1]
-    kl_row = torch.tensor([batch.n_rewrite], device=bundle.device)
-    kl_init = torch.log_softmax(logits_at_positions(bundle, last, kl_row, batch.lookup[kl_row]).float(), -1)
-    return PreparedEdit(fact, batch, window, keys, outs, kl_init)
+    logits = logits_at_positions(bundle, hidden[-1], batch.kl_rows, batch.lookup[batch.kl_rows])
+    return PreparedEdit(list(facts), batch, window, keys, outs, torch.log_softmax(logits.float(), -1))
+
+
+def prepare_edit(bundle: ModelBundle, fact: Fact, contexts: list[str], hparams: RomeHyperParams) -> PreparedEdit:
+    """:func:`prepare_edits` of one case."""
+    return prepare_edits(bundle, [fact], contexts, hparams)
 
 
 @dataclass
@@ -129,49 +174,78 @@ class VResult:
     losses: list[float] = field(default_factory=list)
 
 
-def compute_v(bundle: ModelBundle, prep: PreparedEdit, layer: int, hp: RomeHyperParams) -> VResult:
-    """The v* optimisation (see module docstring), running only blocks ``layer``+1..L−1 and, in each row,
-    only the positions from the subject's last token on (where δ enters; :class:`SuffixWindow`)."""
+class _Active:
+    """The rows, window and read positions of the cases still being optimised."""
+
+    def __init__(self, prep: PreparedEdit, layer: int, cases: list[int]):
+        self.cases = cases
+        self.batch, rows = prep.batch.subset(torch.tensor(cases, device=prep.batch.case.device))
+        self.window = prep.window.select(rows)
+        b = self.batch
+        self.read_rows = torch.cat([b.tgt_rows, b.kl_rows])
+        self.read_cols = self.window.column(self.read_rows, torch.cat([b.tgt_cols, b.lookup[b.kl_rows]]))
+        self.after = self.window.hidden[layer + 1]
+        self.first = torch.zeros(len(rows), dtype=torch.long, device=rows.device)   # window column of δ
+        self.kl_init = prep.kl_init[cases]
+
+    def losses(self, bundle: ModelBundle, layer: int, delta: torch.Tensor, v0_norm: torch.Tensor,
+               hp: RomeHyperParams) -> torch.Tensor:
+        """Per active case: mean NLL(target_new) + kl_factor · KL + wd · ‖δ‖/‖v₀‖² (``delta``: (cases, d))."""
+        b, n_rows = self.batch, self.after.shape[0]
+        rows = torch.arange(n_rows, device=self.after.device)
+        shifted = self.after.index_put((rows, self.first), delta[b.case].to(self.after.dtype), accumulate=True)
+        last = self.window.run(layer + 1, shifted)
+        logp = torch.log_softmax(logits_at_positions(bundle, last, self.read_rows, self.read_cols).float(), -1)
+        n_t = b.tgt_rows.shape[0]
+        tok_lp = logp[:n_t].gather(1, b.tgt_tokens[:, None]).squeeze(1)
+        row_lp = torch.zeros(n_rows, device=logp.device).index_add(0, b.tgt_rows, tok_lp) / b.n_target[b.case]
+        nll = -torch.zeros(len(self.cases), device=logp.device).index_add(0, b.case, row_lp) / b.n_rewrite
+        kl = torch.nn.functional.kl_div(self.kl_init, logp[n_t:], log_target=True, reduction="none").sum(-1)
+        return nll + hp.kl_factor * kl + hp.v_weight_decay * (delta.norm(dim=1) / v0_norm ** 2)
+
+
+def compute_v(bundle: ModelBundle, prep: PreparedEdit, layer: int, hp: RomeHyperParams) -> list[VResult]:
+    """The v* optimisation of every case of ``prep`` at ``layer`` (see module docstring), one result per case.
+
+    Cases share each forward/backward but not their optimisation: each has its own δ and Adam state
+    (Adam is elementwise), its own clamp, and stops on its own when its loss < ``v_loss_stop``; a stopped
+    case leaves the batch, so every case follows exactly the trajectory it would follow alone."""
     b = prep.batch
-    n_rows = b.input_ids.shape[0]
-    rows = torch.arange(n_rows, device=bundle.device)
-    v0 = prep.outs[layer][0]
-    delta = torch.zeros_like(v0, requires_grad=True)
-    opt = torch.optim.Adam([delta], lr=hp.v_lr)
-    kl_row = torch.tensor([b.n_rewrite], device=bundle.device)
-    read_rows = torch.cat([b.tgt_rows, kl_row])
-    read_cols = prep.window.column(read_rows, torch.cat([b.tgt_cols, b.lookup[kl_row]]))
-    first = torch.zeros(n_rows, dtype=torch.long, device=bundle.device)   # window column of the subject's last token
-    n_t = len(b.target_ids)
-    max_norm = hp.clamp_norm_factor * v0.norm()
-    losses: list[float] = []
-
-    # The down-projection's output joins the residual stream by addition in every family, so δ on it
-    # shifts block ``layer``'s cached output by δ: block ``layer`` itself is never re-run.
-    after = prep.window.hidden[layer + 1]
-
-    step = 0
+    v0 = prep.outs[layer][b.first_rows]
+    v0_norm = v0.norm(dim=1)
+    max_norm = hp.clamp_norm_factor * v0_norm
+    deltas = [torch.zeros_like(v0[c], requires_grad=True) for c in range(b.n_cases)]
+    opt = torch.optim.Adam(deltas, lr=hp.v_lr)
+    losses: list[list[float]] = [[] for _ in deltas]
+    steps = [0] * len(deltas)
+    active = _Active(prep, layer, list(range(b.n_cases)))
     for step in range(hp.v_num_grad_steps):
         with torch.enable_grad():
-            shifted = after.index_put((rows, first), delta.to(after.dtype).expand(n_rows, -1), accumulate=True)
-            last = prep.window.run(layer + 1, shifted)
-            logp = torch.log_softmax(logits_at_positions(bundle, last, read_rows, read_cols).float(), -1)
-            tok_lp = logp[:-1].gather(1, b.tgt_tokens[:, None]).squeeze(1)
-            nll = -(torch.zeros(b.n_rewrite, device=tok_lp.device).index_add(0, b.tgt_rows, tok_lp) / n_t).mean()
-            kl = hp.kl_factor * torch.nn.functional.kl_div(prep.kl_init, logp[-1:], log_target=True,
-                                                          reduction="batchmean")
-            wd = hp.v_weight_decay * (delta.norm() / v0.norm() ** 2)
-            loss = nll + kl + wd
-        losses.append(float(loss.detach()))
-        if losses[-1] < hp.v_loss_stop or step == hp.v_num_grad_steps - 1:
+            loss = active.losses(bundle, layer, torch.stack([deltas[c] for c in active.cases]),
+                                 v0_norm[active.cases], hp)
+        go_on = []
+        for i, (c, value) in enumerate(zip(active.cases, loss.detach().tolist())):
+            losses[c].append(value)
+            steps[c] = step + 1
+            if not (value < hp.v_loss_stop or step == hp.v_num_grad_steps - 1):
+                go_on.append(i)
+        if not go_on:
             break
         opt.zero_grad()
-        loss.backward()
+        loss[go_on].sum().backward()
+        cont = [active.cases[i] for i in go_on]
+        for c in active.cases:
+            if c not in cont:
+                deltas[c].grad = None      # finished: Adam skips it, its δ stays as it ended
         opt.step()
         with torch.no_grad():
-            if delta.norm() > max_norm:
-                delta.mul_(max_norm / delta.norm())
-    return VResult(v_star=(v0 + delta.detach()), v0=v0, steps=step + 1, final_loss=losses[-1], losses=losses)
+            for c in cont:
+                if deltas[c].norm() > max_norm[c]:
+                    deltas[c].mul_(max_norm[c] / deltas[c].norm())
+        if len(cont) < len(active.cases):
+            active = _Active(prep, layer, cont)
+    return [VResult(v_star=v0[c] + d.detach(), v0=v0[c], steps=steps[c], final_loss=losses[c][-1], losses=losses[c])
+            for c, d in enumerate(deltas)]
 
 
 def rank_one_update(w_out_in: torch.Tensor, bias: torch.Tensor | None, c_inv: torch.Tensor, k_avg: torch.Tensor,
@@ -206,22 +280,38 @@ class EditResult:
     v0: torch.Tensor
     steps: int
     final_loss: float
-    seconds: float
+    seconds: float                  # this edit's share of the batch's time
     key_mode: str
+    losses: list[float] = field(default_factory=list)   # the v* loss at each step
+
+
+def compute_edits(bundle: ModelBundle, prep: PreparedEdit, layer: int, hp: RomeHyperParams, stats) -> list[EditResult]:
+    """v* and ΔW at ``layer`` for every prepared case; ``stats`` gives ``inverse(layer)`` = C⁻¹."""
+    check_layer(layer, bundle.n_layers)
+    t0 = time.perf_counter()
+    vrs = compute_v(bundle, prep, layer, hp)
+    b = prep.batch
+    mod = get_module(bundle.model, bundle.family.module_path("down_proj", layer))
+    w = down_proj_weight_out_in(bundle.model, bundle.family, layer)
+    out = []
+    for c, vr in enumerate(vrs):
+        first = int(b.first_rows[c])
+        keys = prep.keys[layer][first:first + int(b.n_rewrite[c])]
+        k0, k_avg = keys[0], keys.mean(0)
+        dw, u = rank_one_update(w, getattr(mod, "bias", None), stats.inverse(layer), k_avg, k0, vr.v_star,
+                                hp.key_mode)
+        out.append(EditResult(prep.facts[c].case_id, layer, dw.to(w.dtype), u, k0, k_avg, vr.v_star, vr.v0,
+                              vr.steps, vr.final_loss, 0.0, hp.key_mode, vr.losses))
+    for r in out:
+        r.seconds = (time.perf_counter() - t0) / len(out)
+    return out
 
 
 def compute_edit(bundle: ModelBundle, prep: PreparedEdit, layer: int, hp: RomeHyperParams, stats) -> EditResult:
-    """v* and ΔW at ``layer`` for a prepared case; ``stats`` gives ``inverse(layer)`` = C⁻¹."""
-    check_layer(layer, bundle.n_layers)
-    t0 = time.perf_counter()
-    vr = compute_v(bundle, prep, layer, hp)
-    keys = prep.keys[layer][: prep.batch.n_rewrite]
-    k0, k_avg = keys[0], keys.mean(0)
-    mod = get_module(bundle.model, bundle.family.module_path("down_proj", layer))
-    w = down_proj_weight_out_in(bundle.model, bundle.family, layer)
-    dw, u = rank_one_update(w, getattr(mod, "bias", None), stats.inverse(layer), k_avg, k0, vr.v_star, hp.key_mode)
-    return EditResult(prep.fact.case_id, layer, dw.to(w.dtype), u, k0, k_avg, vr.v_star, vr.v0, vr.steps,
-                      vr.final_loss, time.perf_counter() - t0, hp.key_mode)
+    """:func:`compute_edits` of a prepared single case."""
+    if prep.batch.n_cases != 1:
+        raise ValueError(f"compute_edit takes one prepared case, got {prep.batch.n_cases}; use compute_edits")
+    return compute_edits(bundle, prep, layer, hp, stats)[0]
 
 
 class AppliedEdit:

@@ -91,13 +91,20 @@ class SuffixWindow:
     calls: BlockCalls
     cache: object
     width: int
+    rows: torch.Tensor | None = None     # the rows of ``cache`` this window's rows are (None: all, in order)
 
     def run(self, layer: int, hidden: torch.Tensor | None = None) -> torch.Tensor:
         """The last block's (R, S, d) output over the window, running blocks ``layer..L−1`` only, from
         ``hidden`` (default: the cached input of block ``layer``)."""
         hidden = self.hidden[layer] if hidden is None else hidden
-        rows = torch.arange(self.starts.shape[0], device=self.starts.device)
+        rows = torch.arange(self.starts.shape[0], device=self.starts.device) if self.rows is None else self.rows
         return self.calls.run(layer, hidden, prefix_cache(self.cache, self.width, rows))
+
+    def select(self, rows: torch.Tensor) -> "SuffixWindow":
+        """The window of rows ``rows`` only (same width; the cache is shared, not copied)."""
+        base = torch.arange(self.starts.shape[0], device=self.starts.device) if self.rows is None else self.rows
+        return SuffixWindow(starts=self.starts[rows], ends=self.ends[rows], hidden=[h[rows] for h in self.hidden],
+                            calls=self.calls.select(rows), cache=self.cache, width=self.width, rows=base[rows])
 
     def column(self, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         cols = positions - self.starts[rows]

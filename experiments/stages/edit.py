@@ -4,8 +4,10 @@ Writes ``edits.parquet``, one row per (case_id, layer): case_id, relation_id, la
 paraphrase_score, neighborhood_score, es, ps, ns, es_magnitude, ps_magnitude, ns_magnitude,
 p_before_new, p_after_new, p_before_true, p_after_true, steps, final_loss, seconds;
 ``edit_summary.parquet`` (per-layer means and S) and ``edit_provenance.json`` (hyperparameters,
-context texts, statistics provenance, one-off seconds).  Finished cases are kept in
-``edit_parts/<case_id>.parquet`` so that an interrupted run resumes where it stopped.
+context texts, statistics provenance, one-off seconds).  Cases are edited in groups of
+``rome_batch_cases`` (one batched v* optimisation and one batched scoring pass per layer; results equal
+the one-at-a-time run); each finished case is kept in ``edit_parts/<case_id>.parquet`` so that an
+interrupted run resumes with only the missing cases.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ import time
 import pandas as pd
 
 from causaleval.edit_scores import summarise
-from causaleval.rome import SecondMoments, default_contexts, hparams_for, sweep_case
+from causaleval.rome import SecondMoments, default_contexts, hparams_for, sweep_cases
 from causaleval.rome.hparams import RomeHyperParams
 from causaleval.store import atomic_write_json, atomic_write_parquet
-from experiments.backends import CaseJob
+from experiments.backends import CaseJob, shards
 from experiments.context import StageContext, run_case_job
 
 NAME = "edit"
@@ -52,11 +54,13 @@ def _setup(bundle, config, shared: dict) -> dict:
 
 
 def _work(state: dict, facts):
+    """Groups of ``rome_batch_cases`` cases, optimised and scored together at each layer; a part per case."""
     c = state["config"]
-    for fact in facts:
-        rows = sweep_case(state["bundle"], fact, state["layers"], state["hp"], state["stats"], state["contexts"],
-                          max_neighbours=c.rome_max_neighbours, seed=c.seed)
-        yield str(fact.case_id), pd.DataFrame(rows)[COLUMNS]
+    for group in shards(list(facts), max(1, c.rome_batch_cases)):
+        rows = sweep_cases(state["bundle"], group, state["layers"], state["hp"], state["stats"], state["contexts"],
+                           max_neighbours=c.rome_max_neighbours, seed=c.seed)
+        for fact, case_rows in zip(group, rows):
+            yield str(fact.case_id), pd.DataFrame(case_rows)[COLUMNS]
 
 
 def run(ctx: StageContext) -> None:
@@ -75,7 +79,8 @@ def run(ctx: StageContext) -> None:
         "statistics": {str(l): stats.provenance[l] for l in layers},
         "statistics_computed_seconds": round(stats.one_off_seconds, 1),
         "setup_seconds": round(one_off, 1)})
-    job = CaseJob(f"ROME edits ({len(layers)} layers)", _setup, _work, shared={"layers": layers})
+    job = CaseJob(f"ROME edits ({len(layers)} layers)", _setup, _work, shared={"layers": layers},
+                  batch=max(1, cfg.rome_batch_cases))
     keys = run_case_job(ctx, job, ctx.study_facts, "edit_parts")
     frames = [pd.read_parquet(ctx.out_dir / "edit_parts" / f"{k}.parquet") for k in keys]
     edits = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
