@@ -45,6 +45,8 @@ class StudyConfig:
     # analysis (SPEC §7)
     analysis_window: int = 5
     n_bootstrap: int = 1000
+    # batched tracing (issue 11): cases traced together in shared block calls (1 = one at a time)
+    trace_batch_cases: int = 16
 
     def to_dict(self) -> dict:
         return asdict(self)
