@@ -74,10 +74,6 @@ def _trace_many(ctx: StageContext, estimator: str, facts: list, heatmap: bool, n
     return flip_scrubbing.trace_facts(bundle, facts, pool, c)
 
 
-def _trace_one(ctx: StageContext, estimator: str, fact, heatmap: bool, nu: float) -> TraceTables:
-    return _trace_many(ctx, estimator, [fact], heatmap, nu)[0]
-
-
 @dataclass
 class _WorkerContext:
     """What tracing one case needs: the parts of a StageContext a Ray worker can rebuild."""
