@@ -315,68 +315,110 @@ def _unchanged(enc: Encoded, draw: Draw, pos: int, q: int) -> bool:
     return draw.embed_delta is None or not bool(draw.embed_delta[:pos + 1].any())
 
 
+@dataclass
+class CaseSpec:
+    """What tracing one case needs: its clean prompt, answer token, base draws, sites and direction."""
+
+    case_id: int
+    relation_id: str
+    encoded: Encoded
+    answer: int
+    draws: Sequence[Draw]
+    sites: Sequence[Site]
+    direction: str
+
+
+def _check_spec(s: CaseSpec) -> None:
+    if s.direction not in ("denoise", "noise"):
+        raise ValueError(f"unknown direction {s.direction!r}")
+    if not s.draws:
+        raise ValueError(f"case {s.case_id}: no draws to trace")
+    for site in s.sites:
+        if not 0 <= site.position < s.encoded.length:
+            raise SiteError(f"case {s.case_id}: site position {site.position} is outside the prompt "
+                            f"{s.encoded.text!r} (length {s.encoded.length})")
+
+
 @torch.no_grad()
 def trace_case(bundle: ModelBundle, case_id: int, relation_id: str, enc: Encoded, answer: int,
                draws: Sequence[Draw], sites: Sequence[Site], direction: str, max_rows: int = 512) -> CaseTrace:
-    """Clean run once, corrupted runs once per prompt length, then every (draw, site) patch batched
-    (SPEC §4).  ``direction`` is ``"denoise"`` (clean → corrupted) or ``"noise"`` (corrupted → clean)."""
-    if direction not in ("denoise", "noise"):
-        raise ValueError(f"unknown direction {direction!r}")
-    if not draws:
-        raise ValueError(f"case {case_id}: no draws to trace")
-    for s in sites:
-        if not 0 <= s.position < enc.length:
-            raise SiteError(f"case {case_id}: site position {s.position} is outside the prompt {enc.text!r} "
-                            f"(length {enc.length})")
+    """One case (see :func:`trace_cases`).  ``direction`` is ``"denoise"`` (clean → corrupted) or
+    ``"noise"`` (corrupted → clean)."""
+    spec = CaseSpec(case_id, relation_id, enc, answer, draws, sites, direction)
+    return trace_cases(bundle, [spec], max_rows)[0]
+
+
+@torch.no_grad()
+def trace_cases(bundle: ModelBundle, specs: Sequence[CaseSpec], max_rows: int = 512) -> list[CaseTrace]:
+    """Trace several cases at once; each case's result equals tracing it alone (up to float rounding).
+
+    Every prompt (clean or drawn) of one token length T, over all cases, is one row of a single cached
+    run (:func:`run_model`); every patch of every case whose base prompt has length T then goes to one
+    :func:`patch_readout` on that run, so the patches of all cases at the same position share their
+    block calls (SPEC §4).  Rows are shared where the same prompt serves several specs (a case's clean
+    prompt; a draw traced in both directions)."""
+    for s in specs:
+        _check_spec(s)
+    if not specs:
+        return []
     device = bundle.device
-    clean = run_model(bundle, torch.tensor([enc.input_ids], device=device))
-    reads = [(answer, d.alt_token if d.alt_token is not None else answer) for d in draws]
-    # corrupted runs, one per prompt length
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i, d in enumerate(draws):
-        groups[d.encoded.length].append(i)
+    # rows of the shared runs, one per distinct prompt, grouped by length
+    rows: dict[int, list[tuple[list[int], torch.Tensor | None]]] = defaultdict(list)
+    row_of: dict[object, tuple[int, int]] = {}
+
+    def add_row(key, ids, delta) -> tuple[int, int]:
+        if key not in row_of:
+            rows[len(ids)].append((list(ids), delta))
+            row_of[key] = (len(ids), len(rows[len(ids)]) - 1)
+        return row_of[key]
+
+    clean_at = [add_row(("clean", tuple(s.encoded.input_ids)), s.encoded.input_ids, None) for s in specs]
+    draw_at = [[add_row(("draw", id(d)), d.encoded.input_ids, d.embed_delta) for d in s.draws] for s in specs]
+    d_model = bundle.model.get_input_embeddings().weight.shape[1]
     runs: dict[int, Run] = {}
-    where: dict[int, tuple[int, int]] = {}
-    for length, idx in groups.items():
-        ids = torch.tensor([draws[i].encoded.input_ids for i in idx], device=device)
+    for length, group in rows.items():
+        ids = torch.tensor([r[0] for r in group], device=device)
         delta = None
-        if any(draws[i].embed_delta is not None for i in idx):
-            d_model = clean.states[("residual", 0)].shape[-1]
-            delta = torch.stack([draws[i].embed_delta if draws[i].embed_delta is not None
-                                 else torch.zeros(length, d_model) for i in idx])
+        if any(r[1] is not None for r in group):
+            delta = torch.stack([r[1] if r[1] is not None else torch.zeros(length, d_model) for r in group])
         runs[length] = run_model(bundle, ids, delta)
-        for r, i in enumerate(idx):
-            where[i] = (length, r)
-    clean_r = read_logits(clean.logits.expand(len(draws), -1), reads).numpy()
-    base_r = np.stack([read_logits(runs[where[i][0]].logits[where[i][1]][None], [reads[i]])[0].numpy()
-                       for i in range(len(draws))])
-    patched = np.full((len(draws), len(sites), 3), np.nan)
-    jobs: dict[int, tuple[Run, list[Patch], list[tuple[int, int]]]] = {}
-    for i, d in enumerate(draws):
-        length, r = where[i]
-        run = runs[length]
-        for j, s in enumerate(sites):
-            q = align_position(enc, d.encoded, s.position)
-            if q is None:
-                continue
-            if _unchanged(enc, d, s.position, q):
-                patched[i, j] = base_r[i] if direction == "denoise" else clean_r[i]
-                continue
-            if direction == "denoise":
-                src = torch.stack([clean.states[(s.component, l)][0, s.position] for l in s.layers])
-                patch, target, key = Patch(r, q, s.component, s.layers, src, reads[i]), run, length
-            else:
-                src = torch.stack([run.states[(s.component, l)][r, q] for l in s.layers])
-                patch, target, key = Patch(0, s.position, s.component, s.layers, src, reads[i]), clean, -1
-            jobs.setdefault(key, (target, [], []))
-            jobs[key][1].append(patch)
-            jobs[key][2].append((i, j))
-    for target, patches, cells in jobs.values():
-        out = patch_readout(bundle, target, patches, max_rows=max_rows).numpy()
-        for (i, j), row in zip(cells, out):
-            patched[i, j] = row
-    return CaseTrace(case_id=case_id, relation_id=relation_id, encoded=enc, answer=answer, direction=direction,
-                     draws=list(draws), sites=list(sites), clean=clean_r, base=base_r, patched=patched)
+    jobs: dict[int, tuple[list[Patch], list[tuple[int, int, int]]]] = defaultdict(lambda: ([], []))
+    results = []
+    for k, s in enumerate(specs):
+        enc, draws = s.encoded, s.draws
+        reads = [(s.answer, d.alt_token if d.alt_token is not None else s.answer) for d in draws]
+        c_len, c_row = clean_at[k]
+        clean = runs[c_len]
+        clean_r = read_logits(clean.logits[c_row][None].expand(len(draws), -1), reads).numpy()
+        base_r = np.stack([read_logits(runs[a].logits[b][None],
+                                       [reads[i]])[0].numpy() for i, (a, b) in enumerate(draw_at[k])])
+        patched = np.full((len(draws), len(s.sites), 3), np.nan)
+        for i, d in enumerate(draws):
+            length, r = draw_at[k][i]
+            run = runs[length]
+            for j, site in enumerate(s.sites):
+                q = align_position(enc, d.encoded, site.position)
+                if q is None:
+                    continue
+                if _unchanged(enc, d, site.position, q):
+                    patched[i, j] = base_r[i] if s.direction == "denoise" else clean_r[i]
+                    continue
+                if s.direction == "denoise":
+                    src = torch.stack([clean.states[(site.component, l)][c_row, site.position] for l in site.layers])
+                    patch, key = Patch(r, q, site.component, site.layers, src, reads[i]), length
+                else:
+                    src = torch.stack([run.states[(site.component, l)][r, q] for l in site.layers])
+                    patch, key = Patch(c_row, site.position, site.component, site.layers, src, reads[i]), c_len
+                jobs[key][0].append(patch)
+                jobs[key][1].append((k, i, j))
+        results.append(CaseTrace(case_id=s.case_id, relation_id=s.relation_id, encoded=enc, answer=s.answer,
+                                 direction=s.direction, draws=list(draws), sites=list(s.sites), clean=clean_r,
+                                 base=base_r, patched=patched))
+    for length, (patches, cells) in jobs.items():
+        out = patch_readout(bundle, runs[length], patches, max_rows=max_rows).numpy()
+        for (k, i, j), row in zip(cells, out):
+            results[k].patched[i, j] = row
+    return results
 
 
 # ----------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from causaleval.estimands import Estimand, Support
 from causaleval.models import ModelBundle
 from causaleval.patching import TraceTables
 from causaleval.tokens import answer_ids
-from estimators.resample_scrubbing import ScrubbingConfig, candidates, relation_subjects, trace_partners
+from estimators.resample_scrubbing import ScrubbingConfig, candidates, relation_subjects, trace_partner_sets
 
 NAME = "flip"
 METRICS = ("p", "ld")
@@ -57,10 +57,16 @@ def estimand(config: ScrubbingConfig, direction: str = "denoise", metric: str = 
         source=source, direction=direction, sites=config.grids, metric=metric)
 
 
+def trace_facts(bundle: ModelBundle, facts: Sequence[Fact], pool: Sequence[Fact], config: ScrubbingConfig,
+                keep_draws: bool = True) -> list[TraceTables]:
+    """Tidy tables per case, the cases traced together."""
+    cases = [(f, flip_set(bundle, f, pool), flip_support(bundle, f, pool)) for f in facts]
+    return trace_partner_sets(bundle, cases, NAME, METRICS, config, prefer_same_length=True, keep_draws=keep_draws)
+
+
 def trace_fact(bundle: ModelBundle, fact: Fact, pool: Sequence[Fact], config: ScrubbingConfig,
                keep_draws: bool = True) -> TraceTables:
-    return trace_partners(bundle, fact, flip_set(bundle, fact, pool), flip_support(bundle, fact, pool), NAME,
-                          METRICS, config, prefer_same_length=True, keep_draws=keep_draws)
+    return trace_facts(bundle, [fact], pool, config, keep_draws)[0]
 
 
 def trace(bundle: ModelBundle, facts: Sequence[Fact], pool: Sequence[Fact], config: ScrubbingConfig,

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from causaleval.counterfact import Fact
 from causaleval.estimands import Estimand, SiteGrid, Support
 from causaleval.models import ModelBundle
-from causaleval.patching import Draw, TraceTables, case_sites, case_tables, draw_seed, trace_case
+from causaleval.patching import CaseSpec, Draw, TraceTables, case_sites, case_tables, draw_seed, trace_cases
 from causaleval.tokens import Encoded, answer_ids, encode_prompt
 
 NAME = "noise"
@@ -92,9 +92,8 @@ def make_draws(bundle: ModelBundle, enc: Encoded, case_id: int, config: NoiseTra
     return draws
 
 
-def trace_fact(bundle: ModelBundle, fact: Fact, config: NoiseTracingConfig, keep_draws: bool = True,
-               check_support: bool = True) -> TraceTables:
-    """Tidy tables of one case (see :func:`causaleval.patching.case_tables`)."""
+def case_spec(bundle: ModelBundle, fact: Fact, config: NoiseTracingConfig, check_support: bool = True) -> CaseSpec:
+    """The prompt, answer, noise draws and sites of one case (draws checked against the support)."""
     enc = encode_prompt(bundle.tokenizer, fact.prompt, fact.subject, fact.case_id)
     answer = answer_ids(bundle.tokenizer, fact.target_true)[0]
     draws = make_draws(bundle, enc, fact.case_id, config)
@@ -104,8 +103,20 @@ def trace_fact(bundle: ModelBundle, fact: Fact, config: NoiseTracingConfig, keep
         drawn = torch.cat([rows + d.embed_delta[enc.subject_start:enc.subject_end] for d in draws])
         estimand(config, bundle).support.check(drawn, f"noise tracing, case {fact.case_id}")
     sites = case_sites(config.grids, enc, bundle.n_layers)
-    tr = trace_case(bundle, fact.case_id, fact.relation_id, enc, answer, draws, sites, "denoise", config.max_rows)
-    return case_tables(tr, NAME, METRICS, None, keep_draws)
+    return CaseSpec(fact.case_id, fact.relation_id, enc, answer, draws, sites, "denoise")
+
+
+def trace_facts(bundle: ModelBundle, facts: Sequence[Fact], config: NoiseTracingConfig, keep_draws: bool = True,
+                check_support: bool = True) -> list[TraceTables]:
+    """Tidy tables per case, the cases traced together (:func:`causaleval.patching.trace_cases`)."""
+    specs = [case_spec(bundle, f, config, check_support) for f in facts]
+    return [case_tables(tr, NAME, METRICS, None, keep_draws) for tr in trace_cases(bundle, specs, config.max_rows)]
+
+
+def trace_fact(bundle: ModelBundle, fact: Fact, config: NoiseTracingConfig, keep_draws: bool = True,
+               check_support: bool = True) -> TraceTables:
+    """Tidy tables of one case (see :func:`causaleval.patching.case_tables`)."""
+    return trace_facts(bundle, [fact], config, keep_draws, check_support)[0]
 
 
 def trace(bundle: ModelBundle, facts: Sequence[Fact], config: NoiseTracingConfig, progress: bool = False,

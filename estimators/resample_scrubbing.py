@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 from causaleval.counterfact import Fact
 from causaleval.estimands import Estimand, SiteGrid, Support
 from causaleval.models import ModelBundle
-from causaleval.patching import (Draw, TraceTables, case_sites, case_tables, draw_seed, excluded_case,
-                                 trace_case)
+from causaleval.patching import (CaseSpec, Draw, TraceTables, case_sites, case_tables, draw_seed, excluded_case,
+                                 trace_cases)
 from causaleval.tokens import answer_ids, encode_prompt
 
 NAME = "resample"
@@ -84,9 +84,13 @@ def trace_partners(bundle: ModelBundle, fact: Fact, partners: Sequence[Fact], su
                    metrics: Sequence[str], config: ScrubbingConfig, prefer_same_length: bool,
                    keep_draws: bool) -> TraceTables:
     """Trace one case against its partner set (shared by resample and flip scrubbing)."""
-    if not partners:
-        return excluded_case(name, config.directions, metrics, fact.case_id, fact.relation_id,
-                             f"no partner subject of relation {fact.relation_id} in the support", 0)
+    return trace_partner_sets(bundle, [(fact, partners, support)], name, metrics, config, prefer_same_length,
+                              keep_draws)[0]
+
+
+def partner_specs(bundle: ModelBundle, fact: Fact, partners: Sequence[Fact], support: Support, name: str,
+                  config: ScrubbingConfig, prefer_same_length: bool) -> list[CaseSpec]:
+    """One case's specs (a direction each): partner draws checked against the support, and the sites."""
     draws = partner_draws(bundle, fact, partners, config.n_draws, config.seed, name, prefer_same_length)
     by_case = {p.case_id: p for p in partners}
     for d in draws:
@@ -94,11 +98,30 @@ def trace_partners(bundle: ModelBundle, fact: Fact, partners: Sequence[Fact], su
     enc = encode_prompt(bundle.tokenizer, fact.prompt, fact.subject, fact.case_id)
     answer = answer_ids(bundle.tokenizer, fact.target_true)[0]
     sites = case_sites(config.grids, enc, bundle.n_layers)
-    parts = []
-    for direction in config.directions:
-        tr = trace_case(bundle, fact.case_id, fact.relation_id, enc, answer, draws, sites, direction, config.max_rows)
-        parts.append(case_tables(tr, name, metrics, len(partners), keep_draws))
-    return TraceTables.concat(parts)
+    return [CaseSpec(fact.case_id, fact.relation_id, enc, answer, draws, sites, d) for d in config.directions]
+
+
+def trace_partner_sets(bundle: ModelBundle, cases: Sequence[tuple[Fact, Sequence[Fact], Support]], name: str,
+                       metrics: Sequence[str], config: ScrubbingConfig, prefer_same_length: bool,
+                       keep_draws: bool) -> list[TraceTables]:
+    """Trace several cases, each (fact, partners, support), together (:func:`causaleval.patching.trace_cases`);
+    a case without partners is excluded and counted.  Returns one TraceTables per case, in order."""
+    out: list[TraceTables | None] = [None] * len(cases)
+    specs, owners = [], []
+    for k, (fact, partners, support) in enumerate(cases):
+        if not partners:
+            out[k] = excluded_case(name, config.directions, metrics, fact.case_id, fact.relation_id,
+                                   f"no partner subject of relation {fact.relation_id} in the support", 0)
+            continue
+        for spec in partner_specs(bundle, fact, partners, support, name, config, prefer_same_length):
+            specs.append(spec)
+            owners.append((k, len(partners)))
+    parts: dict[int, list[TraceTables]] = {}
+    for (k, n_partners), tr in zip(owners, trace_cases(bundle, specs, config.max_rows)):
+        parts.setdefault(k, []).append(case_tables(tr, name, metrics, n_partners, keep_draws))
+    for k, p in parts.items():
+        out[k] = TraceTables.concat(p)
+    return out
 
 
 def estimand(config: ScrubbingConfig, direction: str = "denoise") -> Estimand:
@@ -113,10 +136,16 @@ def estimand(config: ScrubbingConfig, direction: str = "denoise") -> Estimand:
         source="the clean run of the case's prompt", direction=direction, sites=config.grids, metric="p")
 
 
+def trace_facts(bundle: ModelBundle, facts: Sequence[Fact], pool: Sequence[Fact], config: ScrubbingConfig,
+                keep_draws: bool = True) -> list[TraceTables]:
+    """Tidy tables per case, the cases traced together."""
+    cases = [(f, candidates(f, pool), resample_support(f, pool)) for f in facts]
+    return trace_partner_sets(bundle, cases, NAME, METRICS, config, prefer_same_length=False, keep_draws=keep_draws)
+
+
 def trace_fact(bundle: ModelBundle, fact: Fact, pool: Sequence[Fact], config: ScrubbingConfig,
                keep_draws: bool = True) -> TraceTables:
-    return trace_partners(bundle, fact, candidates(fact, pool), resample_support(fact, pool), NAME, METRICS,
-                          config, prefer_same_length=False, keep_draws=keep_draws)
+    return trace_facts(bundle, [fact], pool, config, keep_draws)[0]
 
 
 def trace(bundle: ModelBundle, facts: Sequence[Fact], pool: Sequence[Fact], config: ScrubbingConfig,

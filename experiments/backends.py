@@ -55,7 +55,7 @@ def run_job(job: CaseJob, facts: list[Fact], store: PartStore, config, bundle_fa
     if todo:
         bar = tqdm(total=len(todo), desc=job.name, disable=not progress)
         if backend == "local":
-            _run_local(job, todo, store, config, bundle_factory(), bar)
+            _run_local(job, todo, store, config, bundle_factory(), bar, shard_size)
         elif backend == "ray":
             _run_ray(job, todo, store, config, bar, shard_size=shard_size, **ray_options)
         else:
@@ -64,12 +64,15 @@ def run_job(job: CaseJob, facts: list[Fact], store: PartStore, config, bundle_fa
     return keys
 
 
-def _run_local(job: CaseJob, facts: list[Fact], store: PartStore, config, bundle: ModelBundle, bar) -> None:
+def _run_local(job: CaseJob, facts: list[Fact], store: PartStore, config, bundle: ModelBundle, bar,
+               shard_size: int = 1) -> None:
+    """Shards of max(``job.batch``, ``shard_size``) cases (a job may batch within a shard); each part is written
+    as it comes."""
     state = job.setup(bundle, config, job.shared)
-    for group in shards(facts, job.batch):
-        for key, frame in job.work(state, group):
+    for shard in shards(facts, max(1, job.batch, shard_size)):
+        for key, frame in job.work(state, shard):
             store.write(key, frame)
-        bar.update(len(group))
+        bar.update(len(shard))
 
 
 class _Worker:

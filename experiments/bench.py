@@ -1,4 +1,4 @@
-"""Benchmarks (printed figures and ratios, never timed tests): ``python -m experiments.bench {trace,edit,all}``.
+"""Benchmarks (printed figures and ratios, never timed tests): ``python -m experiments.bench {trace,edit,stats,all}``.
 
 Each benchmark lives in its own module ``experiments.bench_<name>`` exposing ``main(argv)``.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ("trace", "edit")
+BENCHES = ("trace", "edit", "stats")
 
 
 def main(argv: list[str] | None = None) -> int:

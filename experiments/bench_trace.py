@@ -1,4 +1,8 @@
-"""Benchmark: our noise-tracing estimator vs a straightforward reference (``python -m experiments.bench trace``).
+"""Benchmarks of tracing (``python -m experiments.bench trace [--reference]``).
+
+Default: the study's analysis set traced one case at a time vs batched across cases
+(:mod:`experiments.bench_trace_batched`).  ``--reference``: our noise-tracing estimator vs a
+straightforward reference, as follows.
 
 Both trace one known case of the embedded SmolLM2 at all layers × all positions with 10 noise draws:
 the residual stream (window 1) and MLP windows of 10.  The reference is written the way the original
@@ -74,8 +78,8 @@ def reference_trace(bundle: ModelBundle, fact: Fact, nu_draws: list[torch.Tensor
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m experiments.bench trace")
+def main_reference(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m experiments.bench trace --reference")
     p.add_argument("--draws", type=int, default=10)
     p.add_argument("--window", type=int, default=10)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -112,6 +116,16 @@ def main(argv: list[str] | None = None) -> None:
     best = s.loc[s.component == "mlp"].sort_values("ie").iloc[-1]
     print(f"peak MLP effect: layer {best.layer}, position {best.position} ({best.role}), IE {best.ie:.4f}, "
           f"TE {best.te:.4f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(argv or [])
+    if "--reference" in argv:
+        argv.remove("--reference")
+        return main_reference(argv)
+    from experiments.bench_trace_batched import main as batched
+
+    return batched(argv)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,8 @@ class StudyConfig:
     n_bootstrap: int = 1000
     # batched ROME sweeps: cases optimised and scored together at each edit layer (1 = one at a time)
     rome_batch_cases: int = 8
+    # batched tracing (issue 11): cases traced together in shared block calls (1 = one at a time)
+    trace_batch_cases: int = 16
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -57,12 +57,13 @@ class StageContext:
         return sorted(set(range(0, n, self.config.edit_layer_step)) | {n - 1})
 
 
-def run_case_job(ctx: StageContext, job, facts: list[Fact], parts_dir: str) -> list[str]:
-    """Run a stage's per-case job on the configured backend into ``<out>/<parts_dir>``; returns part keys."""
+def run_case_job(ctx: StageContext, job, facts: list[Fact], parts_dir: str, shard_size: int | None = None) -> list[str]:
+    """Run a stage's per-case job on the configured backend into ``<out>/<parts_dir>``; returns part keys.
+    ``shard_size``: cases per shard (default ``config.shard_size``)."""
     from causaleval.parts import PartStore
     from experiments.backends import run_job
 
     c = ctx.config
     return run_job(job, facts, PartStore(ctx.out_dir / parts_dir), c, lambda: ctx.bundle, backend=c.backend,
-                   progress=ctx.progress, shard_size=c.shard_size,
+                   progress=ctx.progress, shard_size=shard_size or c.shard_size,
                    **({"workers": c.workers, "address": c.ray_address} if c.backend == "ray" else {}))

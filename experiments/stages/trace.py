@@ -58,19 +58,20 @@ def _keep_draws(draws: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
     return draws[(draws.component == "mlp") & (draws.window == ctx.config.analysis_window)]
 
 
-def _trace_one(ctx: StageContext, estimator: str, fact, heatmap: bool, nu: float) -> TraceTables:
+def _trace_many(ctx: StageContext, estimator: str, facts: list, heatmap: bool, nu: float) -> list[TraceTables]:
+    """One estimator on several cases traced together (same site grids); a TraceTables per case."""
     cfg, bundle = ctx.config, ctx.bundle
     grids = site_grids(ctx, heatmap)
     if estimator == "noise":
         c = noise_tracing.NoiseTracingConfig(nu=nu, n_draws=cfg.noise_draws, seed=cfg.seed, grids=grids)
-        return noise_tracing.trace_fact(bundle, fact, c)
+        return noise_tracing.trace_facts(bundle, facts, c)
     pool = ctx.known_facts
     if estimator == "resample":
         c = resample_scrubbing.ScrubbingConfig(n_draws=cfg.partner_draws, seed=cfg.seed, grids=grids)
-        return resample_scrubbing.trace_fact(bundle, fact, pool, c)
+        return resample_scrubbing.trace_facts(bundle, facts, pool, c)
     c = resample_scrubbing.ScrubbingConfig(n_draws=cfg.partner_draws, seed=cfg.seed, grids=grids,
                                            directions=flip_scrubbing.DIRECTIONS)
-    return flip_scrubbing.trace_fact(bundle, fact, pool, c)
+    return flip_scrubbing.trace_facts(bundle, facts, pool, c)
 
 
 @dataclass
@@ -91,14 +92,20 @@ def _setup(bundle, config, shared: dict) -> dict:
 
 
 def _work(state: dict, facts):
-    """Per case: the draws, cases and sites tables; ``sites`` comes last and marks the part finished."""
-    est = state["estimator"]
-    for fact in facts:
-        tables = _trace_one(state["ctx"], est, fact, fact.case_id in state["heat_ids"], state["nu"])
-        name = f"{est}_{fact.case_id}"
-        yield f"{name}_draws", _keep_draws(tables.draws, state["ctx"])
-        yield f"{name}_cases", tables.cases
-        yield f"{name}_sites", tables.sites
+    """Per case: the draws, cases and sites tables; ``sites`` comes last and marks the part finished.
+    Cases are traced ``trace_batch_cases`` at a time (heatmap cases apart, since their sites differ)."""
+    est, ctx = state["estimator"], state["ctx"]
+    size = max(1, int(getattr(ctx.config, "trace_batch_cases", 1) or 1))
+    heat = [f for f in facts if f.case_id in state["heat_ids"]]
+    rest = [f for f in facts if f.case_id not in state["heat_ids"]]
+    for group, heatmap in ((heat, True), (rest, False)):
+        for lo in range(0, len(group), size):
+            batch = group[lo:lo + size]
+            for fact, tables in zip(batch, _trace_many(ctx, est, batch, heatmap, state["nu"])):
+                name = f"{est}_{fact.case_id}"
+                yield f"{name}_draws", _keep_draws(tables.draws, ctx)
+                yield f"{name}_cases", tables.cases
+                yield f"{name}_sites", tables.sites
 
 
 def _read_parts(parts_dir, names) -> TraceTables:
@@ -133,7 +140,8 @@ def run(ctx: StageContext) -> None:
     for est in cfg.trace_estimators:
         job = CaseJob(f"trace {est}", _setup, _work, shared=dict(shared, estimator=est),
                       key=lambda f, est=est: f"{est}_{f.case_id}_sites")
-        names += [k.removesuffix("_sites") for k in run_case_job(ctx, job, facts, "trace_parts")]
+        names += [k.removesuffix("_sites") for k in run_case_job(ctx, job, facts, "trace_parts",
+                                                                    shard_size=cfg.trace_batch_cases)]
     tables = _read_parts(parts_dir, names)
     summary = summarise(tables.sites, cfg.n_bootstrap, cfg.seed)
     atomic_write_parquet(ctx.out_dir / "trace_draws.parquet", tables.draws)
