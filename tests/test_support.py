@@ -96,6 +96,16 @@ def test_flip_draws_flip_whenever_the_partner_is_answered(tiny_llama, known):
     assert n_checked >= 30
 
 
+def test_distance_is_sklearns_ledoit_wolf_mahalanobis():
+    from sklearn.covariance import LedoitWolf
+
+    rng = np.random.default_rng(1)
+    fit, new = rng.normal(size=(30, 1, 50)) * np.linspace(0.2, 2, 50), rng.normal(size=(7, 1, 50))
+    ref = RealStates.fit(fit, rng.normal(size=(10, 1, 50)))
+    want = np.sqrt(LedoitWolf().fit(fit[:, 0]).mahalanobis(new[:, 0]))
+    assert np.allclose(ref.distance(new)[:, 0], want, rtol=1e-8)
+
+
 def test_real_states_reference_has_its_nominal_size():
     """On Gaussian 'states', a fresh real point lies beyond τ with probability ≈ 1 − q."""
     rng = np.random.default_rng(0)

@@ -22,7 +22,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.covariance import LedoitWolf
+from scipy.linalg import cholesky, solve_triangular
+from sklearn.covariance import empirical_covariance, ledoit_wolf_shrinkage
 
 from causaleval.counterfact import Fact
 from causaleval.errors import CausalEvalError
@@ -118,11 +119,12 @@ def clean_states(bundle: ModelBundle, facts: Sequence[Fact]) -> np.ndarray:
 
 @dataclass
 class RealStates:
-    """Per layer: the mean μ_l and shrinkage precision Σ̂_l⁻¹ of real states (fit set) and the
+    """Per layer: the mean μ_l and the Cholesky factor of the shrinkage covariance Σ̂_l = (1 − s) S + s tr(S)/d I
+    (Ledoit & Wolf 2004) of real states (fit set), and the
     ``quantile`` of the fit model's distances on a disjoint calibration set (the threshold τ_l)."""
 
     mean: np.ndarray        # (L, d)
-    precision: np.ndarray   # (L, d, d)
+    chol: np.ndarray        # (L, d, d), lower: Σ̂_l = C_l C_lᵀ
     threshold: np.ndarray   # (L,)
     shrinkage: np.ndarray   # (L,)
     n_fit: int
@@ -136,21 +138,25 @@ class RealStates:
         if n < 3 or m < 3:
             raise SupportDataError(f"the real-state reference needs at least 3 fit and 3 calibration subjects, "
                                    f"got {n} and {m}: use more known facts or a smaller --max-facts")
-        means, precs, shrink = [], [], []
+        means, chols, shrink = [], [], []
         for l in range(fit_states.shape[1]):
-            lw = LedoitWolf().fit(fit_states[:, l].astype(np.float64))
-            means.append(lw.location_)
-            precs.append(lw.precision_)
-            shrink.append(lw.shrinkage_)
-        model = cls(np.stack(means), np.stack(precs), np.zeros(fit_states.shape[1]), np.array(shrink), n, m, quantile)
+            x = fit_states[:, l].astype(np.float64)
+            s = float(ledoit_wolf_shrinkage(x))
+            emp = empirical_covariance(x)
+            cov = (1 - s) * emp
+            cov.flat[::cov.shape[0] + 1] += s * np.trace(emp) / cov.shape[0]
+            means.append(x.mean(0))
+            chols.append(cholesky(cov, lower=True))
+            shrink.append(s)
+        model = cls(np.stack(means), np.stack(chols), np.zeros(fit_states.shape[1]), np.array(shrink), n, m, quantile)
         model.threshold = np.quantile(model.distance(calibration_states), quantile, axis=0)
         return model
 
     def distance(self, states: np.ndarray) -> np.ndarray:
         """(n, L) Mahalanobis distances of (n, L, d) states."""
         x = states.astype(np.float64) - self.mean[None]
-        d2 = np.einsum("nld,lde,nle->nl", x, self.precision, x)
-        return np.sqrt(np.maximum(d2, 0.0))
+        return np.stack([np.linalg.norm(solve_triangular(self.chol[l], x[:, l].T, lower=True), axis=0)
+                         for l in range(x.shape[1])], axis=1)
 
 
 def split_reference(facts: Sequence[Fact], seed: int) -> tuple[list[Fact], list[Fact]]:
