@@ -28,7 +28,8 @@ from sklearn.covariance import empirical_covariance, ledoit_wolf_shrinkage
 from causaleval.counterfact import Fact
 from causaleval.errors import CausalEvalError
 from causaleval.models import ModelBundle
-from causaleval.patching import Draw, run_model
+from causaleval.hooks import trace
+from causaleval.patching import Draw
 from causaleval.tokens import answer_ids, encode_prompt
 
 OUTCOMES: tuple[str, ...] = ("clean", "relation", "off")
@@ -82,12 +83,17 @@ def corrupted_runs(bundle: ModelBundle, draws: Sequence[Draw]) -> Runs:
             d_model = bundle.model.get_input_embeddings().weight.shape[1]
             delta = torch.stack([draws[i].embed_delta if draws[i].embed_delta is not None
                                  else torch.zeros(length, d_model) for i in idx])
-        run = run_model(bundle, ids, delta)
+        fam = bundle.family
+        paths = [fam.module_path("residual", l) for l in range(n_layers)]
+        edit = {} if delta is None else {fam.embed: lambda h, d=delta.to(bundle.device): h + d.to(h.dtype)}
+        with trace(bundle.model, capture=paths, edit=edit) as store:
+            hidden = bundle.model.base_model(input_ids=ids, use_cache=False).last_hidden_state
+        last = bundle.model.get_output_embeddings()(hidden[:, -1])
         pos = torch.tensor([draws[i].encoded.subject_end - 1 for i in idx], device=bundle.device)
         rows = torch.arange(len(idx), device=bundle.device)
-        per_layer = torch.stack([run.states[("residual", l)][rows, pos] for l in range(n_layers)], dim=1)
+        per_layer = torch.stack([store[p][rows, pos] for p in paths], dim=1)
         for r, i in enumerate(idx):
-            logits[i] = run.logits[r].float().cpu()
+            logits[i] = last[r].float().cpu()
             states[i] = per_layer[r].float().cpu().numpy()
     return Runs(torch.stack(logits), np.stack(states))
 
