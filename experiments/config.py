@@ -49,6 +49,12 @@ class StudyConfig:
     rome_batch_cases: int = 8
     # batched tracing (issue 11): cases traced together in shared block calls (1 = one at a time)
     trace_batch_cases: int = 16
+    # support diagnostics (issue 12): where corrupted runs land
+    support_noise_scales: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 3.0, 5.0, 8.0])  # ν / σ_emb
+    support_draws: int = 10                 # draws per case and base distribution (partners: at most this many)
+    support_reference_facts: int | None = 400   # held-out real subjects for the real-state reference (fit + calibration)
+    support_min_reference: int = 40         # fewer held-out facts: two-fold cross-fitting over all known facts
+    support_quantile: float = 0.99          # τ_l: this quantile of held-out real states' distances
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,7 +73,8 @@ PRESETS: dict[str, dict] = {
     "paper": dict(max_facts=None, noise_draws=10, partner_draws=10, edit_layer_step=1),
     # Seconds-scale run for tests.
     "smoke": dict(max_facts=6, noise_draws=3, partner_draws=3, edit_layer_step=2, n_bootstrap=200,
-                  trace_components=["residual", "mlp"], heatmap_cases=1, trace_layers=[0, 10, 20, 29]),
+                  trace_components=["residual", "mlp"], heatmap_cases=1, trace_layers=[0, 10, 20, 29],
+                  support_draws=3, support_noise_scales=[1.0, 3.0]),
 }
 
 

@@ -21,12 +21,14 @@ from causaleval.store import atomic_write_json, package_versions
 from experiments.config import PRESETS, StudyConfig, resolve
 from experiments.context import StageContext
 
-STAGES = ("facts", "trace", "edit", "analyze", "report")
+STAGES = ("facts", "trace", "edit", "support", "analyze", "report")
 # Settings that change results: a results folder made with other values is not silently reused.
 RESULT_KEYS = ("model", "facts", "seed", "dtype", "relations", "max_facts", "noise_draws", "partner_draws",
                "trace_components", "trace_window", "trace_estimators", "trace_layers", "heatmap_cases",
                "noise_scale_factor", "edit_layers", "edit_layer_step", "rome_context_texts", "rome_stat_tokens",
-               "rome_stat_source", "rome_max_neighbours", "rome_key_mode", "analysis_window")
+               "rome_stat_source", "rome_max_neighbours", "rome_key_mode", "analysis_window",
+               "support_noise_scales", "support_draws", "support_reference_facts", "support_min_reference",
+               "support_quantile")
 
 
 def stage_module(name: str):

@@ -1,0 +1,176 @@
+"""Measured supports of the three base distributions: where do corrupted runs land?
+
+The estimands of noise tracing (Meng et al. 2022), resample scrubbing (Chan et al. 2022) and flip
+scrubbing differ in their base distribution.  Two diagnostics measure what each one reaches:
+
+* **answer level**: the corrupted run's top-1 next token is the clean answer o (``clean``: the
+  fact did not flip), another answer of the relation (``relation``: the behaviour of a flipped real
+  input), or outside the relation's answer set (``off``: off-task); plus the probability mass
+  p(A_r) = Σ_{a ∈ A_r} softmax(z)_a on the relation's answer set A_r (answers' first tokens);
+* **state level**: the residual stream at the last subject token, layer by layer, against the states
+  real subjects produce: the Mahalanobis distance d(h) = √((h − μ)ᵀ Σ̂⁻¹ (h − μ)) under a Ledoit–Wolf
+  shrinkage covariance Σ̂ (Ledoit & Wolf 2004) fitted on the clean states of held-out real subjects,
+  and whether d(h) exceeds the 99th percentile of the distances of a second, disjoint held-out set
+  (so a fresh real state lies beyond it with probability ≈ 1 %).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.linalg import cholesky, solve_triangular
+from sklearn.covariance import empirical_covariance, ledoit_wolf_shrinkage
+
+from causaleval.counterfact import Fact
+from causaleval.errors import CausalEvalError
+from causaleval.models import ModelBundle
+from causaleval.hooks import trace
+from causaleval.patching import Draw
+from causaleval.tokens import answer_ids, encode_prompt
+
+OUTCOMES: tuple[str, ...] = ("clean", "relation", "off")
+
+
+class SupportDataError(CausalEvalError):
+    """Too few real subjects to fit the reference distribution of real states."""
+
+
+def answer_set(tokenizer, pool: Sequence[Fact], relation_id: str) -> frozenset[int]:
+    """First tokens of every answer (true and new) of the relation's facts in ``pool``."""
+    ids = set()
+    for f in pool:
+        if f.relation_id == relation_id:
+            ids.add(answer_ids(tokenizer, f.target_true)[0])
+            ids.add(answer_ids(tokenizer, f.target_new)[0])
+    return frozenset(ids)
+
+
+def classify(top1: int, answer: int, answers: frozenset[int]) -> str:
+    """``clean`` if the top-1 token is the clean answer, ``relation`` if it is another answer of the
+    relation, else ``off``."""
+    if top1 == answer:
+        return "clean"
+    return "relation" if top1 in answers else "off"
+
+
+@dataclass
+class Runs:
+    """Per draw: last-position logits (n, V) and residual states at the last subject token (n, L, d)."""
+
+    logits: torch.Tensor
+    states: np.ndarray
+
+
+@torch.no_grad()
+def corrupted_runs(bundle: ModelBundle, draws: Sequence[Draw]) -> Runs:
+    """Run every draw (its prompt, plus its embedding perturbation for noise draws), one batch per
+    prompt length; read the logits at the last position and each block's output at the draw's last
+    subject token."""
+    n, n_layers = len(draws), bundle.n_layers
+    logits: list[torch.Tensor | None] = [None] * n
+    states: list[np.ndarray | None] = [None] * n
+    groups: dict[int, list[int]] = {}
+    for i, d in enumerate(draws):
+        groups.setdefault(d.encoded.length, []).append(i)
+    for length, idx in groups.items():
+        ids = torch.tensor([draws[i].encoded.input_ids for i in idx], device=bundle.device)
+        delta = None
+        if any(draws[i].embed_delta is not None for i in idx):
+            d_model = bundle.model.get_input_embeddings().weight.shape[1]
+            delta = torch.stack([draws[i].embed_delta if draws[i].embed_delta is not None
+                                 else torch.zeros(length, d_model) for i in idx])
+        fam = bundle.family
+        paths = [fam.module_path("residual", l) for l in range(n_layers)]
+        edit = {} if delta is None else {fam.embed: lambda h, d=delta.to(bundle.device): h + d.to(h.dtype)}
+        with trace(bundle.model, capture=paths, edit=edit) as store:
+            hidden = bundle.model.base_model(input_ids=ids, use_cache=False).last_hidden_state
+        last = bundle.model.get_output_embeddings()(hidden[:, -1])
+        pos = torch.tensor([draws[i].encoded.subject_end - 1 for i in idx], device=bundle.device)
+        rows = torch.arange(len(idx), device=bundle.device)
+        per_layer = torch.stack([store[p][rows, pos] for p in paths], dim=1)
+        for r, i in enumerate(idx):
+            logits[i] = last[r].float().cpu()
+            states[i] = per_layer[r].float().cpu().numpy()
+    return Runs(torch.stack(logits), np.stack(states))
+
+
+def answer_rows(runs: Runs, answer: int, answers: frozenset[int], draws: Sequence[Draw]) -> pd.DataFrame:
+    """A row per draw: top-1 token, outcome, p(o), p(A_r), and for partner draws whether the run's
+    top-1 is the partner's own answer o′ (``partner_answered``)."""
+    probs = torch.softmax(runs.logits.float(), dim=-1)
+    top1 = probs.argmax(-1).tolist()
+    aset = torch.tensor(sorted(answers), dtype=torch.long)
+    p_set = probs[:, aset].sum(-1).tolist()
+    p_o = probs[:, answer].tolist()
+    return pd.DataFrame(dict(
+        draw=[d.index for d in draws], top1=top1, outcome=[classify(t, answer, answers) for t in top1],
+        p_answer=p_o, p_answer_set=p_set,
+        partner_case=[d.partner_case if d.partner_case is not None else -1 for d in draws],
+        partner_answered=[d.alt_token is not None and t == d.alt_token for d, t in zip(draws, top1)]))
+
+
+@torch.no_grad()
+def clean_states(bundle: ModelBundle, facts: Sequence[Fact]) -> np.ndarray:
+    """(n, L, d) residual states at the last subject token of each fact's clean prompt."""
+    if not facts:
+        return np.zeros((0, bundle.n_layers, 0))
+    draws = [Draw(index=i, encoded=encode_prompt(bundle.tokenizer, f.prompt, f.subject, f.case_id))
+             for i, f in enumerate(facts)]
+    return corrupted_runs(bundle, draws).states
+
+
+@dataclass
+class RealStates:
+    """Per layer: the mean μ_l and the Cholesky factor of the shrinkage covariance Σ̂_l = (1 − s) S + s tr(S)/d I
+    (Ledoit & Wolf 2004) of real states (fit set), and the
+    ``quantile`` of the fit model's distances on a disjoint calibration set (the threshold τ_l)."""
+
+    mean: np.ndarray        # (L, d)
+    chol: np.ndarray        # (L, d, d), lower: Σ̂_l = C_l C_lᵀ
+    threshold: np.ndarray   # (L,)
+    shrinkage: np.ndarray   # (L,)
+    n_fit: int
+    n_calibration: int
+    quantile: float = 0.99
+
+    @classmethod
+    def fit(cls, fit_states: np.ndarray, calibration_states: np.ndarray, quantile: float = 0.99) -> "RealStates":
+        """Fit on ``fit_states`` (n, L, d) and calibrate τ_l on ``calibration_states`` (m, L, d)."""
+        n, m = len(fit_states), len(calibration_states)
+        if n < 3 or m < 3:
+            raise SupportDataError(f"the real-state reference needs at least 3 fit and 3 calibration subjects, "
+                                   f"got {n} and {m}: use more known facts or a smaller --max-facts")
+        means, chols, shrink = [], [], []
+        for l in range(fit_states.shape[1]):
+            x = fit_states[:, l].astype(np.float64)
+            s = float(ledoit_wolf_shrinkage(x))
+            emp = empirical_covariance(x)
+            cov = (1 - s) * emp
+            cov.flat[::cov.shape[0] + 1] += s * np.trace(emp) / cov.shape[0]
+            means.append(x.mean(0))
+            chols.append(cholesky(cov, lower=True))
+            shrink.append(s)
+        model = cls(np.stack(means), np.stack(chols), np.zeros(fit_states.shape[1]), np.array(shrink), n, m, quantile)
+        model.threshold = np.quantile(model.distance(calibration_states), quantile, axis=0)
+        return model
+
+    def distance(self, states: np.ndarray) -> np.ndarray:
+        """(n, L) Mahalanobis distances of (n, L, d) states."""
+        x = states.astype(np.float64) - self.mean[None]
+        return np.stack([np.linalg.norm(solve_triangular(self.chol[l], x[:, l].T, lower=True), axis=0)
+                         for l in range(x.shape[1])], axis=1)
+
+
+def split_reference(facts: Sequence[Fact], seed: int) -> tuple[list[Fact], list[Fact]]:
+    """A seeded split of real subjects into a fit half and a calibration half (one fact per subject)."""
+    seen: dict[tuple[str, str], Fact] = {}
+    for f in sorted(facts, key=lambda f: f.case_id):
+        seen.setdefault((f.relation_id, f.subject), f)
+    ordered = list(seen.values())
+    order = np.random.default_rng(seed).permutation(len(ordered))
+    half = len(ordered) // 2
+    return [ordered[i] for i in sorted(order[:half])], [ordered[i] for i in sorted(order[half:])]
