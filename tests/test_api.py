@@ -26,13 +26,17 @@ TINY_HP = hparams_for("gpt2", stat_tokens=400, stat_seq_len=20, stat_batch=32, c
                       v_weight_decay=0.0, clamp_norm_factor=1000.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _cache(tmp_path_factory):
-    """One ROME statistics cache for this module's edits, outside the user's ~/.cache."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CAUSALEVAL_CACHE", str(tmp_path_factory.mktemp("cache")))
-    yield
-    mp.undo()
+@pytest.fixture(scope="module")
+def _tiny_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(autouse=True)
+def _cache(request, monkeypatch, _tiny_cache):
+    """Tiny-model tests share one ROME statistics cache outside ~/.cache; the SmolLM2 tests (slow) use
+    the usual cache, where the dequantised model already is."""
+    if request.node.get_closest_marker("slow") is None:
+        monkeypatch.setenv("CAUSALEVAL_CACHE", str(_tiny_cache))
 
 
 @pytest.fixture(scope="module")
