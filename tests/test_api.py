@@ -307,16 +307,14 @@ def test_run_study_facts_stage_on_smollm2(tmp_path):
 
 
 @pytest.mark.slow
-def test_trace_and_edit_on_smollm2():
-    """The notebook recipe on the embedded model: flip scrubbing localises Paris and a ROME edit works."""
+def test_trace_on_smollm2():
+    """The notebook recipe on the embedded model: flip scrubbing of a fact SmolLM2 knows."""
     bundle = causaleval.load_model("smollm2")
     model, tok = bundle.model, bundle.tokenizer
     res = causaleval.trace(model, tok, "The capital of France is", "France", "Paris",
                            partners=[("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid")],
                            component="residual", layers=[0, 10, 29])
-    assert res.te("ld") > 0
-    assert res.array("ld")[-1, -1] == pytest.approx(res.te("ld"), rel=1e-3)
-    hp = hparams_for("llama", stat_tokens=2000, context_lengths=((5, 2),))
-    out = causaleval.edit(model, tok, {"prompt": "The capital of France is", "subject": "France",
-                                       "target_true": "Paris", "target_new": "Rome"}, layer=6, hparams=hp)
-    assert out.scores.es == 1.0
+    assert res.tokens == ["The", " capital", " of", " France", " is"]
+    assert res.te("ld") > 1.0                     # the flip moves the answer by logits, not noise
+    for direction in ("denoise", "noise"):
+        assert res.array("ld", direction)[-1, -1] == pytest.approx(res.te("ld", direction), rel=1e-3)
