@@ -147,12 +147,22 @@ def load_model(
     return bundle_from(model, tokenizer, name=name, device=device, identity=identity)
 
 
-def bundle_from(model, tokenizer, name: str = "custom", device: str = "cpu", identity: dict | None = None) -> ModelBundle:
-    """Wrap an already-built model (tests build tiny random ones from a config)."""
+def bundle_from(model, tokenizer, name: str = "custom", device: str | None = None,
+                identity: dict | None = None) -> ModelBundle:
+    """Wrap a model and tokenizer; with ``device=None`` (the public API) neither is changed.
+
+    ``device=None``: the model is used where it is, and its training mode and ``requires_grad`` flags
+    are left alone (the public API runs inside :func:`causaleval.wrapping.frozen`, which sets eval mode
+    and no gradients for the duration and restores every flag).  A ``device`` hands the model over:
+    it is moved there and set up for inference (eval mode, no parameter gradients), as ``load_model``
+    does with the models it builds.  The bundle always holds a deep copy of the tokenizer, given a pad
+    token (the EOS token) when it has none and right padding, so the caller's tokenizer is untouched."""
+    from copy import deepcopy
+
     family = family_for(model.config.model_type)
-    model = model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    if device is not None:
+        model = model.to(device).eval().requires_grad_(False)
+    tokenizer = deepcopy(tokenizer)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"

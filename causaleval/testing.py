@@ -60,4 +60,4 @@ def tiny_model(family: str = "gpt2", seed: int = 0, n_layers: int = 4) -> ModelB
                                              eos_token_id=tok.eos_token_id, **kwargs)
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
-    return bundle_from(model.float(), tok, name=f"tiny-{family}", identity={"seed": seed})
+    return bundle_from(model.float().eval().requires_grad_(False), tok, name=f"tiny-{family}", identity={"seed": seed})
