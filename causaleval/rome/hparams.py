@@ -92,3 +92,111 @@ def hparams_for(family: str, n_layers: int | None = None, **overrides) -> RomeHy
     if n_layers is not None and (family, n_layers) in PUBLISHED_LAYERS:
         hp = replace(hp, layer=PUBLISHED_LAYERS[(family, n_layers)])
     return hp.updated(**overrides)
+
+
+# ---------------------------------------------------------------------------------------------
+# importing the original ROME repository's hparams JSON and EasyEdit's ROME YAML
+
+# keys both formats share with RomeHyperParams, under the same meaning
+_SAME = ("v_num_grad_steps", "v_lr", "v_weight_decay", "clamp_norm_factor", "kl_factor")
+
+
+@dataclass(frozen=True)
+class ImportedHparams:
+    """The RomeHyperParams overrides read from a ROME/EasyEdit file, and the keys that were not used."""
+
+    source: str
+    overrides: dict
+    not_used: dict
+
+    def hparams(self, base: RomeHyperParams | None = None) -> RomeHyperParams:
+        return replace(base or RomeHyperParams(), **self.overrides)
+
+
+def coerce_override(name: str, value):
+    """``value`` as the type of RomeHyperParams field ``name``; unknown names are an error."""
+    import dataclasses
+
+    types_ = {f.name: f.type for f in dataclasses.fields(RomeHyperParams)}
+    if name not in types_:
+        raise CausalEvalError(f"unknown ROME hyperparameter {name!r}; known: {', '.join(types_)}")
+    try:
+        if name == "context_lengths":
+            return tuple((int(length), int(n)) for length, n in value)
+        if name == "layer":
+            return None if value is None else int(value)
+        default = getattr(RomeHyperParams(), name)
+        if isinstance(default, bool) or isinstance(default, str):
+            if not isinstance(value, type(default)):
+                raise TypeError
+            return value
+        if isinstance(default, int):
+            if isinstance(value, bool) or int(value) != value:
+                raise TypeError
+            return int(value)
+        if isinstance(default, float):
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+    except (TypeError, ValueError) as err:
+        raise CausalEvalError(f"ROME hyperparameter {name}: {value!r} is not a valid "
+                              f"{'list of [tokens, count] pairs' if name == 'context_lengths' else types_[name]}") from err
+    return value
+
+
+def import_rome_hparams(path) -> ImportedHparams:
+    """Read ROME's ``hparams/ROME/<model>.json`` (Meng et al. 2022) or EasyEdit's ``hparams/ROME/<model>.yaml``.
+
+    Mapping: ``layers: [l]`` → ``layer``; ``v_num_grad_steps``, ``v_lr``, ``v_weight_decay``,
+    ``clamp_norm_factor``, ``kl_factor`` → the same names; ``context_template_length_params`` →
+    ``context_lengths``; ``mom2_n_samples`` → ``stat_tokens`` (the original counts Wikipedia text
+    samples, causaleval counts tokens); ``mom2_dataset`` → ``stat_source`` only when it is a local
+    path.  ``fact_token`` must be ``subject_last`` and ``mom2_adjustment`` true (what causaleval
+    implements); module names, dtypes and devices are returned in ``not_used``.
+    """
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise CausalEvalError(f"ROME hparams file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))    # JSON is YAML
+    except (UnicodeDecodeError, yaml.YAMLError) as err:
+        raise CausalEvalError(f"ROME hparams file {path}: not valid JSON/YAML ({str(err).splitlines()[0]})") from err
+    if not isinstance(data, dict):
+        raise CausalEvalError(f"ROME hparams file {path}: expected a mapping of hyperparameters")
+    where = f"ROME hparams file {path}"
+    alg = data.get("alg_name", "ROME")
+    if str(alg).upper() != "ROME":
+        raise CausalEvalError(f"{where}: alg_name is {alg!r}; only ROME hyperparameters can be imported")
+    out: dict = {}
+    not_used: dict = {}
+    for key, value in data.items():
+        if key in _SAME:
+            out[key] = coerce_override(key, value)
+        elif key == "layers":
+            layers = value if isinstance(value, list) else [value]
+            if len(layers) != 1:
+                raise CausalEvalError(f"{where}: layers {value!r} lists {len(layers)} layers; ROME edits one "
+                                      "(several layers is MEMIT)")
+            out["layer"] = coerce_override("layer", layers[0])
+        elif key == "fact_token":
+            if value != "subject_last":
+                raise CausalEvalError(f"{where}: fact_token {value!r} is not supported; causaleval edits at the "
+                                      "subject's last token (fact_token: subject_last)")
+        elif key == "mom2_adjustment":
+            if value is not True:
+                raise CausalEvalError(f"{where}: mom2_adjustment {value!r} is not supported; causaleval always uses "
+                                      "the key second moments C (mom2_adjustment: true)")
+        elif key == "context_template_length_params":
+            out["context_lengths"] = coerce_override("context_lengths", value)
+        elif key == "mom2_n_samples":
+            out["stat_tokens"] = coerce_override("stat_tokens", value)
+        elif key == "mom2_dataset" and Path(str(value)).exists():
+            out["stat_source"] = str(value)
+        else:
+            not_used[key] = value
+    replace(RomeHyperParams(), **out)      # runs the range checks of __post_init__
+    return ImportedHparams(source=str(path), overrides=out, not_used=not_used)
