@@ -58,7 +58,7 @@ def _per_preset(key: str) -> str:
     return ", ".join(f"{name}: {json.dumps(v)}" for name, v in values.items())
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     d = StudyConfig()
     p = argparse.ArgumentParser(
         prog="python -m experiments.main", formatter_class=_Formatter,
@@ -112,7 +112,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=None, help="Ray workers (default: one per GPU, or 2 on CPU)")
     p.add_argument("--force", action="store_true", help="recompute the chosen stage(s) even if finished")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def rome_settings(path: str) -> dict:
@@ -138,9 +142,12 @@ def rome_settings(path: str) -> dict:
         else:
             rest["context_lengths"] = [list(x) for x in lengths]
     out["rome_hparams"] = rest
+    used = sorted(k for k in out if k != "rome_hparams") + sorted(f"rome_hparams.{k}" for k in rest)
     unused = sorted(imported.not_used) + (["layers"] if "layer" in imported.overrides else [])
-    print(f"--rome-hparams {path}: using {', '.join(sorted(out) + sorted(rest)) or 'nothing'}; "
-          f"not used: {', '.join(unused) or 'nothing'}")
+    print(f"--rome-hparams {path}: using {', '.join(used) or 'nothing'}; "
+          f"not used: {', '.join(unused) or 'nothing'}", file=sys.stderr)
+    for key, why in imported.differs.items():
+        print(f"--rome-hparams {path}: {key} = {why}", file=sys.stderr)
     return out
 
 

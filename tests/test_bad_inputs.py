@@ -193,9 +193,9 @@ def test_prompt_longer_than_the_context_is_rejected_before_any_forward_pass(tmp_
     recs = _records()
     recs[2]["paraphrase_prompts"] = ["word " * 300 + "is in"]
     facts = _write(tmp_path / "cf.json", recs)
-    from causaleval import known
+    from experiments.stages import facts as facts_stage
 
-    monkeypatch.setattr(known, "known_filter", lambda *a, **k: pytest.fail("a forward pass ran"))
+    monkeypatch.setattr(facts_stage, "known_filter", lambda *a, **k: pytest.fail("a forward pass ran"))
     code, err = _run(["--model", str(model_dir), "--facts", facts, "--stage", "facts", "--out",
                       str(tmp_path / "r")], capsys)
     assert code == 2

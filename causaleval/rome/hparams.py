@@ -103,11 +103,13 @@ _SAME = ("v_num_grad_steps", "v_lr", "v_weight_decay", "clamp_norm_factor", "kl_
 
 @dataclass(frozen=True)
 class ImportedHparams:
-    """The RomeHyperParams overrides read from a ROME/EasyEdit file, and the keys that were not used."""
+    """The RomeHyperParams overrides read from a ROME/EasyEdit file, the keys not used (module names, devices,
+    paths) and the settings causaleval cannot follow (``differs``: key → why)."""
 
     source: str
     overrides: dict
     not_used: dict
+    differs: dict
 
     def hparams(self, base: RomeHyperParams | None = None) -> RomeHyperParams:
         return replace(base or RomeHyperParams(), **self.overrides)
@@ -151,8 +153,10 @@ def import_rome_hparams(path) -> ImportedHparams:
     ``clamp_norm_factor``, ``kl_factor`` → the same names; ``context_template_length_params`` →
     ``context_lengths``; ``mom2_n_samples`` → ``stat_tokens`` (the original counts Wikipedia text
     samples, causaleval counts tokens); ``mom2_dataset`` → ``stat_source`` only when it is a local
-    path.  ``fact_token`` must be ``subject_last`` and ``mom2_adjustment`` true (what causaleval
-    implements); module names, dtypes and devices are returned in ``not_used``.
+    path.  ``fact_token`` must be ``subject_last`` (what causaleval implements); ``mom2_adjustment: false``
+    (EasyEdit's Llama files) is reported in ``differs``, since causaleval always uses C⁻¹; module
+    names, dtypes, devices and ``v_loss_layer`` (causaleval reads the loss at the output, as the
+    published files do) are returned in ``not_used``.
     """
     from pathlib import Path
 
@@ -173,6 +177,7 @@ def import_rome_hparams(path) -> ImportedHparams:
         raise CausalEvalError(f"{where}: alg_name is {alg!r}; only ROME hyperparameters can be imported")
     out: dict = {}
     not_used: dict = {}
+    differs: dict = {}
     for key, value in data.items():
         if key in _SAME:
             out[key] = coerce_override(key, value)
@@ -187,9 +192,8 @@ def import_rome_hparams(path) -> ImportedHparams:
                 raise CausalEvalError(f"{where}: fact_token {value!r} is not supported; causaleval edits at the "
                                       "subject's last token (fact_token: subject_last)")
         elif key == "mom2_adjustment":
-            if value is not True:
-                raise CausalEvalError(f"{where}: mom2_adjustment {value!r} is not supported; causaleval always uses "
-                                      "the key second moments C (mom2_adjustment: true)")
+            if value is not True:      # EasyEdit's Llama files say false; causaleval's ROME always uses C⁻¹
+                differs[key] = f"{value!r}: causaleval always uses the key second moments C (mom2_adjustment: true)"
         elif key == "context_template_length_params":
             out["context_lengths"] = coerce_override("context_lengths", value)
         elif key == "mom2_n_samples":
@@ -199,4 +203,4 @@ def import_rome_hparams(path) -> ImportedHparams:
         else:
             not_used[key] = value
     replace(RomeHyperParams(), **out)      # runs the range checks of __post_init__
-    return ImportedHparams(source=str(path), overrides=out, not_used=not_used)
+    return ImportedHparams(source=str(path), overrides=out, not_used=not_used, differs=differs)
