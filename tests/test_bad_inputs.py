@@ -144,7 +144,7 @@ def _case(name, tmp_path, model_dir):
         (tmp_path / "h.json").write_text(json.dumps({"layers": [3, 4, 5], "v_lr": 0.5}))
         return m + ["--rome-hparams", str(tmp_path / "h.json")], ["h.json", "MEMIT"]
     if name == "stage-unknown":
-        return m + ["--stage", "nope"], ["--stage 'nope'"]
+        return m + ["--stage", "nope"], ["--stage", "unknown stage 'nope'"]
     raise AssertionError(name)
 
 

@@ -135,3 +135,15 @@ def test_datasets_cache_follows_causaleval_cache(tmp_path, monkeypatch):
     facts.write_text(json.dumps([f.to_record() for f in build_facts(seed=0, relations=["P36"])[:2]]))
     assert len(load_counterfact(facts)) == 2
     assert any((tmp_path / "cache" / "datasets").iterdir())
+
+
+@pytest.mark.slow
+def test_embedded_model_identity_in_run_json(tmp_path, capsys):
+    """SmolLM2: run.json names the GGUF's sha256 and the dequantised weights' sha256."""
+    facts = tmp_path / "cf.json"
+    facts.write_text(json.dumps([f.to_record() for f in build_facts(seed=0, relations=["P36"])[:8]]))
+    out = tmp_path / "r"
+    assert main(["--facts", str(facts), "--stage", "facts", "--out", str(out), "--quiet"]) == 0
+    model = json.loads((out / "run.json").read_text())["model"]
+    assert len(model["sha256"]) == 64 and model["gguf"].endswith(".gguf")
+    assert list(model["weights_sha256"]) == ["model.safetensors"] and len(model["weights_sha256"]["model.safetensors"]) == 64
