@@ -332,8 +332,8 @@ def validate(cfg: StudyConfig) -> None:
     if cfg.facts is not None and not Path(cfg.facts).is_file():
         raise _bad("facts", cfg.facts, "no such file; pass a local CounterFact JSON, or omit --facts for the "
                                        "built-in geography facts")
-    if cfg.out is not None and Path(cfg.out).exists() and not Path(cfg.out).is_dir():
-        raise _bad("out", cfg.out, "is an existing file; --out names a results folder")
+    if cfg.out is not None:
+        check_out(cfg.out)
     for key in cfg.rome_hparams:
         if key in ROME_STUDY_SETTINGS:
             raise ConfigError(f"rome_hparams.{key}: set {ROME_STUDY_SETTINGS[key]} instead")
@@ -342,6 +342,20 @@ def validate(cfg: StudyConfig) -> None:
     except Exception as err:  # noqa: BLE001 - CausalEvalError or TypeError from a bad value
         raise ConfigError(f"rome_hparams {cfg.rome_hparams}: {err}") from err
     check_device(cfg.device)
+
+
+def check_out(out: str) -> None:
+    """The results folder is a folder, or can be created in a writable folder."""
+    import os
+
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise _bad("out", out, "is an existing file; --out names a results folder")
+    base = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
+    if base is not None and not base.is_dir():
+        raise _bad("out", out, f"{base} is a file, so the folder cannot be created")
+    if base is not None and not os.access(base, os.W_OK | os.X_OK):
+        raise _bad("out", out, f"{base} is not writable")
 
 
 def validate_layers(cfg: StudyConfig, n_layers: int) -> None:

@@ -87,6 +87,8 @@ def _case(name, tmp_path, model_dir):
                 ["--relations P999", "P36"])
     if name == "relations-unknown-builtin":
         return m + ["--relations", "P999"], ["--relations", "P999", "P36 (capital)"]
+    if name == "out-under-a-file":
+        return m + ["--out", str(tmp_path / "a-file" / "sub")], ["--out", "a-file is a file"]
     if name == "out-is-file":
         return m + ["--out", str(tmp_path / "a-file")], ["--out", "a-file", "existing file"]
     if name in ("config-only", "garbage-safetensors", "truncated-safetensors", "pickled-bin"):
@@ -149,7 +151,7 @@ def _case(name, tmp_path, model_dir):
 
 
 CASES = ["facts-not-utf8", "case-id-path", "case-id-negative", "million-char-subject", "facts-missing",
-         "facts-not-json", "facts-empty-list", "relations-not-in-facts", "relations-unknown-builtin", "out-is-file",
+         "facts-not-json", "facts-empty-list", "relations-not-in-facts", "relations-unknown-builtin", "out-is-file", "out-under-a-file",
          "config-only", "garbage-safetensors", "truncated-safetensors", "pickled-bin", "model-is-a-file",
          "model-not-found", "device-unknown", "device-cuda-index", "batch-size-0", "max-facts-0",
          "max-facts-negative", "edit-layer-out-of-range", "edit-layer-negative", "trace-layer-out-of-range",
