@@ -18,6 +18,11 @@ from pathlib import Path
 
 from causaleval.errors import DataError
 
+# Far above any fact prompt (CounterFact's longest is under 200 characters): longer text is a data error,
+# caught before tokenising.  The model's own context length is checked on tokens (causaleval.tokens).
+MAX_SUBJECT_CHARS = 1_000
+MAX_PROMPT_CHARS = 10_000
+
 
 @dataclass
 class Fact:
@@ -66,6 +71,11 @@ class Fact:
             return obj[key]
 
         need(rec, "case_id", "case_id")
+        if isinstance(cid, bool) or not (isinstance(cid, int) or (isinstance(cid, str) and cid.isdigit())):
+            raise DataError(f"{source}: case_id {cid!r} is not a non-negative integer (case ids name result "
+                            "files, so they must be integers as in CounterFact)")
+        if int(cid) < 0:
+            raise DataError(f"{source}: case_id {cid!r} is negative; CounterFact case ids are integers ≥ 0")
         rw = need(rec, "requested_rewrite", "requested_rewrite")
         prompt = need(rw, "prompt", "requested_rewrite.prompt")
         subject = need(rw, "subject", "requested_rewrite.subject")
@@ -75,6 +85,12 @@ class Fact:
         for name, value in (("prompt", prompt), ("subject", subject), ("target_true.str", true), ("target_new.str", new)):
             if not isinstance(value, str) or not value.strip():
                 raise DataError(f"{where}: field 'requested_rewrite.{name}' must be a non-empty string, got {value!r}")
+        for name, value, limit in (("prompt", prompt, MAX_PROMPT_CHARS), ("subject", subject, MAX_SUBJECT_CHARS),
+                                   ("target_true.str", true, MAX_SUBJECT_CHARS),
+                                   ("target_new.str", new, MAX_SUBJECT_CHARS)):
+            if len(value) > limit:
+                raise DataError(f"{where}: field 'requested_rewrite.{name}' has {len(value):,} characters "
+                                f"(limit {limit:,}); fix or drop this record")
         if "{}" not in prompt:
             raise DataError(f"{where}: field 'requested_rewrite.prompt' {prompt!r} has no '{{}}' where the subject "
                             f"{subject!r} goes")
@@ -83,6 +99,9 @@ class Fact:
         for name, value in (("paraphrase_prompts", paraphrases), ("neighborhood_prompts", neighbours)):
             if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
                 raise DataError(f"{where}: field '{name}' must be a list of strings")
+            if any(len(p) > MAX_PROMPT_CHARS for p in value):
+                raise DataError(f"{where}: field '{name}' holds a prompt of more than {MAX_PROMPT_CHARS:,} "
+                                "characters; fix or drop this record")
         known = {"case_id", "requested_rewrite", "paraphrase_prompts", "neighborhood_prompts"}
         extra = {k: v for k, v in rec.items() if k not in known}
         return cls(case_id=int(cid), prompt=prompt, relation_id=str(relation), subject=subject,
@@ -99,10 +118,11 @@ def load_counterfact(path: str | Path) -> list[Fact]:
     _check_json(path)
     import datasets
 
+    from causaleval.models import cache_dir
+
     datasets.disable_progress_bars()
     try:
-        ds = datasets.load_dataset("json", data_files=str(path), split="train",
-                                   cache_dir=str(Path.home() / ".cache" / "causaleval" / "datasets"))
+        ds = datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(cache_dir() / "datasets"))
     except Exception as err:  # noqa: BLE001 - arrow raises many types for malformed files
         raise DataError(f"{path}: could not be read as CounterFact records ({type(err).__name__}: {err})") from err
     if len(ds) == 0:
@@ -118,8 +138,11 @@ def load_counterfact(path: str | Path) -> list[Fact]:
 
 def _check_json(path: Path) -> None:
     """Fail early, with the file's name, on text that is neither JSON nor JSON lines."""
-    with open(path, encoding="utf-8") as fh:
-        head = fh.read(1 << 20)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            head = fh.read(1 << 20)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: is not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8 JSON") from err
     stripped = head.lstrip()
     if not stripped:
         raise DataError(f"{path}: is empty; it should hold a JSON list of CounterFact records")
@@ -146,8 +169,20 @@ def write_jsonl(facts: list[dict], path: Path) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    """Records of a JSON-lines file; a corrupt file is a DataError naming the file (and line)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: is not UTF-8 text ({err.reason}); delete it and rerun the stage that wrote it") from err
+    out = []
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}: corrupt JSON at line {number} ({err.msg}); delete it and rerun the stage "
+                                "that wrote it") from err
+    return out
 
 
 def facts_from_jsonl(path: Path) -> list[Fact]:

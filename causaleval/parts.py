@@ -1,18 +1,24 @@
 """A resumable store of finished work: one parquet file per part, written atomically (SPEC §8).
 
 A long stage splits its work into parts (one per case, say).  A part is finished exactly when its
-file exists, so a run killed at any moment loses at most the parts in flight, and a rerun computes
-only the missing ones.  Files are named by key, so a part cannot be stored twice.
+file exists and reads, so a run killed at any moment loses at most the parts in flight, and a rerun
+computes only the missing ones; a truncated or overwritten part file counts as missing (it is logged
+by name and recomputed), so it never enters a table.  Files are named by key, so a part cannot be
+stored twice.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
 import pandas as pd
 
-from causaleval.store import atomic_write_parquet
+from causaleval.errors import ResultsError
+from causaleval.store import atomic_write_parquet, unreadable
+
+log = logging.getLogger(__name__)
 
 _SAFE = re.compile(r"^[A-Za-z0-9_.=-]+$")
 
@@ -27,7 +33,14 @@ class PartStore:
         return self.folder / f"{key}.parquet"
 
     def is_done(self, key: str) -> bool:
-        return self.path(key).is_file()
+        path = self.path(key)
+        if not path.is_file():
+            return False
+        why = unreadable(path)
+        if why is not None:
+            log.warning("%s is corrupt (%s); it will be recomputed", path, why)
+            return False
+        return True
 
     def missing(self, keys: list[str]) -> list[str]:
         return [k for k in keys if not self.is_done(k)]
@@ -36,7 +49,11 @@ class PartStore:
         atomic_write_parquet(self.path(key), frame)
 
     def read(self, key: str) -> pd.DataFrame:
-        return pd.read_parquet(self.path(key))
+        path = self.path(key)
+        try:
+            return pd.read_parquet(path)
+        except Exception as err:  # noqa: BLE001 - pyarrow raises many types for a damaged file
+            raise ResultsError(f"{path}: corrupt part file ({type(err).__name__}); delete it and rerun") from err
 
     def concat(self, keys: list[str]) -> pd.DataFrame:
         frames = [self.read(k) for k in keys if self.is_done(k)]

@@ -106,3 +106,39 @@ def pad_batch(sequences: list[list[int]] | list[tuple[int, ...]], pad_id: int, d
         mask[i, : len(s)] = 1
     last = mask.sum(1) - 1
     return ids.to(device), mask.to(device), last.to(device)
+
+
+def context_length(config) -> int | None:
+    """The model's maximum sequence length from its HF config (None when it states none)."""
+    for name in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_prompt_lengths(tokenizer, facts, limit: int | None, reserve: int = 32) -> None:
+    """Reject, by case and field, any prompt whose tokens plus ``reserve`` exceed the model's context ``limit``.
+
+    ``reserve`` leaves room for the answer tokens and ROME's context prefix (Meng et al. 2022), so a
+    fact that passes here never overflows the position embeddings in a later stage.
+    """
+    if limit is None:
+        return
+    from causaleval.errors import DataError
+
+    texts, where = [], []
+    for f in facts:
+        for name, prompts in (("prompt", [f.prompt]), ("paraphrase_prompts", f.paraphrase_prompts),
+                              ("neighborhood_prompts", f.neighborhood_prompts)):
+            for p in prompts:
+                texts.append(p.replace("{}", f.subject, 1) if name == "prompt" else p)
+                where.append((f.case_id, name))
+    if not texts:
+        return
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+    for n, (case_id, name) in zip(lengths, where):
+        if n + reserve > limit:
+            raise DataError(f"case_id {case_id}: field '{name}' is {n:,} tokens; with {reserve} tokens for the answer "
+                            f"and ROME's context text it exceeds the model's context of {limit:,} tokens. "
+                            "Shorten or drop this record")

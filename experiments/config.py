@@ -1,8 +1,20 @@
-"""Study configuration and presets (resolved config is written to run.json)."""
+"""Study configuration: presets, ``--config`` files and ``--set key=value`` overrides, typed and checked.
+
+Precedence (later wins): the preset, then a ``--config`` file (YAML or JSON; a ``run.json`` of an
+earlier run also works: its ``config`` is used), then the dedicated flags (``--max-facts`` …), then
+``--set key=value`` in the order given.  Every value is parsed against the field's type; an unknown
+key or a value of the wrong type is a :class:`ConfigError` naming the key.
+"""
 
 from __future__ import annotations
 
+import json
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from causaleval.errors import ConfigError
 
 
 @dataclass
@@ -42,6 +54,7 @@ class StudyConfig:
     rome_stat_source: str = "model"         # "model" or the path of a local text dataset
     rome_max_neighbours: int | None = 10    # neighbourhood prompts scored per case (CounterFact: 10; None = all; seeded sample)
     rome_key_mode: str = "mixed"            # "mixed" (original), "averaged" or "bare" (SPEC §5)
+    rome_hparams: dict = field(default_factory=dict)  # further RomeHyperParams overrides (v_lr, kl_factor, ...)
     # analysis (SPEC §7)
     analysis_window: int = 5
     n_bootstrap: int = 1000
@@ -64,6 +77,50 @@ class StudyConfig:
         return replace(self, **{k: v for k, v in changes.items() if k in known and v is not None})
 
 
+# One line per setting for --help; a field without a line is listed as "(undocumented)".
+HELP: dict[str, str] = {
+    "model": "'smollm2' (embedded) or a local HF model folder / cache name",
+    "facts": "local CounterFact JSON file; null = built-in geography facts",
+    "out": "results folder; null = results/<model>-<preset>",
+    "preset": "the preset the other values start from",
+    "seed": "seed of the fact sample, noise draws, partners and ROME context texts",
+    "device": "torch device: cpu, cuda, cuda:N or mps",
+    "dtype": "weights dtype: float32, bfloat16 or float16",
+    "trust_remote_code": "let a model folder's own code run",
+    "relations": "relation ids to keep (built-in facts, or the relation_id of --facts records)",
+    "max_facts": "known facts studied (a seeded sample); null = all",
+    "batch_size": "prompts per forward pass (speed only)",
+    "backend": "local or ray",
+    "ray_address": "address of an existing Ray cluster; null = start one here",
+    "workers": "Ray workers; null = one per GPU, or 2 on CPU",
+    "shard_size": "cases per Ray task",
+    "noise_draws": "Gaussian noise draws per case (noise tracing)",
+    "partner_draws": "partner subjects per case (resample and flip scrubbing)",
+    "trace_components": "heatmap components: residual, mlp, attn",
+    "trace_window": "layers restored together for mlp/attn heatmaps (Meng et al. 2022: 10)",
+    "trace_estimators": "estimators run: noise, resample, flip",
+    "trace_layers": "layers of the heatmap site set; null = every layer",
+    "heatmap_cases": "cases (first n) that get full heatmaps; null = all",
+    "noise_scale_factor": "noise scale ν = factor × std of subject-token embeddings (Meng et al. 2022: 3)",
+    "edit_layers": "layers edited with ROME; null = every edit_layer_step-th layer and the last",
+    "edit_layer_step": "step between edit layers when edit_layers is null",
+    "rome_context_texts": "model-generated context texts prefixed to the prompt (original ROME: 20)",
+    "rome_stat_tokens": "tokens for the key second moments C = E[k kᵀ]",
+    "rome_stat_source": "'model' (text sampled from the model) or the path of a local text dataset",
+    "rome_max_neighbours": "neighbourhood prompts scored per case; null = all",
+    "rome_key_mode": "ROME keys: mixed (original), averaged or bare",
+    "rome_hparams": "further ROME hyperparameters, e.g. {v_lr: 0.5, kl_factor: 0.0625} (see --rome-hparams)",
+    "analysis_window": "MLP window (layers) of the localisation effect used in the regressions",
+    "n_bootstrap": "bootstrap resamples per confidence interval",
+    "rome_batch_cases": "cases whose ROME v* is optimised and scored together at each layer (speed only; 1 = one at a time)",
+    "trace_batch_cases": "cases traced together in shared block calls (speed only; 1 = one at a time)",
+    "support_noise_scales": "noise scales ν/σ_emb of the support stage's noise arms",
+    "support_draws": "draws per case and base distribution in the support stage",
+    "support_reference_facts": "held-out real subjects for the real-state reference (fit + calibration)",
+    "support_min_reference": "fewer held-out facts than this: two-fold cross-fitting over all known facts",
+    "support_quantile": "the real-state distance quantile τ_l beyond which a state counts as off-distribution",
+}
+
 PRESETS: dict[str, dict] = {
     # Finishes on a 2-core laptop CPU with SmolLM2 (see README for the measured time).
     # 12 facts × 6 edit layers (0, 6, 12, 18, 24, 29); ROME statistics from 20k sampled tokens.
@@ -80,6 +137,273 @@ PRESETS: dict[str, dict] = {
 
 def resolve(preset: str, **overrides) -> StudyConfig:
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     cfg = StudyConfig(preset=preset).updated(**PRESETS[preset])
     return cfg.updated(**overrides)
+
+
+# ---------------------------------------------------------------------------------------------
+# typed values
+
+
+def field_types() -> dict[str, object]:
+    return typing.get_type_hints(StudyConfig)
+
+
+def _split(tp) -> tuple[object, bool]:
+    """(the type without None, whether None is allowed)."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0], True
+    return tp, False
+
+
+def coerce(key: str, value, tp=None):
+    """``value`` as the type of setting ``key`` (strings from the command line are parsed as YAML)."""
+    types_ = field_types()
+    if key not in types_:
+        import difflib
+
+        close = difflib.get_close_matches(key, list(types_), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"unknown setting {key!r}; {hint}settings are: {', '.join(types_)}")
+    tp = types_[key] if tp is None else tp
+    base, nullable = _split(tp)
+    bad = ConfigError(f"setting {key!r}: {value!r} is not a valid {_type_name(tp)}")
+    if isinstance(value, str) and base is not str:
+        value = _parse_text(value, base)
+    if value is None:
+        if nullable:
+            return None
+        raise bad
+    origin = typing.get_origin(base)
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if base is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if base is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if base is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if origin is list:
+        (item,) = typing.get_args(base)
+        if not isinstance(value, list):
+            value = [value]
+        return [coerce(key, v, item) for v in value]
+    if base is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return dict(value)
+    raise bad
+
+
+def _parse_text(text: str, base):
+    import yaml
+
+    s = text.strip()
+    if s.lower() in ("none", "null", "~", ""):
+        return None
+    if typing.get_origin(base) is list and not s.startswith("["):
+        s = "[" + s + "]"    # a,b,c as a list
+    try:
+        return yaml.safe_load(s)
+    except yaml.YAMLError:
+        return text
+
+
+def _type_name(tp) -> str:
+    base, nullable = _split(tp)
+    name = getattr(base, "__name__", str(base)) if typing.get_origin(base) is None else str(base)
+    return f"{name} or null" if nullable else name
+
+
+def parse_set(items: list[str]) -> dict:
+    """``["key=value", ...]`` → typed values; ``rome_hparams.v_lr=0.1`` sets one ROME hyperparameter."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set noise_draws=5")
+        if key.startswith("rome_hparams."):
+            out.setdefault("rome_hparams", {})[key.split(".", 1)[1]] = _parse_text(value, object)
+            continue
+        out[key] = coerce(key, value)
+    if "rome_hparams" in out:
+        out["rome_hparams"] = _rome_overrides(out["rome_hparams"])
+    return out
+
+
+def _rome_overrides(values: dict) -> dict:
+    from causaleval.rome.hparams import coerce_override
+
+    return {k: coerce_override(k, v) for k, v in values.items()}
+
+
+def load_config_file(path: str | Path) -> dict:
+    """Settings from a YAML or JSON file (a mapping of setting → value, or a run.json)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"--config {path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} "
+                          f"({str(err).splitlines()[0]})") from err
+    if isinstance(data, dict) and isinstance(data.get("config"), dict) and "completed_stages" in data:
+        data = data["config"]          # the run.json of an earlier run
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of setting: value, got {type(data).__name__}")
+    try:
+        out = {k: coerce(k, v) for k, v in data.items()}
+    except ConfigError as err:
+        raise ConfigError(f"--config {path}: {err}") from err
+    if "rome_hparams" in out:
+        out["rome_hparams"] = _rome_overrides(out["rome_hparams"])
+    return out
+
+
+def describe(cfg: StudyConfig) -> str:
+    """Every setting with its value in ``cfg`` and its help line (for --help)."""
+    lines = []
+    for f in fields(cfg):
+        value = json.dumps(getattr(cfg, f.name))
+        lines.append(f"  {f.name} = {value}\n      {HELP.get(f.name, '(undocumented)')}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# checks that need no model
+
+# settings with a dedicated flag: errors name the flag the user typed
+FLAGS = {"max_facts": "--max-facts", "batch_size": "--batch-size", "edit_layers": "--edit-layers",
+         "device": "--device", "dtype": "--dtype", "seed": "--seed", "workers": "--workers", "out": "--out",
+         "relations": "--relations", "facts": "--facts", "backend": "--backend", "model": "--model"}
+ESTIMATORS = ("noise", "resample", "flip")
+COMPONENTS = ("residual", "mlp", "attn")
+# ROME hyperparameters that have their own study setting
+ROME_STUDY_SETTINGS = {"stat_tokens": "rome_stat_tokens", "stat_source": "rome_stat_source",
+                       "key_mode": "rome_key_mode", "layer": "edit_layers"}
+
+
+def name_of(key: str) -> str:
+    return f"{FLAGS[key]} ({key})" if key in FLAGS else key
+
+
+def _bad(key: str, value, what: str) -> ConfigError:
+    shown = " ".join(map(str, value)) if isinstance(value, list) else value
+    return ConfigError(f"{name_of(key)} {shown!r}: {what}")
+
+
+def validate(cfg: StudyConfig) -> None:
+    """Range and choice checks of every setting; a ConfigError names the first bad one."""
+    from causaleval.models import DTYPES
+    from causaleval.rome.hparams import KEY_MODES, RomeHyperParams
+
+    at_least = {"batch_size": 1, "noise_draws": 1, "partner_draws": 1, "trace_window": 1, "analysis_window": 1,
+                "edit_layer_step": 1, "n_bootstrap": 1, "rome_context_texts": 0, "rome_stat_tokens": 1,
+                "shard_size": 1, "seed": 0, "max_facts": 1, "heatmap_cases": 0, "rome_max_neighbours": 0,
+                "workers": 1}
+    for key, low in at_least.items():
+        value = getattr(cfg, key)
+        if value is not None and value < low:
+            raise _bad(key, value, f"must be at least {low}")
+    if not cfg.noise_scale_factor > 0:
+        raise _bad("noise_scale_factor", cfg.noise_scale_factor, "must be positive")
+    choices = {"dtype": sorted(DTYPES), "backend": ["local", "ray"], "rome_key_mode": list(KEY_MODES),
+               "preset": sorted(PRESETS)}
+    for key, allowed in choices.items():
+        if getattr(cfg, key) not in allowed:
+            raise _bad(key, getattr(cfg, key), f"choose one of {', '.join(allowed)}")
+    for key, allowed in (("trace_estimators", ESTIMATORS), ("trace_components", COMPONENTS)):
+        value = getattr(cfg, key)
+        wrong = [v for v in value if v not in allowed]
+        if wrong or not value or len(set(value)) != len(value):
+            raise _bad(key, value, f"give distinct values from {', '.join(allowed)}")
+    for key in ("edit_layers", "trace_layers"):
+        value = getattr(cfg, key)
+        if value is not None and (not value or min(value) < 0):
+            raise _bad(key, value, "give layer indices ≥ 0")
+    if cfg.relations is not None and not cfg.relations:
+        raise _bad("relations", cfg.relations, "give at least one relation id")
+    if cfg.relations and cfg.facts is None:
+        from causaleval.geofacts import RELATIONS
+
+        wrong = [r for r in cfg.relations if r not in RELATIONS]
+        if wrong:
+            raise _bad("relations", cfg.relations, f"{', '.join(wrong)} is not a built-in relation; available: "
+                       + ", ".join(f"{r.relation_id} ({r.name})" for r in RELATIONS.values()))
+    if cfg.rome_stat_source != "model" and not Path(cfg.rome_stat_source).exists():
+        raise _bad("rome_stat_source", cfg.rome_stat_source, "is neither 'model' nor an existing local dataset path")
+    if cfg.facts is not None and not Path(cfg.facts).is_file():
+        raise _bad("facts", cfg.facts, "no such file; pass a local CounterFact JSON, or omit --facts for the "
+                                       "built-in geography facts")
+    if cfg.out is not None:
+        check_out(cfg.out)
+    for key in cfg.rome_hparams:
+        if key in ROME_STUDY_SETTINGS:
+            raise ConfigError(f"rome_hparams.{key}: set {ROME_STUDY_SETTINGS[key]} instead")
+    try:
+        RomeHyperParams(**cfg.rome_hparams)
+    except Exception as err:  # noqa: BLE001 - CausalEvalError or TypeError from a bad value
+        raise ConfigError(f"rome_hparams {cfg.rome_hparams}: {err}") from err
+    check_device(cfg.device)
+
+
+def check_out(out: str) -> None:
+    """The results folder is a folder, or can be created in a writable folder."""
+    import os
+
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise _bad("out", out, "is an existing file; --out names a results folder")
+    base = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
+    if base is not None and not base.is_dir():
+        raise _bad("out", out, f"{base} is a file, so the folder cannot be created")
+    if base is not None and not os.access(base, os.W_OK | os.X_OK):
+        raise _bad("out", out, f"{base} is not writable")
+
+
+def validate_layers(cfg: StudyConfig, n_layers: int) -> None:
+    """Layer settings against the model's depth (read from its config, before the weights load)."""
+    for key in ("edit_layers", "trace_layers"):
+        value = getattr(cfg, key)
+        if value is not None and max(value) >= n_layers:
+            raise _bad(key, value, f"the model has layers 0–{n_layers - 1}")
+
+
+def check_device(device: str) -> None:
+    """A device string torch parses, of a kind that is present on this machine."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise _bad("device", device, "is not a device; use cpu, cuda, cuda:N or mps") from err
+    if dev.type == "cpu":
+        return
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise _bad("device", device, f"CUDA is not available here (torch {torch.__version__}, "
+                                         f"{'no GPU visible' if torch.version.cuda else 'a CPU-only build'}); "
+                                         "use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise _bad("device", device, f"only {torch.cuda.device_count()} CUDA device(s) are visible")
+        return
+    if dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise _bad("device", device, "MPS is not available here; use --device cpu")
+        return
+    raise _bad("device", device, "is not supported; use cpu, cuda, cuda:N or mps")

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from causaleval.counterfact import Fact, facts_from_jsonl
-from causaleval.errors import CausalEvalError
+from causaleval.counterfact import Fact, facts_from_jsonl, load_counterfact
+from causaleval.errors import CausalEvalError, DataError
+from causaleval.geofacts import build_facts
 from causaleval.models import ModelBundle, load_model
 from experiments.config import StudyConfig
 
@@ -26,6 +27,24 @@ class StageContext:
             c = self.config
             self._bundle = load_model(c.model, device=c.device, dtype=c.dtype, trust_remote_code=c.trust_remote_code)
         return self._bundle
+
+    @cached_property
+    def source_facts(self) -> list[Fact]:
+        """The facts the facts stage filters: ``--facts`` records or the built-in geography facts.
+
+        ``relations`` selects relation ids in both cases (CounterFact records carry ``relation_id``)."""
+        c = self.config
+        if not c.facts:
+            return build_facts(seed=c.seed, relations=c.relations)
+        facts = load_counterfact(c.facts)
+        if c.relations:
+            kept = [f for f in facts if f.relation_id in set(c.relations)]
+            if not kept:
+                have = sorted({f.relation_id for f in facts})
+                raise DataError(f"--relations {' '.join(c.relations)}: no record of {c.facts} has these relation "
+                                f"ids; it has {', '.join(have[:20])}{' …' if len(have) > 20 else ''}")
+            facts = kept
+        return facts
 
     @property
     def facts_path(self) -> Path:
@@ -51,10 +70,14 @@ class StageContext:
         return facts
 
     def edit_layers(self) -> list[int]:
-        n = self.bundle.n_layers
-        if self.config.edit_layers is not None:
-            return list(self.config.edit_layers)
-        return sorted(set(range(0, n, self.config.edit_layer_step)) | {n - 1})
+        return edit_layers_for(self.config, self.bundle.n_layers)
+
+
+def edit_layers_for(config: StudyConfig, n_layers: int) -> list[int]:
+    """The configured edit layers, or every ``edit_layer_step``-th layer and the last."""
+    if config.edit_layers is not None:
+        return list(config.edit_layers)
+    return sorted(set(range(0, n_layers, config.edit_layer_step)) | {n_layers - 1})
 
 
 def run_case_job(ctx: StageContext, job, facts: list[Fact], parts_dir: str, shard_size: int | None = None) -> list[str]:

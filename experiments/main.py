@@ -9,6 +9,7 @@ Every stage writes its results atomically into the results folder and a rerun sk
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import logging
@@ -16,19 +17,20 @@ import sys
 import time
 from pathlib import Path
 
-from causaleval.errors import CausalEvalError
-from causaleval.store import atomic_write_json, package_versions
+from causaleval.errors import CausalEvalError, ConfigError, ResultsError
+from causaleval.store import atomic_write_json, file_sha256, provenance, unreadable
+from experiments import config as config_mod
 from experiments.config import PRESETS, StudyConfig, resolve
-from experiments.context import StageContext
+from experiments.context import StageContext, edit_layers_for
 
 STAGES = ("facts", "trace", "edit", "support", "analyze", "report")
-# Settings that change results: a results folder made with other values is not silently reused.
-RESULT_KEYS = ("model", "facts", "seed", "dtype", "relations", "max_facts", "noise_draws", "partner_draws",
-               "trace_components", "trace_window", "trace_estimators", "trace_layers", "heatmap_cases",
-               "noise_scale_factor", "edit_layers", "edit_layer_step", "rome_context_texts", "rome_stat_tokens",
-               "rome_stat_source", "rome_max_neighbours", "rome_key_mode", "analysis_window",
-               "support_noise_scales", "support_draws", "support_reference_facts", "support_min_reference",
-               "support_quantile")
+# Settings that do not change results; every other setting (also one added later) must match to reuse a folder.
+NOT_RESULT_KEYS = ("out", "preset", "device", "trust_remote_code", "backend", "ray_address", "workers",
+                   "shard_size", "rome_batch_cases", "trace_batch_cases")
+
+
+def result_keys(cfg: StudyConfig) -> list[str]:
+    return [k for k in cfg.to_dict() if k not in NOT_RESULT_KEYS and not k.endswith("batch_size")]
 
 
 def stage_module(name: str):
@@ -45,43 +47,126 @@ def available_stages() -> list[str]:
     return [s for s in STAGES if stage_module(s) is not None]
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the settings list of the epilog as written."""
+
+
+def _per_preset(key: str) -> str:
+    values = {name: resolve(name).to_dict()[key] for name in PRESETS}
+    if len(set(map(json.dumps, values.values()))) == 1:
+        return json.dumps(next(iter(values.values())))
+    return ", ".join(f"{name}: {json.dumps(v)}" for name, v in values.items())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = StudyConfig()
     p = argparse.ArgumentParser(
-        prog="python -m experiments.main",
+        prog="python -m experiments.main", formatter_class=_Formatter,
         description="Does localisation inform editing? Runs the study stages "
-                    f"({' → '.join(STAGES)}); stages available in this version: {', '.join(available_stages())}.",
-    )
-    p.add_argument("--stage", default="all", help=f"one of {', '.join(STAGES)}, or 'all' (default)")
-    p.add_argument("--preset", default="default", choices=sorted(PRESETS),
-                   help="default: laptop-sized study; paper: all known facts and layers; smoke: seconds, for tests")
-    p.add_argument("--model", default=None, help="'smollm2' (embedded, default) or a local HF model folder / cache name")
-    p.add_argument("--facts", default=None, help="local CounterFact JSON file (default: built-in geography facts)")
+                    f"({' → '.join(STAGES)}); stages available in this version: {', '.join(available_stages())}.\n"
+                    "Settings come from the preset, then --config, then the flags below, then --set.",
+        epilog="settings for --set KEY=VALUE and --config (shown with the values of --preset default):\n"
+               + config_mod.describe(resolve("default"))
+               + "\n\nLists take a,b,c or [a, b, c]; null means none/all; rome_hparams.NAME=VALUE sets one ROME "
+                 "hyperparameter.\nExamples:\n  python -m experiments.main --preset smoke --set noise_draws=5 "
+                 "--set trace_estimators=noise,flip --print-config")
+    p.add_argument("--stage", default="all", help=f"one of {', '.join(STAGES)}, or 'all' (default: all)")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="default: laptop-sized study; paper: all known facts and layers; smoke: seconds, for tests "
+                        "(default: default, or the preset named in --config)")
+    p.add_argument("--config", metavar="FILE", default=None,
+                   help="YAML or JSON file of settings (KEY: VALUE, see below), or the run.json of an earlier run")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="settings",
+                   help="set one setting (repeatable), e.g. --set noise_draws=5 --set edit_layers=0,6,12")
+    p.add_argument("--rome-hparams", metavar="FILE", default=None,
+                   help="import ROME hyperparameters from the ROME repository's hparams/ROME/*.json or EasyEdit's "
+                        "hparams/ROME/*.yaml")
+    p.add_argument("--print-config", action="store_true", help="print the resolved settings as JSON and exit")
+    p.add_argument("--model", default=None,
+                   help=f"'smollm2' (embedded) or a local HF model folder / cache name (default: {d.model})")
+    p.add_argument("--facts", default=None,
+                   help="local CounterFact JSON file (default: built-in geography facts)")
     p.add_argument("--out", default=None, help="results folder (default: results/<model>-<preset>)")
-    p.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, ...")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--max-facts", type=int, default=None, help="number of known facts to study (default: preset)")
-    p.add_argument("--relations", nargs="+", default=None, help="relation ids of the built-in facts (e.g. P36 P17)")
+    p.add_argument("--device", default=None, help=f"cpu, cuda, cuda:N or mps (default: {d.device})")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help=f"dtype of the model weights (default: {d.dtype})")
+    p.add_argument("--seed", type=int, default=None,
+                   help=f"seed of the fact sample, noise draws, partners and ROME context texts (default: {d.seed})")
+    p.add_argument("--max-facts", type=int, default=None,
+                   help=f"number of known facts to study, ≥ 1 (default: the preset's; {_per_preset('max_facts')}; "
+                        "null = all)")
+    p.add_argument("--relations", nargs="+", default=None,
+                   help="relation ids to keep, e.g. P36 P17: of the built-in facts, or of --facts records "
+                        "(their relation_id) (default: all)")
     p.add_argument("--edit-layers", type=int, nargs="+", default=None,
-                   help="layers to edit (default: every edit_layer_step-th layer of the preset and the last)")
-    p.add_argument("--batch-size", type=int, default=None)
+                   help="layers to edit (default: every edit_layer_step-th layer and the last; edit_layer_step "
+                        f"{_per_preset('edit_layer_step')})")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"prompts per forward pass in the facts filter; speed only, ≥ 1 (default: {d.batch_size})")
     p.add_argument("--trust-remote-code", action="store_true", default=None,
-                   help="allow a model folder's own code to run (off by default)")
+                   help="allow a model folder's own code to run (default: off)")
     p.add_argument("--backend", default=None, choices=["local", "ray"],
-                   help="where trace/edit work runs: local (default, in-process) or ray (needs pip install '.[ray]')")
+                   help="where trace/edit work runs: local (in-process) or ray (needs pip install '.[ray]') "
+                        f"(default: {d.backend})")
     p.add_argument("--ray-address", default=None, help="address of an existing Ray cluster (default: start a local one)")
     p.add_argument("--workers", type=int, default=None, help="Ray workers (default: one per GPU, or 2 on CPU)")
     p.add_argument("--force", action="store_true", help="recompute the chosen stage(s) even if finished")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def rome_settings(path: str) -> dict:
+    """Study settings from a ROME/EasyEdit hparams file: its statistics size and context texts map to the
+    study's own settings, the other shared hyperparameters go to ``rome_hparams``; ``layers`` is not used
+    (the study edits every layer of edit_layers)."""
+    from causaleval.rome.hparams import import_rome_hparams
+    from experiments.stages.edit import context_lengths
+
+    imported = import_rome_hparams(path)
+    rest = dict(imported.overrides)
+    out: dict = {}
+    rest.pop("layer", None)
+    for key, setting in config_mod.ROME_STUDY_SETTINGS.items():
+        if key in rest:
+            out[setting] = rest.pop(key)
+    lengths = rest.get("context_lengths")
+    if lengths is not None:
+        n = sum(k for _, k in lengths)
+        if context_lengths(n) == tuple(lengths):
+            out["rome_context_texts"] = n
+            rest.pop("context_lengths")
+        else:
+            rest["context_lengths"] = [list(x) for x in lengths]
+    out["rome_hparams"] = rest
+    used = sorted(k for k in out if k != "rome_hparams") + sorted(f"rome_hparams.{k}" for k in rest)
+    unused = sorted(imported.not_used) + (["layers"] if "layer" in imported.overrides else [])
+    print(f"--rome-hparams {path}: using {', '.join(used) or 'nothing'}; "
+          f"not used: {', '.join(unused) or 'nothing'}", file=sys.stderr)
+    for key, why in imported.differs.items():
+        print(f"--rome-hparams {path}: {key} = {why}", file=sys.stderr)
+    return out
 
 
 def build_config(args: argparse.Namespace) -> StudyConfig:
-    return resolve(args.preset, model=args.model, facts=args.facts, out=args.out, device=args.device,
-                   dtype=args.dtype, seed=args.seed, max_facts=args.max_facts, relations=args.relations,
-                   batch_size=args.batch_size, trust_remote_code=args.trust_remote_code, backend=args.backend,
-                   edit_layers=args.edit_layers,
-                   ray_address=args.ray_address, workers=args.workers)
+    """Preset, then --config, then --rome-hparams, then the flags, then --set (later wins)."""
+    from_file = config_mod.load_config_file(args.config) if args.config else {}
+    from_rome = rome_settings(args.rome_hparams) if args.rome_hparams else {}
+    flags = dict(model=args.model, facts=args.facts, out=args.out, device=args.device, dtype=args.dtype,
+                 seed=args.seed, max_facts=args.max_facts, relations=args.relations, batch_size=args.batch_size,
+                 trust_remote_code=args.trust_remote_code, backend=args.backend, edit_layers=args.edit_layers,
+                 ray_address=args.ray_address, workers=args.workers)
+    from_set = config_mod.parse_set(args.settings)
+    preset = args.preset or from_set.get("preset") or from_file.get("preset") or "default"
+    cfg = resolve(preset)
+    for layer in (from_file, from_rome, flags):
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in layer.items() if v is not None})
+    cfg = dataclasses.replace(cfg, **from_set)
+    rome = {**from_file.get("rome_hparams", {}), **from_rome.get("rome_hparams", {}), **from_set.get("rome_hparams", {})}
+    return dataclasses.replace(cfg, preset=preset, rome_hparams=rome)
 
 
 def out_dir_for(cfg: StudyConfig) -> Path:
@@ -91,56 +176,133 @@ def out_dir_for(cfg: StudyConfig) -> Path:
     return Path("results") / f"{slug}-{cfg.preset}"
 
 
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=str))
+
+
 def check_compatible(out_dir: Path, cfg: StudyConfig) -> dict:
     """The existing run.json, after checking it was made with the same result-changing settings."""
     path = out_dir / "run.json"
     if not path.is_file():
         return {}
-    info = json.loads(path.read_text())
-    old = info.get("config", {})
-    diff = {k: (old.get(k), getattr(cfg, k)) for k in RESULT_KEYS if k in old and old.get(k) != getattr(cfg, k)}
+    why = unreadable(path)
+    if why is not None:
+        raise ResultsError(f"{path} is corrupt ({why}): the settings of the results in {out_dir} are unknown; "
+                           "delete that folder (or run.json, if you know the results match) or choose another --out")
+    info = json.loads(path.read_text(encoding="utf-8"))
+    old = info.get("config", {}) if isinstance(info, dict) else {}
+    new = _jsonable(cfg.to_dict())
+    diff = {k: (old.get(k), new[k]) for k in result_keys(cfg) if k in old and old.get(k) != new[k]}
     if diff:
-        raise CausalEvalError(f"{out_dir} holds results made with other settings {diff}; "
-                              "choose another --out or delete that folder")
+        raise ResultsError(f"{out_dir} holds results made with other settings {diff}; "
+                           "choose another --out or delete that folder")
     return info
+
+
+# which stage writes a file (by its path in the results folder)
+OWNERS = (("facts", "facts"), ("trace", "trace"), ("edit", "edit"), ("analysis/", "analyze"))
+
+
+def corrupt_outputs(out_dir: Path) -> dict[Path, tuple[str, str]]:
+    """Stage outputs (parquet, JSON, JSON lines) in a results folder that cannot be read: path → (stage, why)."""
+    found = {}
+    for path in sorted(out_dir.rglob("*")):
+        rel = path.relative_to(out_dir).as_posix()
+        if not path.is_file() or path.suffix not in (".parquet", ".json", ".jsonl") or rel == "run.json":
+            continue
+        if rel.startswith(("trace_parts/", "edit_parts/")):
+            continue      # parts: the part store itself names and recomputes a corrupt one
+        owner = next((stage for prefix, stage in OWNERS if rel.startswith(prefix)), None)
+        why = unreadable(path) if owner else None
+        if why is not None:
+            found[path] = (owner, why)
+    return found
+
+
+def validate_inputs(cfg: StudyConfig, ctx: StageContext, need_facts: bool) -> None:
+    """Everything that can be checked before the model loads: settings, device, model files and depth, facts."""
+    from causaleval.models import model_config
+
+    n_layers = int(model_config(cfg.model, cfg.trust_remote_code).num_hidden_layers)
+    config_mod.validate_layers(cfg, n_layers)
+    config_mod.validate_layers(dataclasses.replace(cfg, edit_layers=edit_layers_for(cfg, n_layers)), n_layers)
+    if need_facts:
+        _ = ctx.source_facts     # reads and checks --facts (or builds the built-in facts) now
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` and its sub-folders when no file was written in them."""
+    if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
+        for sub in sorted((p for p in folder.rglob("*")), key=lambda p: len(p.parts), reverse=True):
+            sub.rmdir()
+        folder.rmdir()
 
 
 def run(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = build_config(args)
+    config_mod.validate(cfg)
+    if args.print_config:
+        print(json.dumps(cfg.to_dict(), indent=2, ensure_ascii=False))
+        return 0
     wanted = list(STAGES) if args.stage == "all" else [args.stage]
     unknown = [s for s in wanted if s not in STAGES]
     if unknown:
-        raise CausalEvalError(f"unknown stage {unknown[0]!r}; stages are {', '.join(STAGES)}")
+        raise ConfigError(f"--stage: unknown stage {unknown[0]!r}; stages are {', '.join(STAGES)} or all")
     missing = [s for s in wanted if stage_module(s) is None]
     if args.stage != "all" and missing:
-        raise CausalEvalError(f"stage {missing[0]!r} is not built in this version; available stages: "
-                              f"{', '.join(available_stages())}")
+        raise ConfigError(f"--stage {missing[0]!r} is not built in this version; available stages: "
+                          f"{', '.join(available_stages())}")
     wanted = [s for s in wanted if s not in missing]
     out_dir = out_dir_for(cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ResultsError(f"--out {out_dir} is an existing file; --out names a results folder")
     info = check_compatible(out_dir, cfg)
-    ctx = StageContext(config=cfg, out_dir=out_dir, progress=not args.quiet)
     completed: dict = dict(info.get("completed_stages", {}))
+    if out_dir.is_dir():
+        for path, (owner, why) in corrupt_outputs(out_dir).items():
+            if owner not in wanted:
+                raise ResultsError(f"{path} is corrupt ({why}); recompute it with --stage {owner} --force "
+                                   f"--out {out_dir}, or delete it")
+            print(f"[{owner}] {path} is corrupt ({why}); deleting it, the {owner} stage recomputes it")
+            path.unlink()
+            completed.pop(owner, None)
+
+    def is_done(name: str) -> bool:
+        return name in completed and all((out_dir / o).exists() for o in stage_module(name).OUTPUTS)
+
+    ctx = StageContext(config=cfg, out_dir=out_dir, progress=not args.quiet)
+    validate_inputs(cfg, ctx, need_facts="facts" in wanted and (args.force or not is_done("facts")))
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    facts_file = cfg.facts if cfg.facts else None
+    extra = provenance(argv if argv is not None else sys.argv[1:], facts_file)
 
     def save_info():
+        known = out_dir / "facts.jsonl"
         atomic_write_json(out_dir / "run.json", {
-            "config": cfg.to_dict(), "seed": cfg.seed, "packages": package_versions(),
+            "config": cfg.to_dict(), "seed": cfg.seed, **extra,
+            "known_facts_sha256": file_sha256(known) if known.is_file() else None,
             "model": ctx._bundle.identity if ctx._bundle is not None else info.get("model"),
             "completed_stages": completed})
 
-    for name in wanted:
-        mod = stage_module(name)
-        done = name in completed and all((out_dir / o).exists() for o in mod.OUTPUTS)
-        if done and not args.force:
-            print(f"[{name}] already finished in {out_dir} (use --force to recompute)")
-            continue
-        print(f"[{name}] running → {out_dir}")
-        t0 = time.time()
-        mod.run(ctx)
-        completed[name] = {"seconds": round(time.time() - t0, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        save_info()
-        print(f"[{name}] done in {time.time() - t0:.1f} s")
+    try:
+        for name in wanted:
+            mod = stage_module(name)
+            if is_done(name) and not args.force:
+                print(f"[{name}] already finished in {out_dir} (use --force to recompute)")
+                continue
+            print(f"[{name}] running → {out_dir}")
+            t0 = time.time()
+            mod.run(ctx)
+            completed[name] = {"seconds": round(time.time() - t0, 1),
+                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            save_info()
+            print(f"[{name}] done in {time.time() - t0:.1f} s")
+    except BaseException:
+        if created:
+            _remove_if_empty(out_dir)
+        raise
     if missing:
         print(f"stages not built in this version: {', '.join(missing)}")
     save_info()

@@ -92,3 +92,115 @@ def hparams_for(family: str, n_layers: int | None = None, **overrides) -> RomeHy
     if n_layers is not None and (family, n_layers) in PUBLISHED_LAYERS:
         hp = replace(hp, layer=PUBLISHED_LAYERS[(family, n_layers)])
     return hp.updated(**overrides)
+
+
+# ---------------------------------------------------------------------------------------------
+# importing the original ROME repository's hparams JSON and EasyEdit's ROME YAML
+
+# keys both formats share with RomeHyperParams, under the same meaning
+_SAME = ("v_num_grad_steps", "v_lr", "v_weight_decay", "clamp_norm_factor", "kl_factor")
+
+
+@dataclass(frozen=True)
+class ImportedHparams:
+    """The RomeHyperParams overrides read from a ROME/EasyEdit file, the keys not used (module names, devices,
+    paths) and the settings causaleval cannot follow (``differs``: key → why)."""
+
+    source: str
+    overrides: dict
+    not_used: dict
+    differs: dict
+
+    def hparams(self, base: RomeHyperParams | None = None) -> RomeHyperParams:
+        return replace(base or RomeHyperParams(), **self.overrides)
+
+
+def coerce_override(name: str, value):
+    """``value`` as the type of RomeHyperParams field ``name``; unknown names are an error."""
+    import dataclasses
+
+    types_ = {f.name: f.type for f in dataclasses.fields(RomeHyperParams)}
+    if name not in types_:
+        raise CausalEvalError(f"unknown ROME hyperparameter {name!r}; known: {', '.join(types_)}")
+    try:
+        if name == "context_lengths":
+            return tuple((int(length), int(n)) for length, n in value)
+        if name == "layer":
+            return None if value is None else int(value)
+        default = getattr(RomeHyperParams(), name)
+        if isinstance(default, bool) or isinstance(default, str):
+            if not isinstance(value, type(default)):
+                raise TypeError
+            return value
+        if isinstance(default, int):
+            if isinstance(value, bool) or int(value) != value:
+                raise TypeError
+            return int(value)
+        if isinstance(default, float):
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+    except (TypeError, ValueError) as err:
+        raise CausalEvalError(f"ROME hyperparameter {name}: {value!r} is not a valid "
+                              f"{'list of [tokens, count] pairs' if name == 'context_lengths' else types_[name]}") from err
+    return value
+
+
+def import_rome_hparams(path) -> ImportedHparams:
+    """Read ROME's ``hparams/ROME/<model>.json`` (Meng et al. 2022) or EasyEdit's ``hparams/ROME/<model>.yaml``.
+
+    Mapping: ``layers: [l]`` → ``layer``; ``v_num_grad_steps``, ``v_lr``, ``v_weight_decay``,
+    ``clamp_norm_factor``, ``kl_factor`` → the same names; ``context_template_length_params`` →
+    ``context_lengths``; ``mom2_n_samples`` → ``stat_tokens`` (the original counts Wikipedia text
+    samples, causaleval counts tokens); ``mom2_dataset`` → ``stat_source`` only when it is a local
+    path.  ``fact_token`` must be ``subject_last`` (what causaleval implements); ``mom2_adjustment: false``
+    (EasyEdit's Llama files) is reported in ``differs``, since causaleval always uses C⁻¹; module
+    names, dtypes, devices and ``v_loss_layer`` (causaleval reads the loss at the output, as the
+    published files do) are returned in ``not_used``.
+    """
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise CausalEvalError(f"ROME hparams file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))    # JSON is YAML
+    except (UnicodeDecodeError, yaml.YAMLError) as err:
+        raise CausalEvalError(f"ROME hparams file {path}: not valid JSON/YAML ({str(err).splitlines()[0]})") from err
+    if not isinstance(data, dict):
+        raise CausalEvalError(f"ROME hparams file {path}: expected a mapping of hyperparameters")
+    where = f"ROME hparams file {path}"
+    alg = data.get("alg_name", "ROME")
+    if str(alg).upper() != "ROME":
+        raise CausalEvalError(f"{where}: alg_name is {alg!r}; only ROME hyperparameters can be imported")
+    out: dict = {}
+    not_used: dict = {}
+    differs: dict = {}
+    for key, value in data.items():
+        if key in _SAME:
+            out[key] = coerce_override(key, value)
+        elif key == "layers":
+            layers = value if isinstance(value, list) else [value]
+            if len(layers) != 1:
+                raise CausalEvalError(f"{where}: layers {value!r} lists {len(layers)} layers; ROME edits one "
+                                      "(several layers is MEMIT)")
+            out["layer"] = coerce_override("layer", layers[0])
+        elif key == "fact_token":
+            if value != "subject_last":
+                raise CausalEvalError(f"{where}: fact_token {value!r} is not supported; causaleval edits at the "
+                                      "subject's last token (fact_token: subject_last)")
+        elif key == "mom2_adjustment":
+            if value is not True:      # EasyEdit's Llama files say false; causaleval's ROME always uses C⁻¹
+                differs[key] = f"{value!r}: causaleval always uses the key second moments C (mom2_adjustment: true)"
+        elif key == "context_template_length_params":
+            out["context_lengths"] = coerce_override("context_lengths", value)
+        elif key == "mom2_n_samples":
+            out["stat_tokens"] = coerce_override("stat_tokens", value)
+        elif key == "mom2_dataset" and Path(str(value)).exists():
+            out["stat_source"] = str(value)
+        else:
+            not_used[key] = value
+    replace(RomeHyperParams(), **out)      # runs the range checks of __post_init__
+    return ImportedHparams(source=str(path), overrides=out, not_used=not_used, differs=differs)

@@ -40,8 +40,12 @@ def hparams_from_config(ctx: StageContext) -> RomeHyperParams:
 
 
 def _hparams(bundle, c) -> RomeHyperParams:
-    return hparams_for(bundle.family.name, bundle.n_layers, context_lengths=context_lengths(c.rome_context_texts),
-                       stat_tokens=c.rome_stat_tokens, stat_source=c.rome_stat_source, key_mode=c.rome_key_mode)
+    settings = dict(context_lengths=context_lengths(c.rome_context_texts), stat_tokens=c.rome_stat_tokens,
+                    stat_source=c.rome_stat_source, key_mode=c.rome_key_mode)
+    settings.update(getattr(c, "rome_hparams", {}) or {})     # e.g. v_lr, kl_factor (--set rome_hparams.v_lr=…)
+    if "context_lengths" in settings:
+        settings["context_lengths"] = tuple(tuple(x) for x in settings["context_lengths"])
+    return hparams_for(bundle.family.name, bundle.n_layers, **settings)
 
 
 def _setup(bundle, config, shared: dict) -> dict:

@@ -1,17 +1,21 @@
 """Stage ``facts``: build or load facts, keep the known ones (SPEC §3).
 
+Every prompt is first checked against the model's context length (before any forward pass).
 Writes ``facts.jsonl`` (known cases as CounterFact records plus ``p_true``, ``clean_top1``),
 ``facts_filter.parquet`` (every case with its filter outcome) and prints known facts per relation.
+No known fact at all is an error that names the filter table.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from causaleval.counterfact import load_counterfact, write_jsonl
-from causaleval.geofacts import RELATIONS, build_facts
+from causaleval.counterfact import write_jsonl
+from causaleval.errors import DataError
+from causaleval.geofacts import RELATIONS
 from causaleval.known import known_filter
 from causaleval.store import atomic_write_parquet
+from causaleval.tokens import check_prompt_lengths, context_length
 from experiments.context import StageContext
 
 NAME = "facts"
@@ -20,9 +24,15 @@ OUTPUTS = ("facts.jsonl", "facts_filter.parquet")
 
 def run(ctx: StageContext) -> None:
     cfg = ctx.config
-    facts = load_counterfact(cfg.facts) if cfg.facts else build_facts(seed=cfg.seed, relations=cfg.relations)
-    table = known_filter(ctx.bundle, facts, batch_size=cfg.batch_size, progress=ctx.progress)
+    facts = ctx.source_facts
+    bundle = ctx.bundle
+    check_prompt_lengths(bundle.tokenizer, facts, context_length(bundle.model.config))
+    table = known_filter(bundle, facts, batch_size=cfg.batch_size, progress=ctx.progress)
     atomic_write_parquet(ctx.out_dir / "facts_filter.parquet", table)
+    if not table.known.any():
+        raise DataError(f"none of the {len(facts)} facts is known to model {cfg.model!r} (its top-1 next token is "
+                        "never the true answer's first token), so there is nothing to trace or edit; see "
+                        f"{ctx.out_dir / 'facts_filter.parquet'} and try other facts or --relations, or a larger model")
     known = table.set_index("case_id")
     records = []
     for f in facts:
