@@ -1,4 +1,4 @@
-"""Bootstrap confidence intervals over cases (scipy.stats.bootstrap; SPEC §4: every estimate reports
+"""Bootstrap confidence intervals over cases (scipy.stats.bootstrap; docs/estimands.md: every estimate reports
 a point estimate and a bootstrap CI, resampling cases)."""
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _as_arrays(samples) -> tuple[np.ndarray, ...]:
 
 
 def ratio_of_means(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
-    """mean(a) / mean(b): the normalised effect as a ratio of means (SPEC §4)."""
+    """mean(a) / mean(b): the normalised effect as a ratio of means (docs/estimands.md)."""
     return np.mean(a, axis=axis) / np.mean(b, axis=axis)
 
 

@@ -1,4 +1,4 @@
-"""Edit success scores (SPEC §6), on probabilities of the full target string.
+"""Edit success scores (docs/design.md#edit-scores), on probabilities of the full target string.
 
 p(o | prompt) = Π_j p(o_j | prompt, o_<j) (teacher forcing; o tokenised by ``tokens.answer_ids``).
 With p before / after the edit:
@@ -200,7 +200,7 @@ def _rewrite(pb_new: np.ndarray, pa_new: np.ndarray) -> np.ndarray:
 
 
 def edit_scores(kind: list[str], before: np.ndarray, after: np.ndarray) -> EditScores:
-    """Scores of one edit from (n_prompts, 2) [p(new), p(true)] before and after (SPEC §6)."""
+    """Scores of one edit from (n_prompts, 2) [p(new), p(true)] before and after (docs/design.md#edit-scores)."""
     kind_a = np.asarray(kind)
     pr, pa, nb = (kind_a == "prompt"), (kind_a == "paraphrase"), (kind_a == "neighborhood")
     if pr.sum() != 1:

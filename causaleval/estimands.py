@@ -1,4 +1,4 @@
-"""Localisation estimands as explicit objects (SPEC §4; Reber & Veitch 2023; Chan et al. 2022).
+"""Localisation estimands as explicit objects (docs/estimands.md; Reber & Veitch 2023; Chan et al. 2022).
 
 An :class:`Estimand` names the units (the law over cases), the base distribution of the intervened
 run with its **support** (a checkable predicate and its mass on real token sequences), the source and
@@ -102,7 +102,7 @@ class SiteGrid:
 
 @dataclass(frozen=True)
 class Estimand:
-    """An explicit localisation estimand (SPEC §4)."""
+    """An explicit localisation estimand (docs/estimands.md)."""
 
     name: str
     units: str

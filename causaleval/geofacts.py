@@ -1,4 +1,4 @@
-"""Real geography facts from offline data packages (SPEC §3), written as CounterFact records.
+"""Real geography facts from offline data packages (docs/design.md#facts), written as CounterFact records.
 
 Relations (Wikidata ids as in CounterFact): P36 capital, P30 continent, P38 currency,
 P37 official language (first listed language of the country), P17 country of a city.

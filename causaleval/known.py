@@ -1,4 +1,4 @@
-"""The known-facts filter (SPEC §3; Hase et al. 2023 keep facts whose answer the model generates).
+"""The known-facts filter (docs/design.md#facts; Hase et al. 2023 keep facts whose answer the model generates).
 
 A case is *known* when the first token of `` target_true`` is the model's top-1 next token after the
 prompt.  Every case gets ``p_true`` (probability of that first token), ``clean_top1`` (the decoded

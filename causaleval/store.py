@@ -1,4 +1,4 @@
-"""The results store: atomic writes, tabular files per stage, and run provenance (SPEC §8).
+"""The results store: atomic writes, tabular files per stage, and run provenance (docs/design.md#stages).
 
 Files are written to a temporary name and renamed, so a reader never sees half a file; they get the
 permissions an ordinary ``open`` would give (0644 under the usual umask 022), so that a results

@@ -1,4 +1,4 @@
-"""Tiny randomly initialised models of each supported family, for tests (SPEC §2).
+"""Tiny randomly initialised models of each supported family, for tests (docs/design.md#models).
 
 The tokenizer is a small byte-level BPE trained in memory on the built-in fact prompts, so nothing
 is downloaded.  Models are built from a config with a fixed seed.

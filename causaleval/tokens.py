@@ -1,4 +1,4 @@
-"""Token positions by role and batch encoding (SPEC §4).
+"""Token positions by role and batch encoding (docs/estimands.md).
 
 Roles: ``subject_first``, ``subject_middle``, ``subject_last``, ``after_subject`` (the first token
 after the subject; the last token if none), ``last`` (the read-out position), and ``subject``
@@ -31,7 +31,7 @@ class Encoded:
         return len(self.input_ids)
 
     def position(self, role: str) -> int:
-        """Token index of a role (SPEC §4)."""
+        """Token index of a role (docs/estimands.md)."""
         s, e = self.subject_start, self.subject_end
         if role == "subject_first":
             return s

@@ -1,4 +1,4 @@
-"""Flip scrubbing (this project; SPEC §4.3).
+"""Flip scrubbing (this project; docs/estimands.md#flip-scrubbing).
 
 Corrupt: replace the subject with s′ drawn uniformly from the *flip set*: other subjects of the same
 relation whose true answer's first token o′ differs from the case's answer token o (so the flip set is

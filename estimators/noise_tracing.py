@@ -1,4 +1,4 @@
-"""Noise tracing (causal tracing; Meng et al. 2022; SPEC §4.1).
+"""Noise tracing (causal tracing; Meng et al. 2022; docs/estimands.md#noise-tracing).
 
 Corrupt: add ε ~ N(0, ν² I) to the input embeddings of the subject tokens, ν = 3 × the standard
 deviation of subject-token embeddings (one scalar over the dataset).  Restore one clean state (a site)
@@ -39,7 +39,7 @@ class NoiseTracingConfig:
 @torch.no_grad()
 def noise_scale(bundle: ModelBundle, facts: Sequence[Fact], factor: float = 3.0) -> float:
     """ν = factor × std of all elements of the embedding rows of every subject's tokens (in its prompt)
-    over the dataset (SPEC §4.1; ROME's ``collect_embedding_std``)."""
+    over the dataset (docs/estimands.md#noise-tracing; ROME's ``collect_embedding_std``)."""
     emb = bundle.model.get_input_embeddings().weight
     ids = []
     for f in facts:

@@ -1,4 +1,4 @@
-"""Resample scrubbing (resampling ablation; Chan et al. 2022; SPEC §4.2).
+"""Resample scrubbing (resampling ablation; Chan et al. 2022; docs/estimands.md#resample-scrubbing).
 
 Corrupt: replace the subject with s′ drawn uniformly from the other subjects of the same relation in
 the dataset (answers may coincide).  Support: real prompts (mass 1 on real token sequences).  Restore

@@ -1,4 +1,4 @@
-"""Where a stage's per-case work runs: in this process (default) or on Ray workers (SPEC §8, issue 6).
+"""Where a stage's per-case work runs: in this process (default) or on Ray workers (docs/design.md#stages).
 
 A stage describes its work as a :class:`CaseJob`:
 

@@ -32,12 +32,12 @@ class StudyConfig:
     relations: list[str] | None = None
     max_facts: int | None = None      # known facts used by trace/edit (first n after a seeded shuffle)
     batch_size: int = 64
-    # where per-case work runs (issue 6): "local" (in-process) or "ray"
+    # where per-case work runs: "local" (in-process) or "ray"
     backend: str = "local"
     ray_address: str | None = None    # an existing Ray cluster ("auto", "ray://host:10001"); None = start one here
     workers: int | None = None        # Ray workers; None = one per GPU (cuda) or 2 (cpu)
     shard_size: int = 4               # cases per Ray task
-    # localisation (SPEC §4)
+    # localisation (docs/estimands.md)
     noise_draws: int = 10
     partner_draws: int = 10
     trace_components: list[str] = field(default_factory=lambda: ["residual", "mlp", "attn"])
@@ -45,24 +45,24 @@ class StudyConfig:
     trace_estimators: list[str] = field(default_factory=lambda: ["noise", "resample", "flip"])
     trace_layers: list[int] | None = None   # layers of the heatmap site set (None = every layer)
     heatmap_cases: int | None = None        # cases (first n of the study facts) that get the heatmap set
-    noise_scale_factor: float = 3.0         # ν = factor × std of subject-token embeddings (SPEC §4.1)
-    # editing (SPEC §5)
+    noise_scale_factor: float = 3.0         # ν = factor × std of subject-token embeddings (docs/estimands.md#noise-tracing)
+    # editing (docs/design.md#rome)
     edit_layers: list[int] | None = None   # None = every `edit_layer_step`-th layer and the last
     edit_layer_step: int = 3
     rome_context_texts: int = 4            # N model-generated context texts (original ROME: 20)
     rome_stat_tokens: int = 100_000         # tokens for C = E[k kᵀ] (sampled from the model unless rome_stat_source)
     rome_stat_source: str = "model"         # "model" or the path of a local text dataset
     rome_max_neighbours: int | None = 10    # neighbourhood prompts scored per case (CounterFact: 10; None = all; seeded sample)
-    rome_key_mode: str = "mixed"            # "mixed" (original), "averaged" or "bare" (SPEC §5)
+    rome_key_mode: str = "mixed"            # "mixed" (original), "averaged" or "bare" (docs/design.md#rome)
     rome_hparams: dict = field(default_factory=dict)  # further RomeHyperParams overrides (v_lr, kl_factor, ...)
-    # analysis (SPEC §7)
+    # analysis (docs/design.md#the-hypothesis-test)
     analysis_window: int = 5
     n_bootstrap: int = 1000
     # batched ROME sweeps: cases optimised and scored together at each edit layer (1 = one at a time)
     rome_batch_cases: int = 8
-    # batched tracing (issue 11): cases traced together in shared block calls (1 = one at a time)
+    # batched tracing: cases traced together in shared block calls (1 = one at a time)
     trace_batch_cases: int = 16
-    # support diagnostics (issue 12): where corrupted runs land
+    # support diagnostics: where corrupted runs land
     support_noise_scales: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 3.0, 5.0, 8.0])  # ν / σ_emb
     support_draws: int = 10                 # draws per case and base distribution (partners: at most this many)
     support_reference_facts: int | None = 400   # held-out real subjects for the real-state reference (fit + calibration)

@@ -1,4 +1,4 @@
-"""The whole study in one command: facts → trace → edit → analyze → report (SPEC §8).
+"""The whole study in one command: facts → trace → edit → analyze → report (docs/design.md#stages).
 
     python -m experiments.main                       # embedded SmolLM2, built-in geography facts
     python -m experiments.main --model gpt2-xl --facts counterfact.json --device cuda --preset paper

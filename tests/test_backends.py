@@ -1,4 +1,4 @@
-"""Backends: local and Ray give the same parts; a killed worker or a killed run loses nothing (issue 6)."""
+"""Backends: local and Ray give the same parts; a killed worker or a killed run loses nothing."""
 
 import os
 import signal

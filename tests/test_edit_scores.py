@@ -1,4 +1,4 @@
-"""Edit scores (SPEC §6) on hand-computed probabilities and on a tiny model."""
+"""Edit scores (docs/design.md#edit-scores) on hand-computed probabilities and on a tiny model."""
 
 from __future__ import annotations
 

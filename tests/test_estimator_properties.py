@@ -1,4 +1,4 @@
-"""Property-based tests (hypothesis) of estimator invariants on tiny random models (SPEC §4)."""
+"""Property-based tests (hypothesis) of estimator invariants on tiny random models (docs/estimands.md)."""
 
 import numpy as np
 import pytest

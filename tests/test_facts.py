@@ -1,4 +1,4 @@
-"""Facts: the geography builder, the CounterFact loader and its errors, the known-facts filter (SPEC §3)."""
+"""Facts: the geography builder, the CounterFact loader and its errors, the known-facts filter (docs/design.md#facts)."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Site maps and hooks on tiny random models of every family (SPEC §2)."""
+"""Site maps and hooks on tiny random models of every family (docs/design.md#models)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""The trace and edit stages give the same results on the local and the Ray backend (issue 6)."""
+"""The trace and edit stages give the same results on the local and the Ray backend."""
 
 import dataclasses
 

@@ -1,4 +1,4 @@
-"""ROME on tiny random models of every family (SPEC §5)."""
+"""ROME on tiny random models of every family (docs/design.md#rome)."""
 
 from __future__ import annotations
 
@@ -143,7 +143,7 @@ def test_suffix_run_matches_full_forward(family, monkeypatch):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_window_run_matches_full_run_with_and_without_delta(family):
-    """Re-running each row only from its window start, after the cached prefix, is exact (SPEC §5)."""
+    """Re-running each row only from its window start, after the cached prefix, is exact (docs/design.md#rome)."""
     b = tiny_model(family)
     ids, mask, _ = pad_batch([[5, 6, 7, 8, 9, 10, 11], [12, 13, 14], [15, 16, 17, 18, 19]], 0)
     starts = torch.tensor([4, 0, 2])

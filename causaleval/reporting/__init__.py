@@ -1,1 +1,1 @@
-"""Tables, figures and the paper build (SPEC §8)."""
+"""Tables, figures and the paper build (docs/design.md#stages)."""

@@ -1,4 +1,4 @@
-"""ROME editing (SPEC §5) and a per-case layer sweep scored with the SPEC §6 edit scores.
+"""ROME editing (docs/design.md#rome) and a per-case layer sweep scored with the edit scores of docs/design.md#edit-scores.
 
 Public API::
 
@@ -43,7 +43,7 @@ def rome_edit(bundle: ModelBundle, fact: Fact, layer: int | None = None, hparams
 def sweep_cases(bundle: ModelBundle, facts: Sequence[Fact], layers: list[int], hp: RomeHyperParams,
                 stats: SecondMoments, contexts: list[str], max_neighbours: int | None = None,
                 seed: int = 0) -> list[list[dict]]:
-    """Edit every fact of ``facts`` at each layer and score it (SPEC §6); one list of rows (a dict per
+    """Edit every fact of ``facts`` at each layer and score it (docs/design.md#edit-scores); one list of rows (a dict per
     layer) per fact.  At each layer the facts share their v* optimisation's forward/backward passes and
     the scoring forward (each with its own edit); the model's weights are never changed.
 

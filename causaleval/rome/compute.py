@@ -1,4 +1,4 @@
-"""ROME: keys, the v* optimisation, the rank-one update and exact restore (SPEC §5; Meng et al. 2022).
+"""ROME: keys, the v* optimisation, the rank-one update and exact restore (docs/design.md#rome; Meng et al. 2022).
 
 For an edit of case (s, r, o_new) at layer l, with W the down-projection of block l:
 

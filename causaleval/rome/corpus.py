@@ -1,4 +1,4 @@
-"""Text the ROME statistics and context texts are drawn from (SPEC §5), cached per model.
+"""Text the ROME statistics and context texts are drawn from (docs/design.md#rome), cached per model.
 
 * :func:`model_slug` names a model's cache folder ``cache_dir()/rome/<slug>``.
 * :func:`sample_ids` samples token sequences from the model itself (seeded; plain ancestral sampling,

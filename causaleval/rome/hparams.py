@@ -1,4 +1,4 @@
-"""ROME hyperparameters per model family (SPEC §5; Meng et al. 2022, appendix and released configs).
+"""ROME hyperparameters per model family (docs/design.md#rome; Meng et al. 2022, appendix and released configs).
 
 Published values (ROME repository, ``hparams/ROME/gpt2-xl.json`` and ``EleutherAI_gpt-j-6B.json``):
 GPT-2 XL edits layer 17, GPT-J layer 5; both use Adam lr 0.5 for at most 20 steps (stop when the

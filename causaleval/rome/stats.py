@@ -1,4 +1,4 @@
-"""Second moments C = E[k kᵀ] of the down-projection keys per layer (SPEC §5), cached on disk.
+"""Second moments C = E[k kᵀ] of the down-projection keys per layer (docs/design.md#rome), cached on disk.
 
 The corpus (token ids) is made once per model and source — ``stat_tokens`` tokens sampled from the
 model itself (seeded) or read from a local text dataset — and saved as ``.npy`` with JSON

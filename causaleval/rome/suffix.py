@@ -7,7 +7,7 @@ with those same arguments, which works unchanged for every family (GPT-2, GPT-J,
 and :func:`logits_at_positions` applies the final norm and unembedding only to the gathered positions.
 Valid while the weights of blocks < ``layer`` are unchanged (a ROME edit at ``layer`` keeps them).
 
-:func:`capture_window` goes further for the v* optimisation (SPEC §5): δ enters at the subject's last
+:func:`capture_window` goes further for the v* optimisation (docs/design.md#rome): δ enters at the subject's last
 token, so with causal attention nothing before that token changes.  It keeps the full forward's
 key/value cache, and :meth:`SuffixWindow.run` re-runs blocks ``layer..L−1`` only on each row's
 positions from its subject's last token on, attending to the cached keys/values of the positions

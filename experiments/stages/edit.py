@@ -1,4 +1,4 @@
-"""Stage ``edit``: ROME-edit every studied fact at every edit layer and score it (SPEC §5–6).
+"""Stage ``edit``: ROME-edit every studied fact at every edit layer and score it (docs/design.md#rome).
 
 Writes ``edits.parquet``, one row per (case_id, layer): case_id, relation_id, layer, rewrite_score,
 paraphrase_score, neighborhood_score, es, ps, ns, es_magnitude, ps_magnitude, ns_magnitude,

@@ -1,4 +1,4 @@
-"""Stage ``facts``: build or load facts, keep the known ones (SPEC §3).
+"""Stage ``facts``: build or load facts, keep the known ones (docs/design.md#facts).
 
 Every prompt is first checked against the model's context length (before any forward pass).
 Writes ``facts.jsonl`` (known cases as CounterFact records plus ``p_true``, ``clean_top1``),

@@ -1,4 +1,4 @@
-"""Stage ``report``: LaTeX tables and figures from the analysis outputs (SPEC §8).
+"""Stage ``report``: LaTeX tables and figures from the analysis outputs (docs/design.md#stages).
 
 Writes ``tables/*.tex`` (booktabs; ``numbers.tex`` holds macros for the paper's prose) and
 ``figures/*.{pdf,png}`` into the results folder and copies them into ``paper/tables`` and

@@ -1,4 +1,4 @@
-"""Stage ``trace``: noise tracing, resample scrubbing and flip scrubbing of the study facts (SPEC §4).
+"""Stage ``trace``: noise tracing, resample scrubbing and flip scrubbing of the study facts (docs/estimands.md).
 
 Site sets per case:
 * the *analysis set* every case gets: MLP windows of ``analysis_window`` layers centred at each layer of
