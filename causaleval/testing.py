@@ -61,3 +61,21 @@ def tiny_model(family: str = "gpt2", seed: int = 0, n_layers: int = 4) -> ModelB
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
     return bundle_from(model.float().eval().requires_grad_(False), tok, name=f"tiny-{family}", identity={"seed": seed})
+
+
+def isolated_cache(tmp_path, monkeypatch):
+    """Fixture body: ``$CAUSALEVAL_CACHE`` in ``tmp_path`` and one torch thread for the test's duration
+    (use as ``yield from isolated_cache(tmp_path, monkeypatch)`` in a pytest fixture)."""
+    monkeypatch.setenv("CAUSALEVAL_CACHE", str(tmp_path))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def save_tiny_model(folder, family: str = "gpt2"):
+    """A tiny random model of ``family`` saved as a HF model folder (config, safetensors, tokenizer)."""
+    b = tiny_model(family)
+    b.model.save_pretrained(folder)
+    b.tokenizer.save_pretrained(folder)
+    return folder

@@ -1,13 +1,10 @@
 """The doctests of docs/*.md write ROME statistics into a temporary cache, on one torch thread."""
 
 import pytest
-import torch
+
+from causaleval.testing import isolated_cache
 
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("CAUSALEVAL_CACHE", str(tmp_path))
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    yield from isolated_cache(tmp_path, monkeypatch)

@@ -11,17 +11,13 @@ import pytest
 import torch
 
 from causaleval.geofacts import build_facts
-from causaleval.testing import tiny_model
+from causaleval.testing import save_tiny_model
 from experiments.main import main
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-gpt2")
-    b = tiny_model("gpt2")
-    b.model.save_pretrained(folder)
-    b.tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-gpt2"))
 
 
 def _records(n=3):

@@ -9,7 +9,7 @@ import pytest
 from causaleval.errors import ResultsError
 from causaleval.geofacts import build_facts
 from causaleval.parts import PartStore
-from causaleval.testing import tiny_model
+from causaleval.testing import save_tiny_model
 from experiments.backends import CaseJob, run_job
 from experiments.config import StudyConfig
 from experiments.main import main
@@ -18,11 +18,7 @@ from experiments.stages import facts as facts_stage
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-gpt2")
-    b = tiny_model("gpt2")
-    b.model.save_pretrained(folder)
-    b.tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-gpt2"))
 
 
 def _all_known(bundle, facts, batch_size=64, progress=True):

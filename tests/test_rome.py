@@ -17,7 +17,7 @@ from causaleval.rome.corpus import sample_ids
 from causaleval.hooks import trace
 from causaleval.rome.suffix import capture_block_inputs, capture_window, logits_at_positions, run_from
 from causaleval.sites import get_module
-from causaleval.testing import tiny_model, tiny_tokenizer
+from causaleval.testing import tiny_model, tiny_tokenizer, isolated_cache
 from causaleval.tokens import pad_batch
 
 FAMILIES = ("gpt2", "gptj", "gpt_neox", "llama")
@@ -31,11 +31,7 @@ OTHER = "The official language of Brazil"
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("CAUSALEVAL_CACHE", str(tmp_path))
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    yield from isolated_cache(tmp_path, monkeypatch)
 
 
 def tiny_hp(family: str, **kw):

@@ -11,7 +11,7 @@ from causaleval.edit_scores import prepare_probes, probs_after
 from causaleval.rome import (SecondMoments, apply_edit, compute_edits, default_contexts, hparams_for, prepare_edit,
                              prepare_edits, sweep_case, sweep_cases)
 from causaleval.rome.compute import build_edit_batch
-from causaleval.testing import tiny_model
+from causaleval.testing import tiny_model, isolated_cache
 
 FAMILIES = ("gpt2", "gptj", "gpt_neox", "llama")
 # the subject at the start, in the middle and at the end of the prompt; one- and multi-token targets;
@@ -31,11 +31,7 @@ TOL = 1e-5   # absolute; losses (O(1)–O(10) on SmolLM2) also relative: float32
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("CAUSALEVAL_CACHE", str(tmp_path))
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    yield from isolated_cache(tmp_path, monkeypatch)
 
 
 def _hp(family, **kw):

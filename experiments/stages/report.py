@@ -34,12 +34,32 @@ def build_report(out_dir: Path, paper_dir: Path | None = PAPER_DIR) -> list[Path
     if (out_dir / "run.json").is_file():
         window = json.loads((out_dir / "run.json").read_text()).get("config", {}).get("trace_window")
     paths = write_tables(t, out_dir / "tables") + write_figures(t, out_dir / "figures", trace, mlp_window=window)
-    if paper_dir is not None and Path(paper_dir).is_dir():
-        for p in paths:
-            dest = Path(paper_dir) / p.parent.name / p.name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(p, dest)
+    paths += support_report(out_dir)
+    copy_to_paper(paths, paper_dir)
     return paths
+
+
+def support_report(out_dir: Path) -> list[Path]:
+    """The support stage's tables and figures, rebuilt from ``<out>/support`` when that stage has finished."""
+    folder = Path(out_dir) / "support"
+    if not (folder / "summary.json").is_file():
+        return []
+    from causaleval.support.report import write_support_report
+
+    frames = {n: pd.read_parquet(folder / f"{n}.parquet")
+              for n in ("answers_summary", "states_summary", "noise_scale", "reference")}
+    return write_support_report(frames["answers_summary"], frames["states_summary"], frames["noise_scale"],
+                                frames["reference"], json.loads((folder / "summary.json").read_text()), out_dir)
+
+
+def copy_to_paper(paths: list[Path], paper_dir: Path | None) -> None:
+    """Copy generated ``tables/*`` and ``figures/*`` files into ``paper_dir`` when it exists."""
+    if paper_dir is None or not Path(paper_dir).is_dir():
+        return
+    for p in paths:
+        dest = Path(paper_dir) / p.parent.name / p.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p, dest)
 
 
 def run(ctx: StageContext, paper_dir: Path | None = PAPER_DIR) -> None:

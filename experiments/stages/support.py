@@ -24,7 +24,6 @@ kept in ``support_parts/`` and a killed run resumes with the missing cases.
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from causaleval.patching import Draw
 from causaleval.store import atomic_write_json, atomic_write_parquet
 from causaleval.support import RealStates, answer_rows, answer_set, clean_states, corrupted_runs, split_reference
 from causaleval.support.report import summarise_answers, summarise_states, write_support_report
+from experiments.stages.report import copy_to_paper
 from causaleval.tokens import answer_ids, encode_prompt
 from estimators import flip_scrubbing, noise_tracing, resample_scrubbing
 from experiments.backends import CaseJob
@@ -214,12 +214,7 @@ def run(ctx: StageContext, paper_dir: Path | None = PAPER_DIR) -> None:
                    reference_calibration=[m.n_calibration for m in references],
                    study_clean_beyond_mean=float(reference.study_clean_beyond.mean()),
                    noise_scale_note=scale_note, seconds=round(time.time() - t0, 1))
-    paths = write_support_report(a_sum, s_sum, scale, reference, summary, out)
-    if paper_dir is not None and Path(paper_dir).is_dir():
-        for p in paths:
-            dest = Path(paper_dir) / p.parent.name / p.name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(p, dest)
+    copy_to_paper(write_support_report(a_sum, s_sum, scale, reference, summary, out), paper_dir)
     atomic_write_json(folder / "summary.json", summary)   # written last: the stage's marker
     print(_report(a_sum, s_sum, scale, summary))
 
