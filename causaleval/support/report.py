@@ -35,6 +35,13 @@ def arm_label(arm: str) -> str:
     return f"noise, ν = {arm.split('@')[1]}σ" if arm.startswith("noise@") else arm
 
 
+def _sorted_by_arm(frame: pd.DataFrame, then: str) -> pd.DataFrame:
+    """Rows in ``arm_order`` of their arm, then by ``then`` (stable)."""
+    order = {a: i for i, a in enumerate(arm_order(frame.arm))}
+    return frame.sort_values(["arm", then], key=lambda s: s.map(order) if s.name == "arm" else s,
+                             kind="stable").reset_index(drop=True)
+
+
 def summarise_answers(answers: pd.DataFrame, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Per (arm, quantity): the mean over cases with a bootstrap CI; quantities share_<outcome>,
     p_answer_set, p_answer and (partner arms) share_partner_answered."""
@@ -47,10 +54,7 @@ def summarise_answers(answers: pd.DataFrame, n_resamples: int = 1000, seed: int 
     long = long[~((long.quantity == "share_partner_answered") & ~long.arm.isin(["resample", "flip"]))]
     out = summarise_by(long, ["arm", "quantity"], value="value", total=None, n_resamples=n_resamples, seed=seed)
     draws = long.groupby(["arm", "quantity"]).n_draws.sum().rename("n_draws").reset_index()
-    out = out.merge(draws, on=["arm", "quantity"])
-    order = {a: i for i, a in enumerate(arm_order(out.arm))}
-    return out.sort_values(["arm", "quantity"], key=lambda s: s.map(order) if s.name == "arm" else s,
-                           kind="stable").reset_index(drop=True)
+    return _sorted_by_arm(out.merge(draws, on=["arm", "quantity"]), "quantity")
 
 
 def summarise_states(states: pd.DataFrame, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
@@ -59,10 +63,7 @@ def summarise_states(states: pd.DataFrame, n_resamples: int = 1000, seed: int = 
     per_case = states.groupby(["arm", "layer", "case_id"]).beyond.mean().rename("value").reset_index()
     out = summarise_by(per_case, ["arm", "layer"], value="value", total=None, n_resamples=n_resamples, seed=seed)
     med = states.groupby(["arm", "layer"]).distance.median().rename("median_distance").reset_index()
-    out = out.merge(med, on=["arm", "layer"])
-    order = {a: i for i, a in enumerate(arm_order(out.arm))}
-    return out.sort_values(["arm", "layer"], key=lambda s: s.map(order) if s.name == "arm" else s,
-                           kind="stable").reset_index(drop=True)
+    return _sorted_by_arm(out.merge(med, on=["arm", "layer"]), "layer")
 
 
 # ----------------------------------------------------------------------------- tables and macros
