@@ -122,11 +122,17 @@ HELP: dict[str, str] = {
 }
 
 PRESETS: dict[str, dict] = {
-    # Finishes on a 2-core laptop CPU with SmolLM2 (see README for the measured time).
-    # 12 facts × 6 edit layers (0, 6, 12, 18, 24, 29); ROME statistics from 20k sampled tokens.
-    "default": dict(max_facts=12, noise_draws=3, partner_draws=3, edit_layer_step=6, heatmap_cases=2,
-                    trace_components=["residual", "mlp"], rome_stat_tokens=20_000),
-    # Every known fact and every layer.
+    # `make run` on a 2-core laptop CPU with SmolLM2 (README has the measured time): 48 known facts
+    # stratified over relations × 9 edit layers (0, 4, …, 28, 29), all three estimators, ROME statistics
+    # from 20k sampled tokens, the support stage at ν ∈ {1, 3, 8} σ_emb.
+    "default": dict(max_facts=48, noise_draws=3, partner_draws=3, edit_layer_step=4, heatmap_cases=1,
+                    trace_components=["residual", "mlp"], rome_stat_tokens=20_000, support_draws=3,
+                    support_noise_scales=[1.0, 3.0, 8.0]),
+    # The committed study: 200 known facts stratified over relations × 9 edit layers (0, 4, …, 28, 29),
+    # all three estimators; ≈ 2 h on 2 CPU cores (README has the measured time per stage).
+    "study": dict(max_facts=200, noise_draws=3, partner_draws=3, edit_layer_step=4, heatmap_cases=2,
+                  trace_components=["residual", "mlp"], rome_stat_tokens=20_000, support_draws=5),
+    # Every known fact and every layer (for a GPU).
     "paper": dict(max_facts=None, noise_draws=10, partner_draws=10, edit_layer_step=1),
     # Seconds-scale run for tests.
     "smoke": dict(max_facts=6, noise_draws=3, partner_draws=3, edit_layer_step=2, n_bootstrap=200,

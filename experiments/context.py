@@ -60,17 +60,40 @@ class StageContext:
 
     @cached_property
     def study_facts(self) -> list[Fact]:
-        """The known facts this run studies: a seeded sample of ``max_facts`` (all when None), in case order."""
+        """The known facts this run studies: ``max_facts`` of them (all when None), stratified over relations
+        (:func:`stratified_sample`), in case order."""
         facts = self.known_facts
         n = self.config.max_facts
         if n is not None and n < len(facts):
-            rng = random.Random(self.config.seed)
-            chosen = set(rng.sample(range(len(facts)), n))
+            chosen = set(stratified_sample([f.relation_id for f in facts], n, self.config.seed))
             facts = [f for i, f in enumerate(facts) if i in chosen]
         return facts
 
     def edit_layers(self) -> list[int]:
         return edit_layers_for(self.config, self.bundle.n_layers)
+
+
+def stratified_sample(strata: list[str], n: int, seed: int) -> list[int]:
+    """Indices of ``n`` items drawn without replacement, as evenly over the strata as their sizes allow.
+
+    Each relation gets ⌊n / k⌋ (k relations; the first n mod k relations in sorted order get one more); a
+    relation with fewer facts gives all of them and its shortfall is shared out among the others the same
+    way.  Within a relation the facts are a seeded random sample.  Equal allocation rather than
+    proportional keeps the small relations (and their prompt shapes) in the study."""
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(strata):
+        groups.setdefault(s, []).append(i)
+    quota = dict.fromkeys(groups, 0)
+    left = min(n, len(strata))
+    while left:
+        open_ = sorted(g for g in groups if quota[g] < len(groups[g]))
+        share, extra = divmod(left, len(open_))
+        for j, g in enumerate(open_):
+            take = min(share + (j < extra), len(groups[g]) - quota[g])
+            quota[g] += take
+            left -= take
+    rng = random.Random(seed)
+    return sorted(i for g in sorted(groups) for i in rng.sample(groups[g], quota[g]))
 
 
 def edit_layers_for(config: StudyConfig, n_layers: int) -> list[int]:
