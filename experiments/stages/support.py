@@ -18,14 +18,13 @@ stage's resample and flip rows, giving ΔR²_noise(ν) and ΔR²_flip − ΔR²_
 
 Writes ``support/{answers,states,answers_summary,states_summary,reference,noise_scale}.parquet``,
 ``support/summary.json`` (last: the stage's marker), ``tables/support_*.tex`` (with the macros of
-``support_numbers.tex``) and ``figures/support_*.{pdf,png}``, copied into ``paper/``.  Per-case work is
+``support_numbers.tex``) and ``figures/support_*.{pdf,png}`` in the results folder.  Per-case work is
 kept in ``support_parts/`` and a killed run resumes with the missing cases.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,7 +35,6 @@ from causaleval.patching import Draw
 from causaleval.store import atomic_write_json, atomic_write_parquet
 from causaleval.support import RealStates, answer_rows, answer_set, clean_states, corrupted_runs, split_reference
 from causaleval.support.report import summarise_answers, summarise_states, write_support_report
-from experiments.stages.report import copy_to_paper
 from causaleval.tokens import answer_ids, encode_prompt
 from estimators import flip_scrubbing, noise_tracing, resample_scrubbing
 from experiments.backends import CaseJob
@@ -46,7 +44,6 @@ from experiments.stages.trace import site_grids
 
 NAME = "support"
 OUTPUTS = ("support/summary.json",)
-PAPER_DIR = Path(__file__).resolve().parents[2] / "paper"
 
 
 def arm_name(estimator: str, factor: float | None = None) -> str:
@@ -152,20 +149,25 @@ def _retrace_work(state: dict, facts):
 def noise_scale_analysis(ctx: StageContext, sigma: float) -> tuple[pd.DataFrame, str]:
     """ΔR²_noise and ΔR²_flip − ΔR²_noise per noise factor (rows), or an empty frame and why."""
     out, cfg = ctx.out_dir, ctx.config
-    if not (out / "edits.parquet").is_file() or not (out / "trace.parquet").is_file():
-        return pd.DataFrame(), "no edits.parquet/trace.parquet in the results folder: run the trace and edit stages"
-    edits = pd.read_parquet(out / "edits.parquet")
+    if not (out / "trace.parquet").is_file():
+        return pd.DataFrame(), "no trace.parquet in the results folder: run the trace and edit stages"
+    have_edits = (out / "edits.parquet").is_file()
+    edits = pd.read_parquet(out / "edits.parquet") if have_edits else None
     trace = pd.read_parquet(out / "trace.parquet")
     others = trace[trace.estimator != "noise"]
     grids = site_grids(ctx, False)
-    facts = [f for f in ctx.study_facts if f.case_id in set(edits.case_id)]
+    facts = [f for f in ctx.study_facts if edits is None or f.case_id in set(edits.case_id)]
     spec = spec_from_config(cfg)
-    rows = []
-    for f in cfg.support_noise_scales:
+    retraced = {}
+    for f in cfg.support_noise_scales:   # the retraces need no edits: done (and kept as parts) first
         key = lambda fact, f=f: f"nu{f:g}_{fact.case_id}_sites"
         job = CaseJob(f"support retrace ν={f:g}σ", _setup, _retrace_work, key=key,
                       shared=dict(nu=f * sigma, n_draws=cfg.noise_draws, seed=cfg.seed, grids=grids, key=key))
-        keys = run_case_job(ctx, job, facts, "support_parts")
+        retraced[f] = run_case_job(ctx, job, facts, "support_parts")
+    if not have_edits:
+        return pd.DataFrame(), "no edits.parquet in the results folder: run the edit stage, then this stage again"
+    rows = []
+    for f, keys in retraced.items():
         noise = PartStore(out / "support_parts").concat(keys)
         try:
             res = analyze(pd.concat([others, noise], ignore_index=True), edits, spec)
@@ -183,10 +185,13 @@ def noise_scale_analysis(ctx: StageContext, sigma: float) -> tuple[pd.DataFrame,
                              h1_ci_low=h["ci_low"].iloc[0] if len(h) else np.nan,
                              h1_ci_high=h["ci_high"].iloc[0] if len(h) else np.nan,
                              h1_p=h["p_one_sided"].iloc[0] if len(h) and "p_one_sided" in h else np.nan))
+    if not rows:
+        return pd.DataFrame(), ("the analysis kept no noise-tracing rows at any ν: " + "; ".join(res.notes)
+                                if res.notes else "the analysis kept no noise-tracing rows at any ν")
     return pd.DataFrame(rows), ""
 
 
-def run(ctx: StageContext, paper_dir: Path | None = PAPER_DIR) -> None:
+def run(ctx: StageContext) -> None:
     t0 = time.time()
     cfg, bundle, out = ctx.config, ctx.bundle, ctx.out_dir
     facts = ctx.study_facts
@@ -214,7 +219,7 @@ def run(ctx: StageContext, paper_dir: Path | None = PAPER_DIR) -> None:
                    reference_calibration=[m.n_calibration for m in references],
                    study_clean_beyond_mean=float(reference.study_clean_beyond.mean()),
                    noise_scale_note=scale_note, seconds=round(time.time() - t0, 1))
-    copy_to_paper(write_support_report(a_sum, s_sum, scale, reference, summary, out), paper_dir)
+    write_support_report(a_sum, s_sum, scale, reference, summary, out)
     atomic_write_json(folder / "summary.json", summary)   # written last: the stage's marker
     print(_report(a_sum, s_sum, scale, summary))
 
