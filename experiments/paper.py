@@ -1,7 +1,7 @@
 """``python -m experiments.paper [--results DIR]``: regenerate the paper's tables and figures, then compile.
 
-Uses the latest results folder (the most recently analysed ``results/*/``, or ``--results``), writes
-``paper/tables`` and ``paper/figures`` from it and runs ``latexmk -pdf`` in ``paper/`` when latexmk is
+Uses the committed study run ``paper/study`` (or ``--results DIR``, any finished results folder), writes
+``paper/tables`` and ``paper/figures`` from its analysis outputs without recomputing anything, and runs ``latexmk -pdf`` in ``paper/`` when latexmk is
 installed (Debian: ``apt-get install --no-install-recommends latexmk texlive-latex-base
 texlive-latex-recommended texlive-fonts-recommended``); without it, says so and exits 0.
 """
@@ -15,30 +15,24 @@ import sys
 from pathlib import Path
 
 from causaleval.errors import CausalEvalError
-from experiments.stages.report import PAPER_DIR, build_report
+from experiments.publish import STUDY_DIR
+from experiments.stages.report import build_report
 
+PAPER_DIR = Path(__file__).resolve().parents[1] / "paper"
 LATEXMK = ["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "main.tex"]
-
-
-def latest_results(root: Path = Path("results")) -> Path:
-    """The results folder under ``root`` whose analysis/summary.json is newest."""
-    found = sorted(root.glob("*/analysis/summary.json"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
-    if not found:
-        raise CausalEvalError(f"no analysed results under {root.resolve()}/: run `make run` first "
-                              "(or pass --results DIR of a finished run)")
-    return found[-1].parent.parent
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.paper", description=__doc__.splitlines()[0])
-    p.add_argument("--results", type=Path, default=None, help="results folder (default: the latest under results/)")
+    p.add_argument("--results", type=Path, default=STUDY_DIR,
+                   help="results folder the paper reports (default: the committed study run, paper/study)")
     p.add_argument("--paper", type=Path, default=PAPER_DIR, help="paper folder with main.tex (default: paper/)")
     args = p.parse_args(argv)
     try:
-        results = args.results or latest_results()
+        results = args.results
         if not (results / "analysis" / "summary.json").is_file():
-            raise CausalEvalError(f"{results} has no analysis/summary.json: run `make run` (or "
-                                  f"python -m experiments.main --stage analyze --out {results}) first")
+            raise CausalEvalError(f"{results} has no analysis/summary.json: pass --results DIR of a finished run "
+                                  f"(or run python -m experiments.main --stage analyze --out {results} first)")
         args.paper.mkdir(parents=True, exist_ok=True)
         paths = build_report(results, args.paper)
     except CausalEvalError as err:

@@ -1,9 +1,9 @@
-"""``python -m experiments.paper``: regenerate tables/figures from the latest results, compile when possible."""
+"""``python -m experiments.paper``: regenerate tables/figures from the committed study (or --results), compile
+when possible."""
 
 import os
 import re
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -53,25 +53,25 @@ def built_without_latex(results, tmp_path_factory):
     return dest, code, buf.getvalue()
 
 
-def test_no_results_is_a_clear_error(tmp_path, monkeypatch, capsys):
-    with pytest.raises(CausalEvalError, match="make run"):
-        paper.latest_results(tmp_path / "results")
-    monkeypatch.chdir(tmp_path)
-    assert paper.main(["--paper", str(tmp_path / "p")]) == 2
-    assert "make run" in capsys.readouterr().err
+def test_no_results_is_a_clear_error(tmp_path, capsys):
+    assert paper.main(["--results", str(tmp_path / "missing"), "--paper", str(tmp_path / "p")]) == 2
+    assert "analysis/summary.json" in capsys.readouterr().err
     (tmp_path / "half").mkdir()
     assert paper.main(["--results", str(tmp_path / "half"), "--paper", str(tmp_path / "p")]) == 2
     assert "analysis/summary.json" in capsys.readouterr().err
 
 
-def test_latest_results_is_the_newest_analysis(results):
-    root = results.parent
-    older = root / "older-run"
-    (older / "analysis").mkdir(parents=True, exist_ok=True)
-    (older / "analysis" / "summary.json").write_text("{}")
-    past = time.time() - 3600
-    os.utime(older / "analysis" / "summary.json", (past, past))
-    assert paper.latest_results(root) == results
+def test_the_committed_paper_is_rebuilt_from_the_committed_study(tmp_path):
+    """``make paper`` reads the committed study run (paper/study) and nothing else: rebuilding its
+    tables gives exactly the committed paper/tables."""
+    assert paper.STUDY_DIR == PAPER_SRC / "study"
+    assert (paper.STUDY_DIR / "analysis" / "summary.json").is_file()
+    dest = tmp_path / "paper"
+    paths = paper.build_report(paper.STUDY_DIR, dest)
+    tables = [p for p in paths if p.parent.name == "tables"]
+    assert {p.name for p in tables} >= {"r2.tex", "h1.tex", "numbers.tex", "support_answers.tex"}
+    for p in tables:
+        assert p.read_text() == (PAPER_SRC / "tables" / p.name).read_text(), p.name
 
 
 def test_regenerates_tables_without_latex(built_without_latex):
@@ -103,3 +103,22 @@ def test_paper_compiles(results, tmp_path):
     assert (dest / "main.pdf").read_bytes()[:4] == b"%PDF"
     log = (dest / "main.log").read_text(errors="replace")
     assert not re.search(r"(Citation|Reference) `[^']+' on page \d+ undefined", log)
+
+
+def test_publish_copies_the_analysis_ready_tables_and_replaces_the_old_copy(results, tmp_path):
+    from experiments.publish import publish
+
+    dest = tmp_path / "study"
+    (dest / "analysis").mkdir(parents=True)
+    (dest / "analysis" / "stale.parquet").write_text("old")
+    copied = publish(results, dest)
+    assert not (dest / "analysis" / "stale.parquet").exists()
+    for rel in ("run.json", "trace.parquet", "edits.parquet", "analysis/summary.json", "analysis/r2.parquet"):
+        assert (dest / rel).read_bytes() == (results / rel).read_bytes(), rel
+    assert set(copied) == {p for p in dest.rglob("*") if p.is_file()}
+    paths = paper.build_report(dest, tmp_path / "paper")
+    assert (tmp_path / "paper" / "tables" / "h1.tex").is_file() and paths
+    with pytest.raises(CausalEvalError, match="edits.parquet"):
+        (results.parent / "unfinished").mkdir()
+        (results.parent / "unfinished" / "run.json").write_text("{}")
+        publish(results.parent / "unfinished", tmp_path / "other")

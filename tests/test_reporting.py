@@ -17,8 +17,9 @@ def folder(tmp_path_factory):
     out = write_synthetic_results(tmp_path_factory.mktemp("results"), SyntheticSpec(n_cases=20, n_layers=8, seed=2))
     ctx = StageContext(config=resolve("smoke", n_bootstrap=60, seed=2), out_dir=out, progress=False)
     analyze.run(ctx)
+    report.run(ctx)
     paper = tmp_path_factory.mktemp("paper")
-    report.run(ctx, paper_dir=paper)
+    report.build_report(out, paper)
     return out, paper
 
 
@@ -27,6 +28,21 @@ def test_stages_write_their_outputs(folder):
     for rel in analyze.OUTPUTS + report.OUTPUTS:
         assert (out / rel).is_file(), rel
     assert (paper / "tables" / "h1.tex").is_file() and (paper / "figures" / "delta_r2.pdf").is_file()
+    assert (paper / "tables" / "h1.tex").read_text() == (out / "tables" / "h1.tex").read_text()
+
+
+def test_an_ordinary_run_never_writes_into_the_paper(folder):
+    """The report stage writes into its results folder only; the paper is rebuilt from the committed
+    study by ``python -m experiments.paper``."""
+    from pathlib import Path
+
+    out, _ = folder
+    repo_paper = Path(report.__file__).resolve().parents[2] / "paper"
+    def snapshot():
+        return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in repo_paper.rglob("*") if p.is_file()}
+    before = snapshot()
+    report.run(StageContext(config=resolve("smoke", n_bootstrap=60, seed=2), out_dir=out, progress=False))
+    assert snapshot() == before
 
 
 def test_tables_are_booktabs_with_the_analysis_numbers(folder):

@@ -1,14 +1,14 @@
 """Stage ``report``: LaTeX tables and figures from the analysis outputs (docs/design.md#stages).
 
 Writes ``tables/*.tex`` (booktabs; ``numbers.tex`` holds macros for the paper's prose) and
-``figures/*.{pdf,png}`` into the results folder and copies them into ``paper/tables`` and
-``paper/figures`` so that ``paper/main.tex`` compiles against the latest run.
+``figures/*.{pdf,png}`` into the results folder only.  The paper is built from the committed study run
+(``paper/study``) by ``python -m experiments.paper`` (``make paper``), which calls :func:`build_report`
+with ``paper/`` as the destination; an ordinary run never writes into ``paper/``.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -20,28 +20,28 @@ from experiments.context import StageContext
 
 NAME = "report"
 OUTPUTS = ("tables/h1.tex", "figures/delta_r2.pdf")
-PAPER_DIR = Path(__file__).resolve().parents[2] / "paper"
 
 
-def build_report(out_dir: Path, paper_dir: Path | None = PAPER_DIR) -> list[Path]:
-    """Tables and figures of a results folder into ``<out>/tables`` and ``<out>/figures``, copied into
-    ``paper_dir/{tables,figures}`` when ``paper_dir`` is given and exists.  Returns the written paths."""
-    out_dir = Path(out_dir)
-    t = load_results(out_dir)
-    trace_path = out_dir / "trace.parquet"
+def build_report(results_dir: Path, dest_dir: Path | None = None) -> list[Path]:
+    """Tables and figures of a results folder into ``dest_dir/tables`` and ``dest_dir/figures``
+    (default: the results folder itself), from its analysis outputs, trace table and support summaries.
+    Nothing is recomputed.  Returns the written paths."""
+    results_dir = Path(results_dir)
+    dest_dir = results_dir if dest_dir is None else Path(dest_dir)
+    t = load_results(results_dir)
+    trace_path = results_dir / "trace.parquet"
     trace = pd.read_parquet(trace_path) if trace_path.is_file() else None
     window = None
-    if (out_dir / "run.json").is_file():
-        window = json.loads((out_dir / "run.json").read_text()).get("config", {}).get("trace_window")
-    paths = write_tables(t, out_dir / "tables") + write_figures(t, out_dir / "figures", trace, mlp_window=window)
-    paths += support_report(out_dir)
-    copy_to_paper(paths, paper_dir)
-    return paths
+    if (results_dir / "run.json").is_file():
+        window = json.loads((results_dir / "run.json").read_text()).get("config", {}).get("trace_window")
+    paths = write_tables(t, dest_dir / "tables") + write_figures(t, dest_dir / "figures", trace, mlp_window=window)
+    return paths + support_report(results_dir, dest_dir)
 
 
-def support_report(out_dir: Path) -> list[Path]:
-    """The support stage's tables and figures, rebuilt from ``<out>/support`` when that stage has finished."""
-    folder = Path(out_dir) / "support"
+def support_report(results_dir: Path, dest_dir: Path | None = None) -> list[Path]:
+    """The support stage's tables and figures, rebuilt from ``<results>/support`` when that stage has
+    finished, into ``dest_dir`` (default: the results folder)."""
+    folder = Path(results_dir) / "support"
     if not (folder / "summary.json").is_file():
         return []
     from causaleval.support.report import write_support_report
@@ -49,20 +49,11 @@ def support_report(out_dir: Path) -> list[Path]:
     frames = {n: pd.read_parquet(folder / f"{n}.parquet")
               for n in ("answers_summary", "states_summary", "noise_scale", "reference")}
     return write_support_report(frames["answers_summary"], frames["states_summary"], frames["noise_scale"],
-                                frames["reference"], json.loads((folder / "summary.json").read_text()), out_dir)
+                                frames["reference"], json.loads((folder / "summary.json").read_text()),
+                                Path(results_dir) if dest_dir is None else Path(dest_dir))
 
 
-def copy_to_paper(paths: list[Path], paper_dir: Path | None) -> None:
-    """Copy generated ``tables/*`` and ``figures/*`` files into ``paper_dir`` when it exists."""
-    if paper_dir is None or not Path(paper_dir).is_dir():
-        return
-    for p in paths:
-        dest = Path(paper_dir) / p.parent.name / p.name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(p, dest)
-
-
-def run(ctx: StageContext, paper_dir: Path | None = PAPER_DIR) -> None:
-    paths = build_report(ctx.out_dir, paper_dir)
-    print(f"wrote {len(paths)} table and figure files to {ctx.out_dir}/tables, {ctx.out_dir}/figures"
-          + (f" and {paper_dir}" if paper_dir is not None and Path(paper_dir).is_dir() else ""))
+def run(ctx: StageContext) -> None:
+    paths = build_report(ctx.out_dir)
+    print(f"wrote {len(paths)} table and figure files to {ctx.out_dir}/tables and {ctx.out_dir}/figures "
+          "(the paper is built from the committed study: make paper)")

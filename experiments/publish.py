@@ -1,0 +1,66 @@
+"""``python -m experiments.publish --results DIR``: copy a finished run's analysis-ready tables into
+``paper/study``, the committed run that ``make paper`` reports.
+
+Copied (a few MB): ``run.json``, the trace tables (``trace.parquet``: IE and TE per site and case, from
+which every localisation effect is recomputed; ``trace_cases.parquet``; ``trace_summary.parquet``), the
+edit table (``edits.parquet``, ``edit_summary.parquet``), ``analysis/`` and the support stage's
+summaries (``support/{answers_summary,states_summary,reference,noise_scale}.parquet`` and
+``summary.json``).  Per-draw tables, parts and model caches stay behind.  The destination is replaced
+as a whole (written beside it, then renamed), so a failed copy leaves the previous committed run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from causaleval.errors import CausalEvalError
+
+STUDY_DIR = Path(__file__).resolve().parents[1] / "paper" / "study"
+REQUIRED = ("run.json", "trace.parquet", "edits.parquet", "analysis/summary.json")
+OPTIONAL = ("trace_cases.parquet", "trace_summary.parquet", "trace_meta.json", "edit_summary.parquet",
+            "facts_filter.parquet", "support/answers_summary.parquet", "support/states_summary.parquet",
+            "support/reference.parquet", "support/noise_scale.parquet", "support/summary.json")
+
+
+def publish(results: Path, dest: Path = STUDY_DIR) -> list[Path]:
+    """Copy the analysis-ready files of ``results`` into ``dest`` (replacing it); returns the copies."""
+    results, dest = Path(results), Path(dest)
+    missing = [r for r in REQUIRED if not (results / r).is_file()]
+    if missing:
+        raise CausalEvalError(f"{results} is not a finished run: {', '.join(missing)} missing (run "
+                              f"python -m experiments.main --out {results} to the analyze stage first)")
+    staging = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    copied = []
+    for rel in REQUIRED + OPTIONAL + tuple(str(p.relative_to(results)) for p in (results / "analysis").iterdir()):
+        src = results / rel
+        if src.is_file() and not (staging / rel).exists():
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, staging / rel)
+            copied.append(dest / rel)
+    shutil.rmtree(dest, ignore_errors=True)
+    staging.rename(dest)
+    return copied
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.publish", description=__doc__.splitlines()[0])
+    p.add_argument("--results", type=Path, required=True, help="a finished results folder, e.g. results/study")
+    p.add_argument("--dest", type=Path, default=STUDY_DIR, help="destination (default: paper/study)")
+    args = p.parse_args(argv)
+    try:
+        copied = publish(args.results, args.dest)
+    except CausalEvalError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    size = sum(c.stat().st_size for c in copied) / 2**20
+    print(f"copied {len(copied)} files ({size:.1f} MiB) from {args.results} into {args.dest}; "
+          "now run make paper")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
