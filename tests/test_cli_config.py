@@ -100,7 +100,7 @@ def test_every_setting_and_flag_has_help_and_a_default_shown(capsys):
         parse_args(["--help"])
     text = capsys.readouterr().out
     assert "(default: float32)" in text and "(default: 0)" in text and "(default: 64)" in text
-    assert "default: 12, paper: null, smoke: 6" in text            # --max-facts per preset
+    assert "default: 48, study: 200, paper: null, smoke: 6" in " ".join(text.split())   # --max-facts per preset
     assert "n_bootstrap = 1000" in text and 'rome_key_mode = "mixed"' in text
 
 
