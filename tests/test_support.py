@@ -215,7 +215,10 @@ def test_noise_scale_analysis_reproduces_the_trace_stage_at_its_own_scale(tmp_pa
     monkeypatch.setattr(support_stage, "spec_from_config", spec_from_config)
 
     facts = known[:70]
-    ctx = _ctx(tmp_path, tiny_llama, facts, n_study=16, heatmap_cases=0, trace_estimators=["noise", "resample"])
+    # trace_batch_cases=1: the trace stage takes the same one-case path as the retrace, so equality is exact
+    # (the batched path agrees to ~5e-7, which the random model's TEs of ~1e-4 would amplify in ΔR²)
+    ctx = _ctx(tmp_path, tiny_llama, facts, n_study=16, heatmap_cases=0, trace_estimators=["noise", "resample"],
+               trace_batch_cases=1)
     trace_stage.run(ctx)
     rng = np.random.default_rng(0)
     edits = pd.DataFrame([dict(case_id=f.case_id, relation_id=f.relation_id, layer=l,

@@ -150,7 +150,7 @@ def noise_scale_analysis(ctx: StageContext, sigma: float) -> tuple[pd.DataFrame,
     """ΔR²_noise and ΔR²_flip − ΔR²_noise per noise factor (rows), or an empty frame and why."""
     out, cfg = ctx.out_dir, ctx.config
     if not (out / "trace.parquet").is_file():
-        return pd.DataFrame(), "no trace.parquet in the results folder: run the trace and edit stages"
+        return pd.DataFrame(), "no trace.parquet and edits.parquet in the results folder: run the trace and edit stages"
     have_edits = (out / "edits.parquet").is_file()
     edits = pd.read_parquet(out / "edits.parquet") if have_edits else None
     trace = pd.read_parquet(out / "trace.parquet")
