@@ -63,7 +63,8 @@ def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.pdf", out_dir / f"{name}.png"]
-    fig.savefig(paths[0], bbox_inches="tight")
+    # No creation date, so rebuilding the paper from the same results gives the same bytes.
+    fig.savefig(paths[0], bbox_inches="tight", metadata={"CreationDate": None})
     fig.savefig(paths[1], bbox_inches="tight", dpi=200)
     plt.close(fig)
     return paths
