@@ -1,14 +1,16 @@
 """Benchmarks of ROME edits: batched sweeps vs one case at a time, and ours vs the original's way.
 
-    python -m experiments.bench edit [--per-relation 2] [--layers 0,12,24] [--repeats 2] [--threads T]
-                                     [--contexts 4] [--stat-tokens N] [--facts facts.jsonl]
+    python -m experiments.bench edit [--per-relation 4] [--batch 16] [--layers 0,12,24] [--repeats 2]
+                                     [--threads T] [--contexts 4] [--stat-tokens N] [--facts facts.jsonl]
     python -m experiments.bench edit --reference [--cases 4] [--layer L] ...   # ours vs the original's way
 
-Batched (default): facts drawn from every relation (``--per-relation`` known facts each); per layer,
-each relation's facts swept together (:func:`~causaleval.rome.sweep_cases`: one batched v*
-optimisation and one batched scoring pass) vs one at a time (:func:`~causaleval.rome.sweep_case`),
-interleaved; medians over repeats, edits/s, the ratio per relation and overall, the largest |Δ| of
-the final losses and p(new) between the two, and each time as a multiple of its arithmetic lower
+Batched (default): ``--per-relation`` known facts drawn from every relation, relations interleaved as
+in the stratified study sample, swept in batches of ``--batch`` as the edit stage does
+(:func:`~causaleval.rome.sweep_cases`: one batched v* optimisation and one batched scoring pass per
+layer) vs one at a time (:func:`~causaleval.rome.sweep_case`), interleaved; medians over repeats,
+edits/s, the ratio per relation (a batched case's time is its equal share of its batch) and overall,
+the largest |Δ| of the final losses (absolute and relative) and of p(new) between the two, and each
+time as a multiple of its arithmetic lower
 bound: the FLOPs of the minimal work (below) over this machine's measured matmul throughput.
 
 Lower bound of a (case, layer) edit, counted from the actual rows and steps: v* forward passes
@@ -181,7 +183,10 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--facts", default=None, help="facts.jsonl of known facts (default: results/smollm2-default/"
                                                   "facts.jsonl if present, else the built-in facts, filtered)")
-    ap.add_argument("--per-relation", type=int, default=2, help="facts per relation (batched together)")
+    ap.add_argument("--per-relation", type=int, default=4, help="known facts drawn from each relation")
+    ap.add_argument("--batch", type=int, default=None,
+                    help="cases per batched sweep, drawn across relations as the edit stage does "
+                         "(default: the presets' rome_batch_cases)")
     ap.add_argument("--layers", default="0,12,24")
     ap.add_argument("--contexts", type=int, default=4)
     ap.add_argument("--max-neighbours", type=int, default=10)
@@ -211,41 +216,56 @@ def main(argv=None) -> None:
     contexts = default_contexts(bundle, hp, seed=a.seed)
     kw = dict(max_neighbours=a.max_neighbours, seed=a.seed)
     sweep_case(bundle, groups[next(iter(groups))][0], [layers[0]], hp, stats, contexts, **kw)   # warm-up
+    from experiments.backends import shards
+    from experiments.config import StudyConfig
+
+    size = a.batch = a.batch or StudyConfig.rome_batch_cases
+    relation_of = {f.case_id: rel for rel, facts in groups.items() for f in facts}
+    mixed = [f for rank in range(a.per_relation) for facts in groups.values() if rank < len(facts)
+             for f in facts[rank:rank + 1]]          # relations interleaved, as the stratified study sample
     t_one: dict = {}    # (relation, layer) -> list over repeats of seconds for the relation's cases
     t_bat: dict = {}
-    gflops, diff_loss, diff_p, steps = [], 0.0, 0.0, {}
+    gflops, diff_loss, diff_rel, diff_p, steps = [], 0.0, 0.0, 0.0, {}
     for rep in range(a.repeats):
-        for rel, facts in groups.items():
-            gflops.append(gemm_gflops(torch.get_num_threads()))
-            order = ("one", "batched") if rep % 2 == 0 else ("batched", "one")   # interleaved, alternating
-            rows = {}
-            for how in order:
-                if how == "one":
-                    rows[how] = [sweep_case(bundle, f, layers, hp, stats, contexts, **kw) for f in facts]
-                else:
-                    rows[how] = sweep_cases(bundle, facts, layers, hp, stats, contexts, **kw)
-            for i, layer in enumerate(layers):
-                t_one.setdefault((rel, layer), []).append(sum(r[i]["seconds"] for r in rows["one"]))
-                t_bat.setdefault((rel, layer), []).append(sum(r[i]["seconds"] for r in rows["batched"]))
-                for f, o, b_ in zip(facts, rows["one"], rows["batched"]):
-                    diff_loss = max(diff_loss, abs(o[i]["final_loss"] - b_[i]["final_loss"]))
-                    diff_p = max(diff_p, abs(o[i]["p_after_new"] - b_[i]["p_after_new"]))
-                    steps[(f.case_id, layer)] = o[i]["steps"]
-            print(f"repeat {rep + 1}, {rel}: " + ", ".join(
-                f"layer {l}: one {t_one[(rel, l)][-1]:.1f} s, batched {t_bat[(rel, l)][-1]:.1f} s" for l in layers),
-                flush=True)
-        _table(bundle, groups, layers, hp, contexts, a, t_one, t_bat, gflops, diff_loss, diff_p, steps)
+        gflops.append(gemm_gflops(torch.get_num_threads()))
+        order = ("one", "batched") if rep % 2 == 0 else ("batched", "one")   # interleaved, alternating
+        rows = {}
+        for how in order:
+            if how == "one":
+                rows[how] = [sweep_case(bundle, f, layers, hp, stats, contexts, **kw) for f in mixed]
+            else:
+                rows[how] = [r for group in shards(mixed, size)
+                             for r in sweep_cases(bundle, group, layers, hp, stats, contexts, **kw)]
+        gflops.append(gemm_gflops(torch.get_num_threads()))
+        for i, layer in enumerate(layers):
+            for f, o, b_ in zip(mixed, rows["one"], rows["batched"]):
+                key = (relation_of[f.case_id], layer)
+                if len(t_one.setdefault(key, [])) <= rep:
+                    t_one[key].append(0.0)
+                    t_bat.setdefault(key, []).append(0.0)
+                t_one[key][rep] += o[i]["seconds"]
+                t_bat[key][rep] += b_[i]["seconds"]
+                diff_loss = max(diff_loss, abs(o[i]["final_loss"] - b_[i]["final_loss"]))
+                diff_rel = max(diff_rel, abs(o[i]["final_loss"] - b_[i]["final_loss"]) / max(abs(o[i]["final_loss"]), 1e-12))
+                diff_p = max(diff_p, abs(o[i]["p_after_new"] - b_[i]["p_after_new"]))
+                steps[(f.case_id, layer)] = o[i]["steps"]
+        print(f"repeat {rep + 1}: " + ", ".join(
+            f"layer {l}: one {sum(t_one[(r, l)][-1] for r in groups):.1f} s, "
+            f"batched {sum(t_bat[(r, l)][-1] for r in groups):.1f} s" for l in layers), flush=True)
+        _table(bundle, groups, layers, hp, contexts, a, t_one, t_bat, gflops, (diff_loss, diff_rel), diff_p, steps)
+
+
 def _table(bundle, groups, layers, hp, contexts, a, t_one, t_bat, gflops, diff_loss, diff_p, steps) -> None:
     """Print the benchmark table from the repeats so far."""
     rate = statistics.median(gflops) * 1e9
     med = statistics.median
     n_facts = sum(len(f) for f in groups.values())
     print(f"\nROME edit sweep benchmark — {bundle.name}, {n_facts} known facts ({a.per_relation} per relation, "
-          f"each relation's facts batched together), {hp.n_context} context texts, ≤ {a.max_neighbours} neighbours, "
+          f"batches of {a.batch} mixing relations), {hp.n_context} context texts, ≤ {a.max_neighbours} neighbours, "
           f"{len(next(iter(t_one.values())))} interleaved repeats, {torch.get_num_threads()} threads; matmul probe "
           f"{rate / 1e9:.1f} GFLOP/s (median of {len(gflops)} probes)")
-    print("Times: v* optimisation + update + scoring + a share of the unedited forwards, medians over repeats; "
-          "'× bound' = time / (minimal FLOPs / matmul rate).")
+    print("Times: v* optimisation + update + scoring + a share of the unedited forwards, medians over repeats "
+          "(batched: each case's equal share of its batch); '× bound' = time / (minimal FLOPs / matmul rate).")
     print(f"{'layer':>5} {'relation':>8} {'one s/edit':>10} {'× bound':>8} {'batched s/edit':>14} {'× bound':>8} "
           f"{'ratio':>6} {'edits/s one':>11} {'edits/s batched':>15}")
     for layer in layers:
@@ -261,7 +281,8 @@ def _table(bundle, groups, layers, hp, contexts, a, t_one, t_bat, gflops, diff_l
         print(f"{layer:>5} {'all':>8} {tot_one / n_facts:>10.2f} {tot_one / tot_bound:>8.1f} {tot_bat / n_facts:>14.2f} "
               f"{tot_bat / tot_bound:>8.1f} {tot_one / tot_bat:>5.2f}× {n_facts / tot_one:>11.3f} "
               f"{n_facts / tot_bat:>15.3f}")
-    print(f"Equal results: max |Δ| final loss {diff_loss:.2e}, max |Δ| p(new) {diff_p:.2e}; "
+    print(f"Equal results: max |Δ| final loss {diff_loss[0]:.2e} (relative {diff_loss[1]:.1e}), "
+          f"max |Δ| p(new) {diff_p:.2e}; "
           f"v* steps per edit: mean {statistics.mean(steps.values()):.1f}")
 
 

@@ -59,7 +59,7 @@ class StudyConfig:
     analysis_window: int = 5
     n_bootstrap: int = 1000
     # batched ROME sweeps: cases optimised and scored together at each edit layer (1 = one at a time)
-    rome_batch_cases: int = 8
+    rome_batch_cases: int = 16
     # batched tracing: cases traced together in shared block calls (1 = one at a time)
     trace_batch_cases: int = 16
     # support diagnostics: where corrupted runs land

@@ -132,3 +132,42 @@ def test_batched_sweep_equals_one_at_a_time_on_smollm2():
         a = sweep_case(b, fact, [12], hp, stats, ctx, max_neighbours=10)[0]
         assert r[0]["p_after_new"] == pytest.approx(a["p_after_new"], abs=TOL)
         assert r[0]["final_loss"] == pytest.approx(a["final_loss"], abs=TOL)
+
+
+def _partition_cost(groups, spans, overhead):
+    return sum(overhead + len(g) * max(spans[i] for i in g) for g in groups)
+
+
+def test_span_buckets_are_an_optimal_partition_of_every_row():
+    """Every row lands in exactly one group, and no split of the sorted rows costs less (brute force)."""
+    import itertools
+
+    from causaleval.rome.suffix import span_buckets
+
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        spans = rng.integers(1, 12, size=int(rng.integers(1, 9))).tolist()
+        overhead = int(rng.integers(0, 20))
+        groups = span_buckets(spans, overhead)
+        assert sorted(i for g in groups for i in g) == list(range(len(spans)))
+        order = sorted(range(len(spans)), key=lambda i: spans[i])
+        best = min(_partition_cost([order[a:b] for a, b in zip((0,) + cuts, cuts + (len(spans),))], spans, overhead)
+                   for k in range(len(spans)) for cuts in itertools.combinations(range(1, len(spans)), k))
+        assert _partition_cost(groups, spans, overhead) == best
+    assert span_buckets([1, 1, 9, 9, 9], overhead=0) == [[0, 1], [2, 3, 4]]
+    assert span_buckets([1, 9], overhead=100) == [[0, 1]]
+
+
+def test_prepared_windows_pad_less_than_one_window():
+    """The facts' rows (templates with the subject first, mid-prompt and last, and KL rows of one token)
+    are split into windows that together hold fewer padded positions than one window as wide as the widest row."""
+    b = tiny_model("llama")
+    hp = _hp("llama")
+    prep = prepare_edits(b, FACTS, ["Once upon a time", "The weather"], hp)
+    rows = torch.cat(prep.window_rows)
+    assert sorted(rows.tolist()) == list(range(prep.batch.input_ids.shape[0]))
+    spans = [w.ends - w.starts for w in prep.windows]
+    real = int(sum(int(s.sum()) for s in spans))
+    padded = sum(w.hidden[0].shape[0] * w.hidden[0].shape[1] for w in prep.windows)
+    widest = int(max(int(s.max()) for s in spans)) * len(rows)
+    assert len(prep.windows) > 1 and real <= padded < widest

@@ -37,7 +37,8 @@ from causaleval.counterfact import Fact
 from causaleval.errors import SiteError
 from causaleval.models import ModelBundle
 from causaleval.rome.hparams import RomeHyperParams
-from causaleval.rome.suffix import SuffixWindow, logits_at_positions, record_forward, window_after
+from causaleval.rome.suffix import (SuffixWindow, logits_at_positions, record_forward, span_buckets, unembed,
+                                   window_after)
 from causaleval.sites import check_layer, down_proj_weight_out_in, get_module
 from causaleval.tokens import answer_ids, encode_prompt, pad_batch
 
@@ -128,7 +129,8 @@ class PreparedEdit:
 
     facts: list[Fact]
     batch: EditBatch
-    window: SuffixWindow                 # each row from its subject's last token to its last read position
+    windows: list[SuffixWindow]          # each row from its subject's last token to its last read position,
+    window_rows: list[torch.Tensor]      # in groups of rows of similar width (rows of window i: window_rows[i])
     keys: dict[int, torch.Tensor]        # layer -> (rows, d_in) down-proj inputs at the subject's last token
     outs: dict[int, torch.Tensor]        # layer -> (rows, d_out) down-proj outputs there
     kl_init: torch.Tensor                # (cases, vocab) unedited log-probs at each case's KL position
@@ -155,9 +157,12 @@ def prepare_edits(bundle: ModelBundle, facts: Sequence[Fact], contexts: list[str
             h.remove()
     # each row from its subject's last token (where δ enters) to the last position the loss reads
     ends = (batch.lookup + 1).scatter_reduce(0, batch.tgt_rows, batch.tgt_cols + 1, reduce="amax")
-    window = window_after(bundle, hidden, cache, batch.input_ids, batch.attention_mask, batch.lookup, ends)
+    groups = [torch.tensor(g, dtype=torch.long, device=bundle.device)
+              for g in span_buckets((ends - batch.lookup).tolist())]
+    windows = [window_after(bundle, hidden, cache, batch.input_ids[g], batch.attention_mask[g], batch.lookup[g],
+                            ends[g], rows=g) for g in groups]
     logits = logits_at_positions(bundle, hidden[-1], batch.kl_rows, batch.lookup[batch.kl_rows])
-    return PreparedEdit(list(facts), batch, window, keys, outs, torch.log_softmax(logits.float(), -1))
+    return PreparedEdit(list(facts), batch, windows, groups, keys, outs, torch.log_softmax(logits.float(), -1))
 
 
 def prepare_edit(bundle: ModelBundle, fact: Fact, contexts: list[str], hparams: RomeHyperParams) -> PreparedEdit:
@@ -175,27 +180,47 @@ class VResult:
 
 
 class _Active:
-    """The rows, window and read positions of the cases still being optimised."""
+    """The rows, windows and read positions of the cases still being optimised.
+
+    Rows run in the groups of :func:`~causaleval.rome.suffix.span_buckets` (one pass through the blocks
+    per group, each padded only to its own widest window); the read positions are gathered from every
+    group's output and unembedded together."""
 
     def __init__(self, prep: PreparedEdit, layer: int, cases: list[int]):
         self.cases = cases
         self.batch, rows = prep.batch.subset(torch.tensor(cases, device=prep.batch.case.device))
-        self.window = prep.window.select(rows)
         b = self.batch
-        self.read_rows = torch.cat([b.tgt_rows, b.kl_rows])
-        self.read_cols = self.window.column(self.read_rows, torch.cat([b.tgt_cols, b.lookup[b.kl_rows]]))
-        self.after = self.window.hidden[layer + 1]
-        self.first = torch.zeros(len(rows), dtype=torch.long, device=rows.device)   # window column of δ
+        position = torch.full((prep.batch.input_ids.shape[0],), -1, dtype=torch.long, device=rows.device)
+        position[rows] = torch.arange(len(rows), device=rows.device)    # original row -> row of b
+        read_rows = torch.cat([b.tgt_rows, b.kl_rows])
+        read_pos = torch.cat([b.tgt_cols, b.lookup[b.kl_rows]])
+        self.parts, order = [], []
+        for window, group in zip(prep.windows, prep.window_rows):
+            keep = (position[group] >= 0).nonzero().squeeze(1)
+            if not len(keep):
+                continue
+            win = window.select(keep)
+            local = torch.full_like(position, -1)
+            local[position[group[keep]]] = torch.arange(len(keep), device=rows.device)   # row of b -> row of win
+            reads = (local[read_rows] >= 0).nonzero().squeeze(1)
+            lr = local[read_rows[reads]]
+            self.parts.append((win, b.case[position[group[keep]]], lr, win.column(lr, read_pos[reads])))
+            order.append(reads)
+        self.unsort = torch.argsort(torch.cat(order))        # reads come back in the order tgt..., kl...
         self.kl_init = prep.kl_init[cases]
 
     def losses(self, bundle: ModelBundle, layer: int, delta: torch.Tensor, v0_norm: torch.Tensor,
                hp: RomeHyperParams) -> torch.Tensor:
         """Per active case: mean NLL(target_new) + kl_factor · KL + wd · ‖δ‖/‖v₀‖² (``delta``: (cases, d))."""
-        b, n_rows = self.batch, self.after.shape[0]
-        rows = torch.arange(n_rows, device=self.after.device)
-        shifted = self.after.index_put((rows, self.first), delta[b.case].to(self.after.dtype), accumulate=True)
-        last = self.window.run(layer + 1, shifted)
-        logp = torch.log_softmax(logits_at_positions(bundle, last, self.read_rows, self.read_cols).float(), -1)
+        b = self.batch
+        gathered = []
+        for win, case, rows, cols in self.parts:
+            after = win.hidden[layer + 1]
+            shifted = after.index_put((torch.arange(after.shape[0], device=after.device),
+                                       torch.zeros_like(case)), delta[case].to(after.dtype), accumulate=True)
+            gathered.append(win.run(layer + 1, shifted)[rows, cols])
+        logp = torch.log_softmax(unembed(bundle, torch.cat(gathered)[self.unsort]).float(), -1)
+        n_rows = b.input_ids.shape[0]
         n_t = b.tgt_rows.shape[0]
         tok_lp = logp[:n_t].gather(1, b.tgt_tokens[:, None]).squeeze(1)
         row_lp = torch.zeros(n_rows, device=logp.device).index_add(0, b.tgt_rows, tok_lp) / b.n_target[b.case]

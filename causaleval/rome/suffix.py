@@ -17,6 +17,7 @@ before it (:mod:`causaleval.kvcache`).  Exact; it cuts the tokens per step about
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -69,8 +70,13 @@ def logits_at_positions(bundle: ModelBundle, last_hidden: torch.Tensor, rows: to
     On CPU the unembedding runs in vocabulary slices of ``VOCAB_SLICE`` rows of the weight: for the
     handful of positions a ROME loss reads, BLAS runs one (vocab × d) product about twice as slowly
     as cache-sized slices (measured: about 10 % of a v* optimisation on SmolLM2)."""
-    norm = get_module(bundle.model, bundle.family.final_norm)
-    hidden = norm(last_hidden[rows, cols])
+    return unembed(bundle, last_hidden[rows, cols])
+
+
+def unembed(bundle: ModelBundle, hidden: torch.Tensor) -> torch.Tensor:
+    """Final norm and unembedding of (n, d) last-block outputs: (n, vocab) logits (CPU: in vocabulary
+    slices, see :func:`logits_at_positions`)."""
+    hidden = get_module(bundle.model, bundle.family.final_norm)(hidden)
     head = bundle.model.get_output_embeddings()
     if hidden.device.type != "cpu" or not isinstance(head, torch.nn.Linear):
         return head(hidden)
@@ -125,28 +131,53 @@ def record_forward(bundle: ModelBundle, input_ids: torch.Tensor,
 @torch.no_grad()
 def window_after(bundle: ModelBundle, hidden: list[torch.Tensor], cache, input_ids: torch.Tensor,
                  attention_mask: torch.Tensor | None, starts: torch.Tensor,
-                 ends: torch.Tensor | None = None) -> SuffixWindow:
+                 ends: torch.Tensor | None = None, rows: torch.Tensor | None = None) -> SuffixWindow:
     """The window of positions ``starts[r] ≤ p < ends[r]`` (default: to the row's end) of right-padded
-    rows, from a :func:`record_forward` of them."""
+    rows, from a :func:`record_forward` of them.  With ``rows``, only those rows of ``hidden`` and ``cache``
+    (``input_ids``, ``attention_mask``, ``starts`` and ``ends`` then describe just them): the window is
+    then only as wide as these rows need."""
     n_rows, length = input_ids.shape
     device = input_ids.device
+    source = torch.arange(n_rows, device=device) if rows is None else rows.to(device)
     lengths = (attention_mask.sum(1) if attention_mask is not None
                else torch.full((n_rows,), length, device=device))
     starts = starts.to(device)
     ends = lengths if ends is None else ends.to(device)
     if bool((starts < 0).any()) or bool((ends <= starts).any()) or bool((ends > lengths).any()):
         raise ValueError("every window must be non-empty and lie inside its row")
-    rows = torch.arange(n_rows, device=device)
     width = int(starts.max())
     span = int((ends - starts).max())
     positions = starts[:, None] + torch.arange(span, device=device)[None]
     valid = positions < ends[:, None]
     positions = torch.minimum(positions, ends[:, None] - 1)   # padding repeats the last position
     mask = torch.cat([torch.arange(width, device=device)[None] < starts[:, None], valid], 1).long()
-    calls = BlockCalls(bundle, prefix_cache(cache, width, rows), input_ids=input_ids.gather(1, positions),
+    calls = BlockCalls(bundle, prefix_cache(cache, width, source), input_ids=input_ids.gather(1, positions),
                        attention_mask=mask, position_ids=positions)
-    return SuffixWindow(starts=starts, ends=ends, hidden=[h[rows[:, None], positions] for h in hidden], calls=calls,
-                        cache=cache, width=width)
+    return SuffixWindow(starts=starts, ends=ends, hidden=[h[source[:, None], positions] for h in hidden], calls=calls,
+                        cache=cache, width=width, rows=None if rows is None else source)
+
+
+def span_buckets(spans: Sequence[int], overhead: int = 16) -> list[list[int]]:
+    """Rows grouped so that padding to each group's widest window costs least: the optimal partition of
+    the rows sorted by span (dynamic programming) under cost = Σ_groups (rows · widest span + ``overhead``),
+    ``overhead`` being the fixed cost of one more pass through the blocks in tokens' worth of work.
+
+    Padding every row to the widest window wastes about half the work in a batch that mixes templates
+    (a KL prompt's window is one token, a prompt with the subject first has ten); a separate pass per
+    distinct width wastes the per-call overhead instead."""
+    order = sorted(range(len(spans)), key=lambda i: spans[i])
+    s = [int(spans[i]) for i in order]
+    best, cut = [0.0] + [float("inf")] * len(s), [0] * (len(s) + 1)
+    for i in range(1, len(s) + 1):
+        for j in range(i):
+            cost = best[j] + overhead + (i - j) * s[i - 1]
+            if cost < best[i]:
+                best[i], cut[i] = cost, j
+    groups, i = [], len(s)
+    while i > 0:
+        groups.append(sorted(order[cut[i]:i]))
+        i = cut[i]
+    return groups[::-1]
 
 
 def capture_window(bundle: ModelBundle, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,

@@ -140,10 +140,14 @@ def _work(state: dict, facts):
 
 
 def _retrace_work(state: dict, facts):
-    for fact in facts:
-        cfg = noise_tracing.NoiseTracingConfig(nu=state["nu"], n_draws=state["n_draws"], seed=state["seed"],
-                                               grids=state["grids"])
-        yield state["key"](fact), noise_tracing.trace_fact(state["bundle"], fact, cfg, keep_draws=False).sites
+    """Noise tracing of the analysis set at one ν, ``trace_batch_cases`` cases at a time (as the trace stage)."""
+    cfg = noise_tracing.NoiseTracingConfig(nu=state["nu"], n_draws=state["n_draws"], seed=state["seed"],
+                                           grids=state["grids"])
+    facts = list(facts)
+    for lo in range(0, len(facts), state["batch"]):
+        group = facts[lo:lo + state["batch"]]
+        for fact, tables in zip(group, noise_tracing.trace_facts(state["bundle"], group, cfg, keep_draws=False)):
+            yield state["key"](fact), tables.sites
 
 
 def noise_scale_analysis(ctx: StageContext, sigma: float) -> tuple[pd.DataFrame, str]:
@@ -162,8 +166,10 @@ def noise_scale_analysis(ctx: StageContext, sigma: float) -> tuple[pd.DataFrame,
     for f in cfg.support_noise_scales:   # the retraces need no edits: done (and kept as parts) first
         key = lambda fact, f=f: f"nu{f:g}_{fact.case_id}_sites"
         job = CaseJob(f"support retrace ν={f:g}σ", _setup, _retrace_work, key=key,
-                      shared=dict(nu=f * sigma, n_draws=cfg.noise_draws, seed=cfg.seed, grids=grids, key=key))
-        retraced[f] = run_case_job(ctx, job, facts, "support_parts")
+                      shared=dict(nu=f * sigma, n_draws=cfg.noise_draws, seed=cfg.seed, grids=grids, key=key,
+                                  batch=max(1, int(cfg.trace_batch_cases or 1))),
+                      batch=max(1, int(cfg.trace_batch_cases or 1)))
+        retraced[f] = run_case_job(ctx, job, facts, "support_parts", shard_size=max(1, int(cfg.trace_batch_cases or 1)))
     if not have_edits:
         return pd.DataFrame(), "no edits.parquet in the results folder: run the edit stage, then this stage again"
     rows = []
