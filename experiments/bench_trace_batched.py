@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--per-relation", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--draws", type=int, default=3, help="noise draws and partners per case (as the default and study presets: 3)")
-    p.add_argument("--layer-step", type=int, default=6,
-                   help="edit layers every n-th and the last (6: the former default preset; default and study now use 4)")
+    p.add_argument("--layer-step", type=int, default=4,
+                   help="edit layers every n-th and the last (4: as the default and study presets)")
     p.add_argument("--window", type=int, default=5)
     p.add_argument("--facts", default=None, help="a facts.jsonl of known facts (default: built-in, filtered)")
     p.add_argument("--threads", type=int, default=None)

@@ -236,3 +236,14 @@ def test_noise_scale_analysis_reproduces_the_trace_stage_at_its_own_scale(tmp_pa
         got = scale[(scale.nu_factor == 3.0) & (scale.score == score)].delta_r2.iloc[0]
         assert got == pytest.approx(want, abs=1e-9)
     assert (tmp_path / "tables" / "support_noise_scale.tex").is_file()
+    # the trace stage's own scale is reused, not retraced; a retrace at that scale reproduces it exactly
+    assert not list((tmp_path / "support_parts").glob("nu3_*")) and list((tmp_path / "support_parts").glob("nu1_*"))
+    sigma = noise_tracing.noise_scale(tiny_llama, ctx.known_facts, 1.0)
+    state = dict(bundle=tiny_llama, nu=3.0 * sigma, n_draws=ctx.config.noise_draws, seed=ctx.config.seed,
+                 grids=trace_stage.site_grids(ctx, False), key=lambda f: f.case_id, batch=1)
+    retraced = pd.concat([sites for _, sites in support_stage._retrace_work(state, facts[:16])])
+    keys = ["case_id", "direction", "metric", "component", "window", "layer", "position"]
+    trace = pd.read_parquet(tmp_path / "trace.parquet")
+    both = retraced.merge(trace[trace.estimator == "noise"], on=keys, suffixes=("", "_trace"))
+    assert len(both) == len(retraced) > 0
+    np.testing.assert_allclose(both.ie.to_numpy(), both.ie_trace.to_numpy(), atol=1e-9)

@@ -151,7 +151,10 @@ def _retrace_work(state: dict, facts):
 
 
 def noise_scale_analysis(ctx: StageContext, sigma: float) -> tuple[pd.DataFrame, str]:
-    """ΔR²_noise and ΔR²_flip − ΔR²_noise per noise factor (rows), or an empty frame and why."""
+    """ΔR²_noise and ΔR²_flip − ΔR²_noise per noise factor (rows), or an empty frame and why.
+
+    Noise tracing of the analysis set is retraced at each factor, except at the trace stage's own
+    (``noise_scale_factor``), whose noise rows are taken from ``trace.parquet`` as they are."""
     out, cfg = ctx.out_dir, ctx.config
     if not (out / "trace.parquet").is_file():
         return pd.DataFrame(), "no trace.parquet and edits.parquet in the results folder: run the trace and edit stages"
@@ -164,6 +167,9 @@ def noise_scale_analysis(ctx: StageContext, sigma: float) -> tuple[pd.DataFrame,
     spec = spec_from_config(cfg)
     retraced = {}
     for f in cfg.support_noise_scales:   # the retraces need no edits: done (and kept as parts) first
+        if f == cfg.noise_scale_factor and "noise" in set(trace.estimator):
+            retraced[f] = None           # the trace stage's own scale: its noise rows are reused, not retraced
+            continue
         key = lambda fact, f=f: f"nu{f:g}_{fact.case_id}_sites"
         job = CaseJob(f"support retrace ν={f:g}σ", _setup, _retrace_work, key=key,
                       shared=dict(nu=f * sigma, n_draws=cfg.noise_draws, seed=cfg.seed, grids=grids, key=key,
@@ -174,7 +180,7 @@ def noise_scale_analysis(ctx: StageContext, sigma: float) -> tuple[pd.DataFrame,
         return pd.DataFrame(), "no edits.parquet in the results folder: run the edit stage, then this stage again"
     rows = []
     for f, keys in retraced.items():
-        noise = PartStore(out / "support_parts").concat(keys)
+        noise = trace[trace.estimator == "noise"] if keys is None else PartStore(out / "support_parts").concat(keys)
         try:
             res = analyze(pd.concat([others, noise], ignore_index=True), edits, spec)
         except AnalysisError as err:
