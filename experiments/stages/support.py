@@ -163,8 +163,10 @@ def noise_scale_analysis(ctx: StageContext, sigma: float) -> tuple[pd.DataFrame,
     trace = pd.read_parquet(out / "trace.parquet")
     others = trace[trace.estimator != "noise"]
     grids = site_grids(ctx, False)
-    facts = [f for f in ctx.study_facts if edits is None or f.case_id in set(edits.case_id)]
+    edited = None if edits is None else set(edits.case_id)
+    facts = [f for f in ctx.study_facts if edited is None or f.case_id in edited]
     spec = spec_from_config(cfg)
+    batch = max(1, int(cfg.trace_batch_cases or 1))
     retraced = {}
     for f in cfg.support_noise_scales:   # the retraces need no edits: done (and kept as parts) first
         if f == cfg.noise_scale_factor and "noise" in set(trace.estimator):
@@ -173,9 +175,8 @@ def noise_scale_analysis(ctx: StageContext, sigma: float) -> tuple[pd.DataFrame,
         key = lambda fact, f=f: f"nu{f:g}_{fact.case_id}_sites"
         job = CaseJob(f"support retrace ν={f:g}σ", _setup, _retrace_work, key=key,
                       shared=dict(nu=f * sigma, n_draws=cfg.noise_draws, seed=cfg.seed, grids=grids, key=key,
-                                  batch=max(1, int(cfg.trace_batch_cases or 1))),
-                      batch=max(1, int(cfg.trace_batch_cases or 1)))
-        retraced[f] = run_case_job(ctx, job, facts, "support_parts", shard_size=max(1, int(cfg.trace_batch_cases or 1)))
+                                  batch=batch))
+        retraced[f] = run_case_job(ctx, job, facts, "support_parts", shard_size=batch)
     if not have_edits:
         return pd.DataFrame(), "no edits.parquet in the results folder: run the edit stage, then this stage again"
     rows = []
