@@ -12,7 +12,9 @@ Efficiency (all exact, no approximation):
 * a patch at position p starting at layer l0 leaves every state at positions < p and every layer
   < l0 unchanged (causal attention), so only blocks l0…L−1 are re-run, and only on positions p…T−1,
   attending to the cached keys/values of positions < p;
-* all patches with the same (base run, p, l0) share one batched block call per layer;
+* patches share batched block calls per layer: rows join at their first layer, and patches at nearby
+  positions of the same base run are grouped (:func:`position_groups`), rows patched later than the
+  group's first position recomputing their few unpatched positions rather than paying another call;
 * the unembedding is computed only at the read-out (last) position.
 
 Blocks are called directly with the keyword arguments the model itself passes them, captured once
@@ -120,35 +122,40 @@ def _block_calls(bundle: ModelBundle, run: Run, position: int) -> BlockCalls:
 
 
 @torch.no_grad()
-def _run_position(bundle: ModelBundle, run: Run, position: int, patches: Sequence[Patch],
-                  readout: int) -> torch.Tensor:
-    """Logits (B, V) at ``readout`` for patches at one ``position``, sorted by first layer.
+def _run_from(bundle: ModelBundle, run: Run, start: int, patches: Sequence[Patch], readout: int) -> torch.Tensor:
+    """Logits (B, V) at ``readout`` for patches at positions ≥ ``start``, sorted by first layer: blocks
+    re-run on positions ``start``…T−1 after the cached prefix < ``start``.
 
     Rows join the batch at their first layer (staggered start): at layer l the batch holds the rows
-    whose patch starts at or before l, so each row runs exactly its own blocks, in large batches."""
+    whose patch starts at or before l, so each row runs exactly its own blocks, in large batches.  A
+    row patched after ``start`` recomputes its unpatched positions start…position−1, which equal the
+    cached run's (causal attention), so grouping several positions costs only those extra tokens."""
     device = run.input_ids.device
     starts = [min(p.layers) for p in patches]
     if starts != sorted(starts):
         raise ValueError("patches must be sorted by their first layer")
+    if min(p.position for p in patches) < start:
+        raise ValueError("every patch must lie at or after the group's start position")
     n_layers = bundle.n_layers
     counts = [bisect.bisect_right(starts, l) for l in range(n_layers)]
     rows = torch.tensor([p.base_row for p in patches], device=device)
-    calls = _block_calls(bundle, run, position)
-    cache = prefix_cache(run.cache, position, rows, counts)
-    by_path: dict[str, tuple[list[int], list[torch.Tensor]]] = defaultdict(lambda: ([], []))
+    calls = _block_calls(bundle, run, start)
+    cache = prefix_cache(run.cache, start, rows, counts)
+    by_path: dict[str, tuple[list[int], list[int], list[torch.Tensor]]] = defaultdict(lambda: ([], [], []))
     for i, p in enumerate(patches):
         for j, layer in enumerate(p.layers):
             entry = by_path[_module_path(bundle, p.component, layer)]
             entry[0].append(i)
-            entry[1].append(p.source[j])
+            entry[1].append(p.position - start)
+            entry[2].append(p.source[j])
     edits = {}
-    for path, (idx, vals) in by_path.items():
-        idx_t = torch.tensor(idx, device=device)
+    for path, (idx, cols, vals) in by_path.items():
+        idx_t, cols_t = torch.tensor(idx, device=device), torch.tensor(cols, device=device)
         vals_t = torch.stack(vals).to(device)
 
-        def fn(h, idx_t=idx_t, vals_t=vals_t):
+        def fn(h, idx_t=idx_t, cols_t=cols_t, vals_t=vals_t):
             h = h.clone()
-            h[idx_t, 0] = vals_t.to(h.dtype)
+            h[idx_t, cols_t] = vals_t.to(h.dtype)
             return h
         edits[path] = fn
     hidden = None
@@ -156,28 +163,67 @@ def _run_position(bundle: ModelBundle, run: Run, position: int, patches: Sequenc
         for l in range(starts[0], n_layers):
             have = 0 if hidden is None else hidden.shape[0]
             if counts[l] > have:
-                new = run.block_inputs[l][rows[have:counts[l]], position:]
+                new = run.block_inputs[l][rows[have:counts[l]], start:]
                 hidden = new if hidden is None else torch.cat([hidden, new])
             hidden = calls.call(l, hidden, cache)
-    return _unembed(bundle, hidden[:, readout - position])
+    return _unembed(bundle, hidden[:, readout - start])
+
+
+#: The fixed cost of one block call, in tokens' worth of block work (on 2 CPU cores a block call on a
+#: handful of tokens costs about as much as one on ~30: its weights are read either way).
+CALL_OVERHEAD_TOKENS = 32
+
+
+def position_groups(positions: Sequence[int], first_layers: Sequence[int], readout: int, n_layers: int,
+                    overhead: int = CALL_OVERHEAD_TOKENS) -> list[list[int]]:
+    """Patches (indices) grouped into runs of consecutive positions that share their block calls.
+
+    A group starting at position p runs every member's blocks on positions p…readout; its cost is
+    Σ_members (L − first layer)·(readout + 1 − p) tokens plus ``overhead`` per block call,
+    (L − earliest first layer) calls.  The partition of the sorted distinct positions into contiguous
+    groups that minimises the total cost is found by dynamic programming; ``overhead=0`` gives one
+    group per position (no recomputation), a large one a single group."""
+    by_pos: dict[int, list[int]] = defaultdict(list)
+    for i, p in enumerate(positions):
+        by_pos[p].append(i)
+    pos = sorted(by_pos)
+    work = [sum(n_layers - first_layers[i] for i in by_pos[p]) for p in pos]
+    earliest = [min(first_layers[i] for i in by_pos[p]) for p in pos]
+    best, cut = [0.0] + [float("inf")] * len(pos), [0] * (len(pos) + 1)
+    for b in range(1, len(pos) + 1):
+        tokens, low = 0, n_layers
+        for a in range(b - 1, -1, -1):           # group = pos[a..b-1], starting at pos[a]
+            tokens += work[a]
+            low = min(low, earliest[a])
+            cost = best[a] + tokens * (readout + 1 - pos[a]) + overhead * (n_layers - low)
+            if cost < best[b]:
+                best[b], cut[b] = cost, a
+    groups, b = [], len(pos)
+    while b > 0:
+        groups.append([i for p in pos[cut[b]:b] for i in by_pos[p]])
+        b = cut[b]
+    return groups[::-1]
 
 
 @torch.no_grad()
 def patch_readout(bundle: ModelBundle, run: Run, patches: Sequence[Patch], max_rows: int = 512,
-                  readout: int | None = None) -> torch.Tensor:
+                  readout: int | None = None, overhead: int | None = None) -> torch.Tensor:
     """For each patch, [logsumexp(z), z[read_ids]…] at the base run's ``readout`` position (default:
     the last), shape (n, 1 + k).
 
-    Patches are grouped by position, sorted by first layer and batched ``max_rows`` at a time.  A patch
-    after the read-out cannot change it (causal attention): it is answered from the cached run."""
+    Patches are grouped by position (:func:`position_groups`, ``overhead`` its per-call cost, default
+    :data:`CALL_OVERHEAD_TOKENS`), sorted by
+    first layer and batched ``max_rows`` at a time.  A patch after the read-out cannot change it (causal
+    attention): it is answered from the cached run."""
     readout = run.length - 1 if readout is None else readout
+    overhead = CALL_OVERHEAD_TOKENS if overhead is None else overhead
     if not 0 <= readout < run.length:
         raise SiteError(f"read-out position {readout} is outside the base prompt (length {run.length})")
     if not patches:
         return torch.empty(0, 1)
     k = len(patches[0].read_ids)
     out = torch.empty(len(patches), 1 + k)
-    groups: dict[int, list[int]] = defaultdict(list)
+    after, inside = [], []
     for i, p in enumerate(patches):
         if len(p.read_ids) != k:
             raise ValueError("all patches of one call must read the same number of logits")
@@ -185,17 +231,19 @@ def patch_readout(bundle: ModelBundle, run: Run, patches: Sequence[Patch], max_r
             raise SiteError(f"patch position {p.position} is outside the base prompt (length {run.length})")
         for layer in p.layers:
             check_layer(layer, bundle.n_layers)
-        groups[p.position].append(i)
-    for position, idx in sorted(groups.items()):
-        idx = sorted(idx, key=lambda i: min(patches[i].layers))
+        (after if p.position > readout else inside).append(i)
+    for c in range(0, len(after), max_rows):
+        chunk = after[c:c + max_rows]
+        rows = torch.tensor([patches[i].base_row for i in chunk], device=run.input_ids.device)
+        final = run.states[("residual", bundle.n_layers - 1)][rows, readout]
+        out[chunk] = read_logits(_unembed(bundle, final), [patches[i].read_ids for i in chunk])
+    firsts = [min(patches[i].layers) for i in inside]
+    for group in position_groups([patches[i].position for i in inside], firsts, readout, bundle.n_layers, overhead):
+        idx = sorted((inside[g] for g in group), key=lambda i: min(patches[i].layers))
+        start = min(patches[i].position for i in idx)
         for c in range(0, len(idx), max_rows):
             chunk = idx[c:c + max_rows]
-            if position > readout:
-                rows = torch.tensor([patches[i].base_row for i in chunk], device=run.input_ids.device)
-                final = run.states[("residual", bundle.n_layers - 1)][rows, readout]
-                logits = _unembed(bundle, final).float().cpu()
-            else:
-                logits = _run_position(bundle, run, position, [patches[i] for i in chunk], readout).float().cpu()
+            logits = _run_from(bundle, run, start, [patches[i] for i in chunk], readout)
             out[chunk] = read_logits(logits, [patches[i].read_ids for i in chunk])
     return out
 

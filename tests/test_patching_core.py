@@ -5,7 +5,7 @@ import torch
 
 from causaleval.errors import SiteError
 from causaleval.hooks import trace
-from causaleval.patching import Patch, patch_readout, read_logits, run_model
+from causaleval.patching import Patch, patch_readout, position_groups, read_logits, run_model
 
 
 def _full_patch(bundle, ids, patch):
@@ -22,7 +22,9 @@ def _full_patch(bundle, ids, patch):
     return read_logits(logits, [patch.read_ids])[0]
 
 
-def test_patched_readout_matches_full_forward(tiny):
+@pytest.mark.parametrize("overhead", [0, 32, 10**6])
+def test_patched_readout_matches_full_forward(tiny, overhead):
+    """Whether positions run apart (0), in cost-chosen groups (32) or all from the first one (10**6)."""
     torch.manual_seed(0)
     ids, src_ids = torch.randint(0, 300, (3, 7)), torch.randint(0, 300, (1, 7))
     base, src = run_model(tiny, ids), run_model(tiny, src_ids)
@@ -30,7 +32,7 @@ def test_patched_readout_matches_full_forward(tiny):
     patches = [Patch(r, pos, comp, layers, torch.stack([src.states[(comp, l)][0, pos] for l in layers]), (5, 7))
                for comp in ("residual", "mlp", "attn") for layers in ((0,), (1, 2), (3,))
                for pos in (0, 3, 6) for r in range(3)]
-    fast = patch_readout(tiny, base, patches, max_rows=5)
+    fast = patch_readout(tiny, base, patches, max_rows=5, overhead=overhead)
     ref = torch.stack([_full_patch(tiny, ids, p) for p in patches])
     assert torch.allclose(fast, ref, atol=1e-5)
 
@@ -54,3 +56,17 @@ def test_patch_out_of_range_is_a_clear_error(tiny_llama):
         patch_readout(tiny_llama, base, [Patch(0, 1, "mlp", (7,), src, (1,))])
     with pytest.raises(SiteError, match="component"):
         patch_readout(tiny_llama, base, [Patch(0, 1, "embedding", (0,), src, (1,))])
+
+
+def test_position_groups_trade_recomputed_tokens_against_calls():
+    positions, firsts = [0, 0, 3, 3, 6, 6, 1], [0, 2, 0, 2, 0, 2, 4]
+    apart = position_groups(positions, firsts, readout=6, n_layers=4, overhead=0)
+    assert sorted(sorted(positions[i] for i in g) for g in apart) == [[0, 0], [1], [3, 3], [6, 6]]
+    together = position_groups(positions, firsts, readout=6, n_layers=4, overhead=10**6)
+    assert [sorted(g) for g in together] == [list(range(7))]
+    # every patch lands in exactly one group, and groups are runs of consecutive distinct positions
+    for overhead in (0, 5, 20, 80, 10**6):
+        groups = position_groups(positions, firsts, readout=6, n_layers=4, overhead=overhead)
+        assert sorted(i for g in groups for i in g) == list(range(7))
+        spans = [(min(positions[i] for i in g), max(positions[i] for i in g)) for g in groups]
+        assert all(hi < lo for (_, hi), (lo, _) in zip(spans, spans[1:]))
