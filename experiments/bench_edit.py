@@ -4,8 +4,10 @@
                                      [--threads T] [--contexts 4] [--stat-tokens N] [--facts facts.jsonl]
     python -m experiments.bench edit --reference [--cases 4] [--layer L] ...   # ours vs the original's way
 
-Batched (default): ``--per-relation`` known facts drawn from every relation, relations interleaved as
-in the stratified study sample, swept in batches of ``--batch`` as the edit stage does
+Batched (default): ``--per-relation`` known facts drawn from every relation, put in case order as the
+edit stage takes the study's facts (``--order stage``: grouped by relation, since case ids run relation by
+relation; ``--order mixed``: relations interleaved, the least favourable batches), swept in batches of
+``--batch`` as the edit stage does
 (:func:`~causaleval.rome.sweep_cases`: one batched v* optimisation and one batched scoring pass per
 layer) vs one at a time (:func:`~causaleval.rome.sweep_case`), interleaved; medians over repeats,
 edits/s, the ratio per relation (a batched case's time is its equal share of its batch) and overall,
@@ -188,6 +190,8 @@ def main(argv=None) -> None:
                     help="cases per batched sweep, drawn across relations as the edit stage does "
                          "(default: the presets' rome_batch_cases)")
     ap.add_argument("--layers", default="0,12,24")
+    ap.add_argument("--order", choices=("stage", "mixed"), default="stage",
+                    help="batch facts in case order as the edit stage does (stage) or interleave relations (mixed)")
     ap.add_argument("--contexts", type=int, default=4)
     ap.add_argument("--max-neighbours", type=int, default=10)
     ap.add_argument("--stat-tokens", type=int, default=2048)
@@ -221,8 +225,11 @@ def main(argv=None) -> None:
 
     size = a.batch = a.batch or StudyConfig.rome_batch_cases
     relation_of = {f.case_id: rel for rel, facts in groups.items() for f in facts}
-    mixed = [f for rank in range(a.per_relation) for facts in groups.values() if rank < len(facts)
-             for f in facts[rank:rank + 1]]          # relations interleaved, as the stratified study sample
+    if a.order == "stage":    # the edit stage's shards: the study's facts in case order
+        mixed = sorted((f for facts in groups.values() for f in facts), key=lambda f: f.case_id)
+    else:                     # relations interleaved
+        mixed = [f for rank in range(a.per_relation) for facts in groups.values() if rank < len(facts)
+                 for f in facts[rank:rank + 1]]
     t_one: dict = {}    # (relation, layer) -> list over repeats of seconds for the relation's cases
     t_bat: dict = {}
     gflops, diff_loss, diff_rel, diff_p, steps = [], 0.0, 0.0, 0.0, {}
@@ -261,9 +268,10 @@ def _table(bundle, groups, layers, hp, contexts, a, t_one, t_bat, gflops, diff_l
     """Print the benchmark table from the repeats so far."""
     rate = statistics.median(gflops) * 1e9
     med = statistics.median
+    order = "case order, as the edit stage" if a.order == "stage" else "mixed order"
     n_facts = sum(len(f) for f in groups.values())
     print(f"\nROME edit sweep benchmark — {bundle.name}, {n_facts} known facts ({a.per_relation} per relation, "
-          f"batches of {a.batch} mixing relations), {hp.n_context} context texts, ≤ {a.max_neighbours} neighbours, "
+          f"batches of {a.batch} in {order}), {hp.n_context} context texts, ≤ {a.max_neighbours} neighbours, "
           f"{len(next(iter(t_one.values())))} interleaved repeats, {torch.get_num_threads()} threads; matmul probe "
           f"{rate / 1e9:.1f} GFLOP/s (median of {len(gflops)} probes)")
     print("Times: v* optimisation + update + scoring + a share of the unedited forwards, medians over repeats "

@@ -1,12 +1,13 @@
 """Benchmark: the trace stage's analysis set, one case at a time vs batched across cases.
 
-``python -m experiments.bench trace [--per-relation 2] [--repeats 3] [--threads 1]``
+``python -m experiments.bench trace [--per-relation 6] [--batch 16] [--repeats 3] [--threads 1] [--overhead 32]``
 
 Facts are drawn like the study draws them: the known facts (``--facts`` a ``facts.jsonl`` of a run's
 facts stage, else the built-in facts through the known filter), a seeded shuffle, then the first
 ``--per-relation`` of every relation.  Per relation, all three estimators (noise tracing, resample
 scrubbing, flip scrubbing in both directions) trace the analysis set (MLP window 5 at the edit layers,
-every position) of those facts, (a) one case at a time, (b) batched; the two paths alternate in every
+every position) of those facts, (a) one case at a time, (b) in batches of ``--batch`` as the trace stage
+does (its batches of 16 facts in case order hold one relation's facts); the two paths alternate in every
 repeat and the medians are compared.  Both must agree (max |Δ IE| ≤ 1e-5).  The lower bound is the
 FLOPs of the minimal forward work (each clean/corrupted prompt once; each patch's blocks from its first
 layer on, on its positions from the patch on; one unembedding per readout) divided by the measured
@@ -23,6 +24,7 @@ import time
 import numpy as np
 import torch
 
+from causaleval import patching
 from causaleval.estimands import SiteGrid
 from causaleval.models import load_model
 from causaleval.patching import _unchanged, align_position
@@ -92,11 +94,12 @@ def minimal_flops(bundle, specs) -> float:
     return total
 
 
-def trace_all(bundle, facts, pool, nu, grids, draws, batched: bool):
+def trace_all(bundle, facts, pool, nu, grids, draws, batched: bool, batch: int = 16):
     ncfg = noise_tracing.NoiseTracingConfig(nu=nu, n_draws=draws, grids=grids)
     rcfg = resample_scrubbing.ScrubbingConfig(n_draws=draws, grids=grids)
     fcfg = resample_scrubbing.ScrubbingConfig(n_draws=draws, grids=grids, directions=flip_scrubbing.DIRECTIONS)
-    groups = [facts] if batched else [[f] for f in facts]
+    size = batch if batched else 1
+    groups = [facts[i:i + size] for i in range(0, len(facts), size)]
     out = []
     for g in groups:
         out += noise_tracing.trace_facts(bundle, g, ncfg)
@@ -115,7 +118,10 @@ def _ie(parts):
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m experiments.bench trace")
-    p.add_argument("--per-relation", type=int, default=2)
+    p.add_argument("--per-relation", type=int, default=6,
+                   help="known facts per relation, traced in batches of --batch (the stage: 16, in case order, "
+                        "so a batch holds one relation's facts)")
+    p.add_argument("--batch", type=int, default=None, help="cases per batch (default: the presets' trace_batch_cases)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--draws", type=int, default=3, help="noise draws and partners per case (as the default and study presets: 3)")
     p.add_argument("--layer-step", type=int, default=4,
@@ -123,9 +129,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--window", type=int, default=5)
     p.add_argument("--facts", default=None, help="a facts.jsonl of known facts (default: built-in, filtered)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--overhead", type=int, default=None,
+                   help="per-call cost of the position groups in tokens (patching.CALL_OVERHEAD_TOKENS; 0 = a block "
+                        "call per position, as before the groups)")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
+    from experiments.config import StudyConfig
+    a.batch = a.batch or StudyConfig.trace_batch_cases
+    if a.overhead is not None:
+        patching.CALL_OVERHEAD_TOKENS = a.overhead
     torch.set_grad_enabled(False)
     bundle = load_model()
     L = bundle.n_layers
@@ -135,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     nu = noise_tracing.noise_scale(bundle, pool)
     chosen = {r: fs for r, fs in draw(pool, a.per_relation).items() if fs}
     print(f"analysis set: MLP window {a.window} at layers {list(layers)}, every position; {a.draws} draws/partners; "
-          f"{len(pool)} known facts in the pool; torch threads {torch.get_num_threads()}; repeats {a.repeats} "
+          f"{len(pool)} known facts in the pool; batches of {a.batch} facts of one relation; position groups at "
+          f"{patching.CALL_OVERHEAD_TOKENS} tokens per call; torch threads {torch.get_num_threads()}; repeats {a.repeats} "
           "(interleaved; the machine is shared, so medians)")
     trace_all(bundle, chosen[next(iter(chosen))][:1], pool, nu, grids, a.draws, True)   # warm-up
     times = {(r, m): [] for r in chosen for m in ("one", "batched")}
@@ -148,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
             res = {}
             for m in modes:
                 t0 = time.perf_counter()
-                res[m] = trace_all(bundle, facts, pool, nu, grids, a.draws, m == "batched")
+                res[m] = trace_all(bundle, facts, pool, nu, grids, a.draws, m == "batched", a.batch)
                 times[(r, m)].append(time.perf_counter() - t0)
             delta[r] = max(delta.get(r, 0.0), float(np.nanmax(np.abs(_ie(res["one"]) - _ie(res["batched"])))))
     rate = statistics.median(rates)

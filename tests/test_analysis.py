@@ -247,3 +247,13 @@ def test_too_few_clusters_give_no_cluster_p_and_the_table_says_so(tmp_path):
     write_results([res], tmp_path)
     tex = hase_table(load_results(tmp_path))
     assert "too few" in tex and "Wald" not in tex
+
+
+def test_h1_verdict_words_follow_the_test_and_the_ci():
+    from causaleval.inference.h1 import verdict
+
+    assert verdict(0.02, 0.005, 0.01, 0.006) == "supports H1"
+    mixed = verdict(0.005, -0.005, 0.034, 0.016)      # p < α but the CI covers 0 (the default run's case)
+    assert "inconclusive" in mixed and "p = 0.034" in mixed and "includes 0" in mixed
+    assert verdict(0.001, -0.005, 0.39, 0.006) == "shows no difference larger than 0.006 (80% power)"
+    assert verdict(0.001, -0.03, 0.39, 0.063).startswith("is inconclusive: only a difference of 0.063")

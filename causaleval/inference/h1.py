@@ -136,9 +136,13 @@ def minimum_detectable_difference(y: np.ndarray, alpha: float = 0.05, power: flo
 
 def verdict(diff: float, ci_low: float, p: float, mdd: float, alpha: float = 0.05,
             meaningful: float = MEANINGFUL_DIFF) -> str:
-    """What the H1 test supports, in words: supported; no difference larger than the MDD; inconclusive."""
+    """What the H1 test supports, in words: supported (one-sided p < α and the CI above 0); the two
+    disagreeing; no difference larger than the MDD; inconclusive."""
     if np.isfinite(p) and p < alpha and np.isfinite(ci_low) and ci_low > 0:
         return "supports H1"
+    if np.isfinite(p) and p < alpha:
+        return (f"is inconclusive: the one-sided test rejects (p = {p:.3f} < {alpha:g}) but the CI of the "
+                "difference includes 0")
     if not np.isfinite(mdd):
         return "inconclusive (minimum detectable difference not computed)"
     if mdd <= meaningful:
