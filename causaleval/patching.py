@@ -175,7 +175,7 @@ CALL_OVERHEAD_TOKENS = 32
 
 
 def position_groups(positions: Sequence[int], first_layers: Sequence[int], readout: int, n_layers: int,
-                    overhead: int = CALL_OVERHEAD_TOKENS) -> list[list[int]]:
+                    overhead: int) -> list[list[int]]:
     """Patches (indices) grouped into runs of consecutive positions that share their block calls.
 
     A group starting at position p runs every member's blocks on positions p…readout; its cost is
@@ -212,9 +212,9 @@ def patch_readout(bundle: ModelBundle, run: Run, patches: Sequence[Patch], max_r
     the last), shape (n, 1 + k).
 
     Patches are grouped by position (:func:`position_groups`, ``overhead`` its per-call cost, default
-    :data:`CALL_OVERHEAD_TOKENS`), sorted by
-    first layer and batched ``max_rows`` at a time.  A patch after the read-out cannot change it (causal
-    attention): it is answered from the cached run."""
+    :data:`CALL_OVERHEAD_TOKENS` read at call time), sorted by first layer and batched ``max_rows`` at a
+    time.  A patch after the read-out cannot change it (causal attention): it is answered from the
+    cached run."""
     readout = run.length - 1 if readout is None else readout
     overhead = CALL_OVERHEAD_TOKENS if overhead is None else overhead
     if not 0 <= readout < run.length:

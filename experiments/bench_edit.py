@@ -187,7 +187,7 @@ def main(argv=None) -> None:
                                                   "facts.jsonl if present, else the built-in facts, filtered)")
     ap.add_argument("--per-relation", type=int, default=4, help="known facts drawn from each relation")
     ap.add_argument("--batch", type=int, default=None,
-                    help="cases per batched sweep, drawn across relations as the edit stage does "
+                    help="cases per batched sweep, taken in --order as the edit stage takes its shards "
                          "(default: the presets' rome_batch_cases)")
     ap.add_argument("--layers", default="0,12,24")
     ap.add_argument("--order", choices=("stage", "mixed"), default="stage",
@@ -226,9 +226,9 @@ def main(argv=None) -> None:
     size = a.batch = a.batch or StudyConfig.rome_batch_cases
     relation_of = {f.case_id: rel for rel, facts in groups.items() for f in facts}
     if a.order == "stage":    # the edit stage's shards: the study's facts in case order
-        mixed = sorted((f for facts in groups.values() for f in facts), key=lambda f: f.case_id)
+        ordered = sorted((f for facts in groups.values() for f in facts), key=lambda f: f.case_id)
     else:                     # relations interleaved
-        mixed = [f for rank in range(a.per_relation) for facts in groups.values() if rank < len(facts)
+        ordered = [f for rank in range(a.per_relation) for facts in groups.values() if rank < len(facts)
                  for f in facts[rank:rank + 1]]
     t_one: dict = {}    # (relation, layer) -> list over repeats of seconds for the relation's cases
     t_bat: dict = {}
@@ -239,13 +239,13 @@ def main(argv=None) -> None:
         rows = {}
         for how in order:
             if how == "one":
-                rows[how] = [sweep_case(bundle, f, layers, hp, stats, contexts, **kw) for f in mixed]
+                rows[how] = [sweep_case(bundle, f, layers, hp, stats, contexts, **kw) for f in ordered]
             else:
-                rows[how] = [r for group in shards(mixed, size)
+                rows[how] = [r for group in shards(ordered, size)
                              for r in sweep_cases(bundle, group, layers, hp, stats, contexts, **kw)]
         gflops.append(gemm_gflops(torch.get_num_threads()))
         for i, layer in enumerate(layers):
-            for f, o, b_ in zip(mixed, rows["one"], rows["batched"]):
+            for f, o, b_ in zip(ordered, rows["one"], rows["batched"]):
                 key = (relation_of[f.case_id], layer)
                 if len(t_one.setdefault(key, [])) <= rep:
                     t_one[key].append(0.0)

@@ -94,12 +94,12 @@ def minimal_flops(bundle, specs) -> float:
     return total
 
 
-def trace_all(bundle, facts, pool, nu, grids, draws, batched: bool, batch: int = 16):
+def trace_all(bundle, facts, pool, nu, grids, draws, batch: int):
+    """All three estimators on ``facts``, ``batch`` cases per call (1: one case at a time)."""
     ncfg = noise_tracing.NoiseTracingConfig(nu=nu, n_draws=draws, grids=grids)
     rcfg = resample_scrubbing.ScrubbingConfig(n_draws=draws, grids=grids)
     fcfg = resample_scrubbing.ScrubbingConfig(n_draws=draws, grids=grids, directions=flip_scrubbing.DIRECTIONS)
-    size = batch if batched else 1
-    groups = [facts[i:i + size] for i in range(0, len(facts), size)]
+    groups = [facts[i:i + batch] for i in range(0, len(facts), batch)]
     out = []
     for g in groups:
         out += noise_tracing.trace_facts(bundle, g, ncfg)
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{len(pool)} known facts in the pool; batches of {a.batch} facts of one relation; position groups at "
           f"{patching.CALL_OVERHEAD_TOKENS} tokens per call; torch threads {torch.get_num_threads()}; repeats {a.repeats} "
           "(interleaved; the machine is shared, so medians)")
-    trace_all(bundle, chosen[next(iter(chosen))][:1], pool, nu, grids, a.draws, True)   # warm-up
+    trace_all(bundle, chosen[next(iter(chosen))][:1], pool, nu, grids, a.draws, 1)   # warm-up
     times = {(r, m): [] for r in chosen for m in ("one", "batched")}
     delta = {}
     rates = []
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
             res = {}
             for m in modes:
                 t0 = time.perf_counter()
-                res[m] = trace_all(bundle, facts, pool, nu, grids, a.draws, m == "batched", a.batch)
+                res[m] = trace_all(bundle, facts, pool, nu, grids, a.draws, a.batch if m == "batched" else 1)
                 times[(r, m)].append(time.perf_counter() - t0)
             delta[r] = max(delta.get(r, 0.0), float(np.nanmax(np.abs(_ie(res["one"]) - _ie(res["batched"])))))
     rate = statistics.median(rates)
