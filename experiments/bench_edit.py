@@ -229,7 +229,7 @@ def main(argv=None) -> None:
         ordered = sorted((f for facts in groups.values() for f in facts), key=lambda f: f.case_id)
     else:                     # relations interleaved
         ordered = [f for rank in range(a.per_relation) for facts in groups.values() if rank < len(facts)
-                 for f in facts[rank:rank + 1]]
+                   for f in facts[rank:rank + 1]]
     t_one: dict = {}    # (relation, layer) -> list over repeats of seconds for the relation's cases
     t_bat: dict = {}
     gflops, diff_loss, diff_rel, diff_p, steps = [], 0.0, 0.0, 0.0, {}

@@ -29,6 +29,7 @@ from causaleval.estimands import SiteGrid
 from causaleval.models import load_model
 from causaleval.patching import _unchanged, align_position
 from estimators import flip_scrubbing, noise_tracing, resample_scrubbing
+from experiments.backends import shards
 from experiments.bench_bounds import block_token_flops, gemm_flops_per_s, unembed_flops
 
 RELATIONS = ("P17", "P30", "P36", "P37", "P38")
@@ -99,9 +100,8 @@ def trace_all(bundle, facts, pool, nu, grids, draws, batch: int):
     ncfg = noise_tracing.NoiseTracingConfig(nu=nu, n_draws=draws, grids=grids)
     rcfg = resample_scrubbing.ScrubbingConfig(n_draws=draws, grids=grids)
     fcfg = resample_scrubbing.ScrubbingConfig(n_draws=draws, grids=grids, directions=flip_scrubbing.DIRECTIONS)
-    groups = [facts[i:i + batch] for i in range(0, len(facts), batch)]
     out = []
-    for g in groups:
+    for g in shards(list(facts), batch):
         out += noise_tracing.trace_facts(bundle, g, ncfg)
         out += resample_scrubbing.trace_facts(bundle, g, pool, rcfg)
         out += flip_scrubbing.trace_facts(bundle, g, pool, fcfg)
