@@ -522,7 +522,7 @@ def case_tables(tr: CaseTrace, estimator: str, metrics: Sequence[str], support_s
                 **head, case_id=tr.case_id, draw=np.repeat([d.index for d in tr.draws], k),
                 component=np.tile(comp, len(tr.draws)), window=np.tile(win, len(tr.draws)),
                 layer=np.tile(lay, len(tr.draws)), position=np.tile(pos, len(tr.draws)),
-                value=ie_d.reshape(-1))))
+                value=ie_d.reshape(-1), te=np.repeat(te_d, k))))
         clean, base = CaseTrace.metric(m, tr.clean), CaseTrace.metric(m, tr.base)
         cases.append(dict(**head, case_id=tr.case_id, relation_id=tr.relation_id, te=te,
                           clean=float(np.mean(clean)), corrupted=float(np.mean(base)),

@@ -38,6 +38,7 @@ from causaleval.support.report import summarise_answers, summarise_states, write
 from causaleval.tokens import answer_ids, encode_prompt
 from estimators import flip_scrubbing, noise_tracing, resample_scrubbing
 from experiments.backends import CaseJob
+from experiments.config import draw_seed
 from experiments.context import StageContext, run_case_job
 from experiments.stages.analyze import spec_from_config
 from experiments.stages.trace import site_grids
@@ -168,13 +169,14 @@ def noise_scale_analysis(ctx: StageContext, sigma: float) -> tuple[pd.DataFrame,
     spec = spec_from_config(cfg)
     batch = max(1, int(cfg.trace_batch_cases or 1))
     retraced = {}
+    retrace_draws = cfg.noise_draws if cfg.support_retrace_draws is None else cfg.support_retrace_draws
     for f in cfg.support_noise_scales:   # the retraces need no edits: done (and kept as parts) first
-        if f == cfg.noise_scale_factor and "noise" in set(trace.estimator):
+        if f == cfg.noise_scale_factor and retrace_draws == cfg.noise_draws and "noise" in set(trace.estimator):
             retraced[f] = None           # the trace stage's own scale: its noise rows are reused, not retraced
             continue
         key = lambda fact, f=f: f"nu{f:g}_{fact.case_id}_sites"
         job = CaseJob(f"support retrace ν={f:g}σ", _setup, _retrace_work, key=key,
-                      shared=dict(nu=f * sigma, n_draws=cfg.noise_draws, seed=cfg.seed, grids=grids, key=key,
+                      shared=dict(nu=f * sigma, n_draws=retrace_draws, seed=draw_seed(cfg), grids=grids, key=key,
                                   batch=batch))
         retraced[f] = run_case_job(ctx, job, facts, "support_parts", shard_size=batch)
     if not have_edits:
@@ -213,7 +215,7 @@ def run(ctx: StageContext) -> None:
     folds = reference_folds(ctx)
     fold_of = {cid: k for k, (ids, _) in enumerate(folds) for cid in ids}
     shared = dict(pool=ctx.known_facts, sigma=sigma, factors=tuple(cfg.support_noise_scales),
-                  n_draws=cfg.support_draws, seed=cfg.seed, references=references, fold_of=fold_of)
+                  n_draws=cfg.support_draws, seed=draw_seed(cfg), references=references, fold_of=fold_of)
     job = CaseJob("support", _setup, _work, shared=shared, key=lambda f: f"{f.case_id}_states")
     keys = run_case_job(ctx, job, facts, "support_parts")
     store = PartStore(out / "support_parts")

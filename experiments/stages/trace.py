@@ -30,6 +30,7 @@ from causaleval.reporting.heatmaps import trace_heatmaps
 from causaleval.store import atomic_write_json, atomic_write_parquet
 from estimators import flip_scrubbing, noise_tracing, resample_scrubbing
 from experiments.backends import CaseJob
+from experiments.config import draw_seed
 from experiments.context import StageContext, run_case_job
 
 NAME = "trace"
@@ -62,14 +63,15 @@ def _trace_many(ctx: StageContext, estimator: str, facts: list, heatmap: bool, n
     """One estimator on several cases traced together (same site grids); a TraceTables per case."""
     cfg, bundle = ctx.config, ctx.bundle
     grids = site_grids(ctx, heatmap)
+    seed = draw_seed(cfg)
     if estimator == "noise":
-        c = noise_tracing.NoiseTracingConfig(nu=nu, n_draws=cfg.noise_draws, seed=cfg.seed, grids=grids)
+        c = noise_tracing.NoiseTracingConfig(nu=nu, n_draws=cfg.noise_draws, seed=seed, grids=grids)
         return noise_tracing.trace_facts(bundle, facts, c)
     pool = ctx.known_facts
     if estimator == "resample":
-        c = resample_scrubbing.ScrubbingConfig(n_draws=cfg.partner_draws, seed=cfg.seed, grids=grids)
+        c = resample_scrubbing.ScrubbingConfig(n_draws=cfg.partner_draws, seed=seed, grids=grids)
         return resample_scrubbing.trace_facts(bundle, facts, pool, c)
-    c = resample_scrubbing.ScrubbingConfig(n_draws=cfg.partner_draws, seed=cfg.seed, grids=grids,
+    c = resample_scrubbing.ScrubbingConfig(n_draws=cfg.partner_draws, seed=seed, grids=grids,
                                            directions=flip_scrubbing.DIRECTIONS)
     return flip_scrubbing.trace_facts(bundle, facts, pool, c)
 
