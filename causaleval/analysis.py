@@ -40,14 +40,16 @@ from statsmodels.stats.multitest import multipletests
 from causaleval.errors import CausalEvalError
 from causaleval.inference.argmax import argmax_test
 from causaleval.inference.correlation import fisher_ci, weighted_corr, williams_abs, williams_t  # noqa: F401
-from causaleval.inference.h1 import minimum_detectable_difference, swap_test, verdict
-from causaleval.inference.regression import case_permutation_test, weighted_r2
+from causaleval.inference.directional import resample_cases, within_layer_r
+from causaleval.inference.h1 import MEANINGFUL, MEASURES, PRIMARY, minimum_detectable_difference, swap_test, verdict
+from causaleval.inference.regression import case_permutation_test, signed_r2_parts, weighted_r2
+from causaleval.inference.reliability import half_correlation, spearman_brown, split_half
 from causaleval.store import atomic_write_json, atomic_write_parquet
 
 ESTIMATORS: tuple[str, ...] = ("noise", "resample", "flip")
 SCORES: tuple[str, ...] = ("rewrite_score", "paraphrase_score", "neighborhood_score")
 PAIRS: tuple[tuple[str, str], ...] = (("flip", "noise"), ("resample", "noise"), ("flip", "resample"))
-ANALYSIS_TABLES = ("joined", "r2", "h1", "per_layer", "within_case", "argmax", "excluded")
+ANALYSIS_TABLES = ("joined", "r2", "h1", "per_layer", "within_case", "argmax", "excluded", "reliability")
 EFFECTS = ("fraction", "raw")
 
 
@@ -152,6 +154,35 @@ def localisation_effects(trace: pd.DataFrame, spec: AnalysisSpec) -> pd.DataFram
     return pd.concat([agg, g.te.first()], axis=1).reset_index()
 
 
+DRAW_COLUMNS = ("estimator", "direction", "metric", "case_id", "component", "window", "layer", "position",
+                "draw", "value", "te")
+HALVES = ("a", "b", "first")
+
+
+def half_effects(draws: pd.DataFrame | None, trace: pd.DataFrame, spec: AnalysisSpec, first: int = 3) -> pd.DataFrame:
+    """The effect per (estimator, case_id, layer, half) from a subset of each case's draws, by the rule of
+    :func:`localisation_effects` (ratio of the subset's mean IE and mean TE, ...): ``a`` the even-numbered
+    and ``b`` the odd-numbered draws (split-half reliability), ``first`` the first ``first`` draws (does
+    the max over positions move with the number of draws?).  Empty without per-draw values and TEs."""
+    if draws is None or draws.empty or not set(DRAW_COLUMNS) <= set(draws.columns):
+        return pd.DataFrame()
+    sel = draws[(draws.component == spec.component) & (draws.window == spec.window)
+                & (draws.direction == spec.direction) & (draws.metric == spec.metric)
+                & draws.estimator.isin(spec.estimators)]
+    if sel.empty:
+        return pd.DataFrame()
+    keys = ["estimator", "direction", "metric", "case_id", "component", "window", "layer", "position"]
+    roles = trace[keys + ["role"]].drop_duplicates(keys)
+    order = sel.groupby(["estimator", "case_id"]).draw.rank(method="dense").to_numpy() - 1
+    out = []
+    for name, mask in zip(HALVES, (order % 2 == 0, order % 2 == 1, order < first)):
+        part = sel[mask].groupby(keys, as_index=False).agg(ie=("value", "mean"), te=("te", "mean"))
+        part = part.merge(roles, on=keys, how="inner")
+        if len(part):
+            out.append(localisation_effects(part, spec).assign(half=name))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
 def exclusions(effects: pd.DataFrame, spec: AnalysisSpec) -> pd.DataFrame:
     """(estimator, case_id, te, reason) for every case whose TE is not above the floor (TE ≤ 0 always)."""
     te = effects.groupby(["estimator", "case_id"]).te.first().reset_index()
@@ -239,12 +270,42 @@ def _case_counts(edits_cases: int, data: pd.DataFrame) -> dict:
     return dict(n_cases=n, n_excluded=max(edits_cases - n, 0))
 
 
-def regression_tables(joined: pd.DataFrame, spec: AnalysisSpec, n_edit_cases: int | None = None
-                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per (estimator, score): R², ΔR² [BC bootstrap CI], F-test and case-permutation p; per pair: H1.
+def half_arrays(halves: pd.DataFrame, estimator: str, layers: list, cases: list) -> tuple[np.ndarray, ...] | None:
+    """(a, b, first) half-effect arrays (cases × layers) of one estimator, or None without halves."""
+    if halves is None or halves.empty or estimator not in set(halves.estimator):
+        return None
+    h = halves[halves.estimator == estimator]
+    return tuple(case_layer_arrays(h[h.half == name], "effect", layers, cases) for name in HALVES)
 
-    H1: ΔR²_a − ΔR²_b by the paired swap test (:mod:`causaleval.inference.h1`), with the minimum
-    detectable difference at 80 % power on this score's design."""
+
+def _percentile(samples: np.ndarray, level: float) -> tuple[float, float]:
+    return percentile_ci(np.asarray(samples, float), level)
+
+
+def disattenuated_diff(y: np.ndarray, xa: np.ndarray, xb: np.ndarray, ha: tuple, hb: tuple, n_boot: int,
+                       rng: np.random.Generator, level: float) -> tuple[float, float, float]:
+    """r_w,a / √ρ_a − r_w,b / √ρ_b (ρ the split-half reliabilities) with a case-bootstrap percentile CI
+    that resamples the scores, effects and half-effects of the same cases together."""
+    def value(idx):
+        ra, rb = within_layer_r(y[idx], xa[idx]), within_layer_r(y[idx], xb[idx])
+        rel_a = spearman_brown(half_correlation(ha[0][idx], ha[1][idx]))
+        rel_b = spearman_brown(half_correlation(hb[0][idx], hb[1][idx]))
+        with np.errstate(invalid="ignore"):
+            return ra / np.sqrt(np.where(rel_a > 0, rel_a, np.nan)) - rb / np.sqrt(np.where(rel_b > 0, rel_b, np.nan))
+    est = float(value(np.arange(y.shape[0])))
+    lo, hi = _percentile(value(resample_cases(y.shape[0], n_boot, rng)), level)
+    return est, lo, hi
+
+
+def regression_tables(joined: pd.DataFrame, spec: AnalysisSpec, n_edit_cases: int | None = None,
+                      halves: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per (estimator, score): Hase et al.'s R² and ΔR² [BC bootstrap CI] with the F-test (it assumes
+    independent rows: descriptive), ΔR² split by slope sign, ΔR²'s no-signal expectation (the mean of
+    its case-permutation null) and the excess over it, the case-permutation p (the evidence), and the
+    directional r_w [case-bootstrap CI] with its one-sided case-permutation p; with ``halves``, the
+    split-half reliability and the disattenuated r_w and excess.  Per pair and measure (r_w primary,
+    ΔR² descriptive): H1 by the paired swap test with the paired bootstrap interval, the one-sided
+    bounds and the minimum detectable difference at 80 % power on this score's design."""
     ests = present_estimators(joined, spec)
     total = int(joined.case_id.nunique()) if n_edit_cases is None else n_edit_cases
     r2_rows, h1_rows = [], []
@@ -257,35 +318,106 @@ def regression_tables(joined: pd.DataFrame, spec: AnalysisSpec, n_edit_cases: in
         cases = sorted(data.case_id.unique())
         y = case_layer_arrays(data, score, layers, cases)
         w = bootstrap_weights(len(cases), spec.n_bootstrap, spec.seed)
+        idx = resample_cases(len(cases), spec.n_bootstrap, np.random.default_rng([spec.seed, k, 55]))
         few = len(cases) < spec.min_clusters
         method = (f"too few clusters ({len(cases)} < {spec.min_clusters})" if few
                   else f"case permutation (B = {spec.n_permutations})")
-        xs = {}
+        xs, hs, rel = {}, {}, {}
         for j, e in enumerate(ests):
             fit = fit_r2(data, score, e)
-            xs[e] = case_layer_arrays(data, f"effect_{e}", layers, cases)
-            r2l, r2b = weighted_r2(y, xs[e], w)
+            x = xs[e] = case_layer_arrays(data, f"effect_{e}", layers, cases)
+            r2l, r2b = weighted_r2(y, x, w)
             lo, hi = bc_percentile_ci(r2b - r2l, fit["delta_r2"], spec.ci_level)
-            p_cluster = float("nan")
+            _, _, pos, neg = signed_r2_parts(y, x)
+            r_w = float(within_layer_r(y, x))
+            r_lo, r_hi = _percentile(within_layer_r(y[idx], x[idx]), spec.ci_level)
+            perm = dict(p_cluster=np.nan, delta_null_mean=np.nan, p_r_w=np.nan, r_w_null_mean=np.nan)
             if not few:
-                rng = np.random.default_rng([spec.seed, k, j])
-                p_cluster = case_permutation_test(y, xs[e], spec.n_permutations, rng)[1]
-            r2_rows.append(dict(estimator=e, score=score, **fit, delta_ci_low=lo, delta_ci_high=hi,
-                                n_boot=spec.n_bootstrap, p_cluster=p_cluster, cluster_method=method,
-                                n_excluded=counts["n_excluded"]))
+                dr = case_permutation_test(y, x, spec.n_permutations, np.random.default_rng([spec.seed, k, j]))
+                rw = case_permutation_test(y, x, spec.n_permutations, np.random.default_rng([spec.seed, k, j, 1]),
+                                           statistic=within_layer_r)
+                perm = dict(p_cluster=dr.p, delta_null_mean=dr.null_mean, p_r_w=rw.p, r_w_null_mean=rw.null_mean)
+            row = dict(estimator=e, score=score, **fit, delta_ci_low=lo, delta_ci_high=hi, n_boot=spec.n_bootstrap,
+                       delta_r2_pos=float(pos), delta_r2_neg=float(neg), **perm,
+                       delta_excess=fit["delta_r2"] - perm["delta_null_mean"], r_w=r_w, r_w_ci_low=r_lo,
+                       r_w_ci_high=r_hi, cluster_method=method, n_excluded=counts["n_excluded"],
+                       reliability=np.nan, reliability_ci_low=np.nan, reliability_ci_high=np.nan,
+                       r_w_disattenuated=np.nan, delta_excess_disattenuated=np.nan)
+            h = half_arrays(halves, e, layers, cases)
+            if h is not None:
+                hs[e] = h
+                r = split_half(h[0], h[1], spec.n_bootstrap, np.random.default_rng([spec.seed, k, j, 2]),
+                               spec.ci_level)
+                rel[e] = r.reliability
+                root = np.sqrt(r.reliability) if r.reliability > 0 else np.nan
+                row.update(reliability=r.reliability, reliability_ci_low=r.ci_low, reliability_ci_high=r.ci_high,
+                           r_w_disattenuated=r_w / root,
+                           delta_excess_disattenuated=row["delta_excess"] / r.reliability if r.reliability > 0
+                           else np.nan)
+            r2_rows.append(row)
         pairs = [(a, b) for a, b in spec.pairs if a in xs and b in xs]
         if not pairs:
             continue
-        power = minimum_detectable_difference(y, spec.alpha, 0.8, spec.power_reps, seed=spec.seed + k)
-        for i, (a, b) in enumerate(pairs):
-            res = swap_test(y, xs[a], xs[b], spec.n_permutations, np.random.default_rng([spec.seed, k, 100 + i]),
-                            spec.ci_level)
-            h1_rows.append(dict(a=a, b=b, score=score, delta_a=res.delta_a, delta_b=res.delta_b, diff=res.diff,
-                                ci_low=res.ci_low, ci_high=res.ci_high, p_one_sided=res.p_one_sided,
-                                mdd=power.mdd, n_perm=res.n_perm, n_rows=len(data), **counts,
-                                method="paired swap test within case",
-                                verdict=verdict(res.diff, res.ci_low, res.p_one_sided, power.mdd, spec.alpha)))
+        for m_i, measure in enumerate(MEASURES):
+            power = minimum_detectable_difference(y, spec.alpha, 0.8, spec.power_reps, seed=spec.seed + k,
+                                                  measure=measure)
+            for i, (a, b) in enumerate(pairs):
+                res = swap_test(y, xs[a], xs[b], spec.n_permutations,
+                                np.random.default_rng([spec.seed, k, 100 + i, m_i]), spec.ci_level, measure,
+                                spec.n_bootstrap)
+                dis = (np.nan,) * 3
+                if measure == "r_w" and a in hs and b in hs:
+                    dis = disattenuated_diff(y, xs[a], xs[b], hs[a], hs[b], spec.n_bootstrap,
+                                             np.random.default_rng([spec.seed, k, 200 + i]), spec.ci_level)
+                h1_rows.append(dict(
+                    a=a, b=b, score=score, measure=measure, primary=measure == PRIMARY, delta_a=res.delta_a,
+                    delta_b=res.delta_b, diff=res.diff, ci_low=res.ci_low, ci_high=res.ci_high, lower=res.lower,
+                    upper=res.upper, p_one_sided=res.p_one_sided, mdd=power.mdd, n_perm=res.n_perm,
+                    n_boot=res.n_boot, n_rows=len(data), **counts, diff_disattenuated=dis[0],
+                    ci_low_disattenuated=dis[1], ci_high_disattenuated=dis[2],
+                    method="paired swap test within case; paired case-bootstrap percentile interval",
+                    verdict=verdict(res.diff, res.lower, res.upper, res.p_one_sided, power.mdd, spec.alpha,
+                                    MEANINGFUL[measure], a, b)))
     return pd.DataFrame(r2_rows), pd.DataFrame(h1_rows)
+
+
+def reliability_table(joined: pd.DataFrame, halves: pd.DataFrame, spec: AnalysisSpec) -> pd.DataFrame:
+    """Per estimator: the split-half reliability of the effect within layer, pooled (``layer`` = -1, with
+    a case-bootstrap CI) and per layer (Spearman–Brown of the halves' Pearson r), on the rows every
+    estimator has; and the draw-count check: the mean of (effect from the first 3 draws − effect from
+    all draws) with a case-bootstrap CI (a max over positions of noisier means is biased upwards)."""
+    if halves is None or halves.empty:
+        return pd.DataFrame()
+    ests = present_estimators(joined, spec)
+    data = joined.dropna(subset=[f"effect_{e}" for e in ests])
+    layers, cases = sorted(data.layer.unique()), sorted(data.case_id.unique())
+    rows = []
+    for j, e in enumerate(ests):
+        h = half_arrays(halves, e, layers, cases)
+        if h is None:
+            continue
+        x = case_layer_arrays(data, f"effect_{e}", layers, cases)
+        rng = np.random.default_rng([spec.seed, j, 3])
+        r = split_half(h[0], h[1], spec.n_bootstrap, rng, spec.ci_level)
+        bias = h[2] - x
+        per_case = np.nanmean(bias, axis=1)
+        per_case = per_case[np.isfinite(per_case)]
+        b_lo, b_hi = _percentile(per_case[resample_cases(per_case.size, spec.n_bootstrap, rng)].mean(1),
+                                 spec.ci_level) if per_case.size else (np.nan, np.nan)
+        rows.append(dict(estimator=e, layer=-1, r_half=r.r_half, reliability=r.reliability, ci_low=r.ci_low,
+                         ci_high=r.ci_high, n_cases=r.n_cases, mean_effect=float(np.nanmean(x)),
+                         first3_minus_all=float(np.nanmean(bias)), bias_ci_low=b_lo, bias_ci_high=b_hi))
+        for li, layer in enumerate(layers):
+            a, b = h[0][:, li], h[1][:, li]
+            ok = np.isfinite(a) & np.isfinite(b)
+            rr = float(np.corrcoef(a[ok], b[ok])[0, 1]) if ok.sum() > 2 and np.std(a[ok]) > 0 and np.std(b[ok]) > 0 \
+                else np.nan
+            rows.append(dict(estimator=e, layer=int(layer), r_half=rr, reliability=float(spearman_brown(rr)),
+                             ci_low=np.nan, ci_high=np.nan, n_cases=int(ok.sum()),
+                             mean_effect=float(np.nanmean(x[:, li])),
+                             first3_minus_all=float(np.nanmean(bias[:, li])), bias_ci_low=np.nan,
+                             bias_ci_high=np.nan))
+    return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------- per-layer correlations
@@ -447,6 +579,7 @@ class AnalysisFrames:
     within_case: pd.DataFrame
     argmax: pd.DataFrame
     excluded: pd.DataFrame
+    reliability: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass(kw_only=True)
@@ -463,9 +596,12 @@ class AnalysisResult(AnalysisFrames):
         return len(present_estimators(self.joined, self.spec)) >= 2
 
 
-def analyze(trace: pd.DataFrame, edits: pd.DataFrame, spec: AnalysisSpec) -> AnalysisResult:
+def analyze(trace: pd.DataFrame, edits: pd.DataFrame, spec: AnalysisSpec,
+            draws: pd.DataFrame | None = None) -> AnalysisResult:
     """Every test for one way of reading the localisation effect; cases below the TE floor of any
-    estimator are excluded (one common set of cases for all estimators) and listed in ``excluded``."""
+    estimator are excluded (one common set of cases for all estimators) and listed in ``excluded``.
+    With ``draws`` (trace_draws.parquet: per-draw IE and TE), also the split-half reliability of each
+    effect and the disattenuated r_w, excess ΔR² and H1."""
     effects = localisation_effects(trace, spec)
     excluded = exclusions(effects, spec)
     joined = join_effects(effects, edits, spec)
@@ -478,19 +614,23 @@ def analyze(trace: pd.DataFrame, edits: pd.DataFrame, spec: AnalysisSpec) -> Ana
         notes.append(f"{len(bad)} cases excluded: TE below the floor {spec.floor:g} for at least one estimator")
         joined = joined[~joined.case_id.isin(bad)].reset_index(drop=True)
     n_edit = int(edits.case_id.nunique())
-    r2, h1 = regression_tables(joined, spec, n_edit)
+    halves = half_effects(draws, trace, spec)
+    r2, h1 = regression_tables(joined, spec, n_edit, halves)
     per_layer = per_layer_tests(joined, spec, n_edit)
     within, argmax = within_case_tests(joined, spec, n_edit)
     return AnalysisResult(joined=joined, r2=r2, h1=h1, per_layer=per_layer, within_case=within, argmax=argmax,
-                          excluded=excluded.reset_index(drop=True), spec=spec, n_edit_cases=n_edit, notes=notes)
+                          excluded=excluded.reset_index(drop=True), spec=spec, n_edit_cases=n_edit, notes=notes,
+                          reliability=reliability_table(joined, halves, spec))
 
 
-def analyze_all(trace: pd.DataFrame, edits: pd.DataFrame, base: AnalysisSpec) -> list[AnalysisResult]:
-    """The default analysis (must succeed) and each variant whose trace rows exist."""
-    results = [analyze(trace, edits, base)]
+def analyze_all(trace: pd.DataFrame, edits: pd.DataFrame, base: AnalysisSpec,
+                draws: pd.DataFrame | None = None) -> list[AnalysisResult]:
+    """The default analysis (must succeed) and each variant whose trace rows exist (``draws``, when
+    given, add reliability to the analyses whose rows it holds)."""
+    results = [analyze(trace, edits, base, draws)]
     for spec in variant_specs(base)[1:]:
         try:
-            results.append(analyze(trace, edits, spec))
+            results.append(analyze(trace, edits, spec, draws))
         except AnalysisError:
             continue
     return results
@@ -515,16 +655,30 @@ def summary_dict(results: list[AnalysisResult], run_info: dict | None = None) ->
              "comparative": r.comparative,
              "layers": sorted(int(x) for x in r.joined.layer.unique()),
              "estimators": present_estimators(r.joined, r.spec), "delta_r2": {}, "h1": {}}
+        v["h1_delta_r2"] = {}
         for row in r.r2.itertuples():
             v["delta_r2"].setdefault(row.score, {})[row.estimator] = dict(
                 r2_layer=row.r2_layer, r2_effect=row.r2_effect, r2_both=row.r2_both, delta_r2=row.delta_r2,
                 ci_low=row.delta_ci_low, ci_high=row.delta_ci_high, p_f=row.p_f, p_cluster=row.p_cluster,
-                cluster_method=row.cluster_method, n_cases=row.n_cases, n_excluded=row.n_excluded)
+                cluster_method=row.cluster_method, n_cases=row.n_cases, n_excluded=row.n_excluded,
+                delta_r2_pos=row.delta_r2_pos, delta_r2_neg=row.delta_r2_neg, null_mean=row.delta_null_mean,
+                excess=row.delta_excess, r_w=row.r_w, r_w_ci_low=row.r_w_ci_low, r_w_ci_high=row.r_w_ci_high,
+                p_r_w=row.p_r_w, reliability=row.reliability, reliability_ci_low=row.reliability_ci_low,
+                reliability_ci_high=row.reliability_ci_high, r_w_disattenuated=row.r_w_disattenuated,
+                excess_disattenuated=row.delta_excess_disattenuated)
         for row in r.h1.itertuples():
-            v["h1"].setdefault(row.score, {})[f"{row.a}-{row.b}"] = dict(
-                diff=row.diff, ci_low=row.ci_low, ci_high=row.ci_high, p_one_sided=row.p_one_sided,
-                mdd=row.mdd, verdict=row.verdict, method=row.method, delta_a=row.delta_a, delta_b=row.delta_b,
-                n_cases=row.n_cases, n_excluded=row.n_excluded, n_perm=row.n_perm)
+            key = "h1" if row.measure == PRIMARY else "h1_delta_r2"
+            v[key].setdefault(row.score, {})[f"{row.a}-{row.b}"] = dict(
+                measure=row.measure, diff=row.diff, ci_low=row.ci_low, ci_high=row.ci_high, lower=row.lower,
+                upper=row.upper, p_one_sided=row.p_one_sided, mdd=row.mdd, verdict=row.verdict, method=row.method,
+                delta_a=row.delta_a, delta_b=row.delta_b, n_cases=row.n_cases, n_excluded=row.n_excluded,
+                n_perm=row.n_perm, diff_disattenuated=row.diff_disattenuated,
+                ci_low_disattenuated=row.ci_low_disattenuated, ci_high_disattenuated=row.ci_high_disattenuated)
+        v["reliability"] = {row.estimator: dict(r_half=row.r_half, reliability=row.reliability, ci_low=row.ci_low,
+                                                ci_high=row.ci_high, n_cases=row.n_cases,
+                                                first3_minus_all=row.first3_minus_all,
+                                                bias_ci_low=row.bias_ci_low, bias_ci_high=row.bias_ci_high)
+                            for row in r.reliability.itertuples() if row.layer == -1} if len(r.reliability) else {}
         out["variants"][r.spec.name] = v
     return out
 
@@ -578,26 +732,33 @@ def _fmt(x, digits: int = 3) -> str:
 
 
 def headline(summary: dict, variant: str = "default", score: str = "rewrite_score") -> str:
-    """The answer in a few lines: ΔR² per estimator with CI and tests, and H1 (flip − noise) with CI,
-    one-sided p, minimum detectable difference and what that supports."""
+    """The answer in a few lines: per estimator the directional r_w with its CI and permutation p, the
+    reliability, and Hase et al.'s ΔR² beside its no-signal expectation; H1 (flip − noise) on r_w with
+    its interval, one-sided bound, p, minimum detectable difference and verdict, and on ΔR²."""
     v = summary["variants"].get(variant)
     if v is None:
         return f"no analysis variant {variant!r} in the summary"
     lines = [f"Does localisation inform editing? ({v['description']}; {v['n_cases']} cases × "
              f"{len(v['layers'])} edit layers, {v.get('n_excluded', 0)} cases excluded; score: {score})"]
     for est, d in v["delta_r2"].get(score, {}).items():
-        pc = (f"cluster permutation p = {_fmt(d['p_cluster'], 3)}" if d.get("p_cluster") is not None
-              else f"cluster test: {d.get('cluster_method', 'n/a')}")
-        lines.append(f"  {est:>9}: R²(layer) = {_fmt(d['r2_layer'])}, R²(both) = {_fmt(d['r2_both'])}, "
-                     f"ΔR² = {_fmt(d['delta_r2'], 4)} [{_fmt(d['ci_low'], 4)}, {_fmt(d['ci_high'], 4)}], "
-                     f"F-test p = {_fmt(d['p_f'], 3)}, {pc}")
-    h = v["h1"].get(score, {}).get("flip-noise")
-    if h is not None:
-        lines.append(f"  H1 ΔR²_flip − ΔR²_noise = {_fmt(h['diff'], 4)} [{_fmt(h['ci_low'], 4)}, "
-                     f"{_fmt(h['ci_high'], 4)}], one-sided p = {_fmt(h['p_one_sided'], 3)} "
-                     f"({h['method']}, {h['n_perm']} swaps, {h['n_cases']} cases); minimum detectable "
-                     f"difference (80% power, α = 0.05) = {_fmt(h['mdd'], 4)}")
+        rel = d.get("reliability")
+        rel_text = (f", reliability {_fmt(rel, 2)} [{_fmt(d.get('reliability_ci_low'), 2)}, "
+                    f"{_fmt(d.get('reliability_ci_high'), 2)}] (r_w disattenuated {_fmt(d.get('r_w_disattenuated'))})"
+                    if rel is not None else "")
+        lines.append(f"  {est:>9}: r_w = {_fmt(d.get('r_w'))} [{_fmt(d.get('r_w_ci_low'))}, {_fmt(d.get('r_w_ci_high'))}]"
+                     f", one-sided permutation p = {_fmt(d.get('p_r_w'))}{rel_text}")
+        lines.append(f"  {'':>9}  ΔR² = {_fmt(d['delta_r2'], 4)} (no-signal expectation {_fmt(d.get('null_mean'), 4)}, "
+                     f"excess {_fmt(d.get('excess'), 4)}; from positive slopes {_fmt(d.get('delta_r2_pos'), 4)}), "
+                     f"permutation p = {_fmt(d.get('p_cluster'))}, F-test p = {_fmt(d['p_f'])} (assumes independent rows)")
+    for key, label in (("h1", "r_w"), ("h1_delta_r2", "ΔR²")):
+        h = v.get(key, {}).get(score, {}).get("flip-noise")
+        if h is None:
+            continue
+        lines.append(f"  H1 on {label}: flip − noise = {_fmt(h['diff'], 4)} [{_fmt(h['ci_low'], 4)}, "
+                     f"{_fmt(h['ci_high'], 4)}], one-sided 95% bounds [{_fmt(h.get('lower'), 4)}, "
+                     f"{_fmt(h.get('upper'), 4)}], one-sided p = {_fmt(h['p_one_sided'], 3)} ({h['n_perm']} swaps, "
+                     f"{h['n_cases']} cases); minimum detectable difference (80% power) = {_fmt(h['mdd'], 4)}")
         lines.append(f"  → the evidence {h['verdict']}")
-    else:
+    if v.get("h1", {}).get(score, {}).get("flip-noise") is None:
         lines.append("  H1: not tested (flip or noise estimator missing)")
     return "\n".join(lines)

@@ -1,101 +1,121 @@
-"""Calibration of the study's tests on synthetic studies with a known truth.
+"""Calibration of the study's tests on studies with a known truth, with and without dependent rows.
 
-For each number of clusters (cases), ``reps`` independent synthetic studies (6 edit layers of a
-30-layer pretend model, as the default study) are drawn with no signal (:meth:`SyntheticSpec.null`:
-the score does not follow any estimator's effect) and with a planted difference
-(:meth:`SyntheticSpec.planted`: flip's effect carries the locus the score follows, noise's does not).
-Each test is run on each study at α = 0.05:
+Designs (each drawn ``reps`` times with no signal, and with a planted difference):
 
-* ``F-test``: the nested F-test of score ~ C(layer) × effect_flip against score ~ C(layer);
-* ``cluster permutation``: the case-permutation test of the same added terms;
-* ``H1 swap``: the one-sided paired swap test of ΔR²_flip − ΔR²_noise > 0 (and its CI's coverage);
-* ``argmax``: the tie-split argmax-hit test of flip against the case-permutation chance.
+* ``iid`` — synthetic studies (:mod:`causaleval.synthetic`: 6 edit layers of a 30-layer pretend model)
+  whose rows are independent given the layer;
+* ``fact effect`` — the same with a per-fact random intercept in the score (a fact's scores correlate
+  ≈ 0.55 across layers, as the committed study's rewrite scores do) and in the effects (shared by the
+  estimators): the dependence a fact's rows really have;
+* ``real table`` — a real study's (cases × layers) score and effect arrays (``--real DIR``, a results
+  folder with ``analysis/joined.parquet``) with the score profiles permuted across whole facts, which
+  keeps every dependence within a fact and between the estimators and breaks only the link between a
+  fact's effects and its scores.  Planted: flip's within-layer standardised effect plus λ × the
+  (permuted) score's, noise's left as it is.
+
+Tests, each at α = 0.05 (one-sided where the hypothesis is directional):
+
+* ``F-test`` — Hase et al.'s nested F-test of score ~ C(layer) × effect_flip (assumes independent rows);
+* ``ΔR² permutation`` — the case-permutation test of the same added terms;
+* ``r_w permutation`` — the one-sided case-permutation test of the directional r_w of flip;
+* ``H1 swap (r_w)``, ``H1 swap (ΔR²)`` — the one-sided paired swap tests of flip − noise (and each
+  one's paired case-bootstrap interval: its coverage of 0 under the null and of the planted
+  difference's mean under the planted design);
+* ``argmax`` — the tie-split argmax-hit test of flip against the case-permutation chance.
 
 Under the null a valid test rejects in a share of studies inside the binomial Monte-Carlo band around
-α; under the planted difference the share is the test's power.  ``--reference`` adds the two tests
-the study used before, for comparison: the cluster-robust (sandwich, by case) Wald χ² test of the
-added terms and the one-sided paired cluster-bootstrap p of H1.
+α; under the planted difference the share is its power.
 
-    python -m causaleval.calibration [--reps 1000] [--perm 499] [--clusters 8 12 50] [--signal 0.02] [--reference]
+    python -m causaleval.calibration [--reps 1000] [--perm 499] [--clusters 12 50] [--real paper/study]
 """
 
 from __future__ import annotations
 
 import argparse
-import warnings
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from causaleval.inference.argmax import argmax_test
-from causaleval.inference.h1 import swap_test
-from causaleval.inference.regression import case_permutation_test, f_test, weighted_r2
+from causaleval.inference.directional import within_layer_r
+from causaleval.inference.h1 import _design, standardise_by_layer, swap_test
+from causaleval.inference.regression import case_permutation_test, f_test
 from causaleval.synthetic import SyntheticSpec, synthetic_arrays
 
-TESTS = ("F-test", "cluster permutation", "H1 swap", "argmax")
-REFERENCE = ("cluster Wald (former)", "H1 cluster bootstrap (former)")
+TESTS = ("F-test", "ΔR² permutation", "r_w permutation", "H1 swap (r_w)", "H1 swap (ΔR²)", "argmax")
+VALID = TESTS[1:]                     # the tests the study reports as evidence (the F-test is descriptive)
+DESIGNS = ("iid", "fact effect", "real table")
+Arrays = tuple[np.ndarray, dict[str, np.ndarray]]
 
 
 @dataclass(frozen=True)
 class CalibrationSpec:
-    """Design of the calibration: replicates, permutations per test, α and the planted signal."""
+    """Design of the calibration: replicates, permutations and bootstrap resamples per test, α, the
+    planted signal of the synthetic designs and the planted loading λ of the real-table design."""
 
     reps: int = 1000
     n_perm: int = 499
+    n_boot: int = 499
     alpha: float = 0.05
     signal: float = 0.02
+    real_loading: float = 0.15
     n_layers: int = 30
     edit_layer_step: int = 6
     seed: int = 0
-    reference: bool = False
 
 
-def cluster_wald_p(y: np.ndarray, x: np.ndarray) -> float:
-    """The former test: statsmodels OLS score ~ C(layer) × effect with covariance clustered by case,
-    χ² Wald test of the added terms (effect and its layer interactions)."""
-    import statsmodels.formula.api as smf
-    c, l = np.indices(y.shape)
-    d = pd.DataFrame(dict(score=y.ravel(), effect=x.ravel(), layer=l.ravel(), case=c.ravel())).dropna()
-    fit = smf.ols("score ~ C(layer) * effect", d).fit(cov_type="cluster", cov_kwds={"groups": d.case.to_numpy()})
-    names = list(fit.params.index)
-    added = [i for i, n in enumerate(names) if "effect" in n]
-    r = np.zeros((len(added), len(names)))
-    r[np.arange(len(added)), added] = 1.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(np.squeeze(fit.wald_test(r, use_f=False, scalar=True).pvalue))
+def real_arrays(folder: Path, score: str = "rewrite_score", variant: str = "default") -> Arrays:
+    """The (cases × layers) score and effect arrays of a finished run's default analysis rows."""
+    joined = pd.read_parquet(Path(folder) / "analysis" / "joined.parquet")
+    if "variant" in joined.columns:
+        joined = joined[joined.variant == variant]
+    ests = [e for e in ("noise", "resample", "flip") if f"effect_{e}" in joined.columns]
+    data = joined.dropna(subset=[score] + [f"effect_{e}" for e in ests])
+    wide = lambda col: data.pivot_table(index="case_id", columns="layer", values=col).to_numpy(float)
+    return wide(score), {e: wide(f"effect_{e}") for e in ests}
 
 
-def cluster_bootstrap_h1_p(y: np.ndarray, xa: np.ndarray, xb: np.ndarray, n_boot: int,
-                           rng: np.random.Generator) -> float:
-    """The former H1 test: one-sided p = (1 + #{diff* ≤ 0}) / (B + 1) over a paired case bootstrap."""
-    n = y.shape[0]
-    w = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
-    la, ba = weighted_r2(y, xa, w)
-    lb, bb = weighted_r2(y, xb, w)
-    d = (ba - la) - (bb - lb)
-    d = d[np.isfinite(d)]
-    return float((1 + np.sum(d <= 0)) / (d.size + 1))
+def synthetic_studies(spec: SyntheticSpec, reps: int, seed: int) -> Iterator[Arrays]:
+    y, eff = synthetic_arrays(spec, reps=reps, seed=seed)
+    for r in range(reps):
+        yield y[r], {e: v[r] for e, v in eff.items()}
 
 
-def rejections(spec: SyntheticSpec, cal: CalibrationSpec, seed: int) -> pd.DataFrame:
-    """One row per replicate study: each test's p-value, and H1's difference and CI."""
-    y, eff = synthetic_arrays(spec, reps=cal.reps, seed=seed)
+def permuted_studies(y: np.ndarray, eff: dict[str, np.ndarray], reps: int, seed: int,
+                     loading: float = 0.0) -> Iterator[Arrays]:
+    """Whole-fact permutations of a real table; with ``loading`` > 0, flip's effect also carries the
+    permuted score's within-layer variation (a planted positive r_w and ΔR² for flip only)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(reps):
+        yp = y[rng.permutation(y.shape[0])]
+        out = dict(eff)
+        if loading:
+            out["flip"] = standardise_by_layer(eff["flip"]) + loading * _design(yp)
+        yield yp, out
+
+
+def p_values(y: np.ndarray, eff: dict[str, np.ndarray], cal: CalibrationSpec, rng: np.random.Generator) -> dict:
+    """Every test's p-value on one study, and each H1 interval."""
+    xf, xn = eff["flip"], eff["noise"]
+    h_r = swap_test(y, xf, xn, cal.n_perm, rng, measure="r_w", n_boot=cal.n_boot)
+    h_d = swap_test(y, xf, xn, cal.n_perm, rng, measure="delta_r2", n_boot=cal.n_boot)
+    return {"F-test": float(f_test(y, xf)[1]),
+            "ΔR² permutation": case_permutation_test(y, xf, cal.n_perm, rng).p,
+            "r_w permutation": case_permutation_test(y, xf, cal.n_perm, rng, statistic=within_layer_r).p,
+            "H1 swap (r_w)": h_r.p_one_sided, "H1 swap (ΔR²)": h_d.p_one_sided,
+            "argmax": argmax_test(xf, y, cal.n_perm, rng).p,
+            "r_w_diff": h_r.diff, "r_w_low": h_r.ci_low, "r_w_high": h_r.ci_high,
+            "d_diff": h_d.diff, "d_low": h_d.ci_low, "d_high": h_d.ci_high}
+
+
+def rejections(studies: Iterator[Arrays], cal: CalibrationSpec, seed: int) -> pd.DataFrame:
+    """One row per replicate study: each test's p-value and each H1 interval."""
     rng = np.random.default_rng([seed, 1])
-    rows = []
-    for r in range(cal.reps):
-        yr, xf, xn = y[r], eff["flip"][r], eff["noise"][r]
-        h1 = swap_test(yr, xf, xn, cal.n_perm, rng)
-        rows.append({"F-test": float(f_test(yr, xf)[1]),
-                     "cluster permutation": case_permutation_test(yr, xf, cal.n_perm, rng)[1],
-                     "H1 swap": h1.p_one_sided, "argmax": argmax_test(xf, yr, cal.n_perm, rng).p,
-                     "h1_diff": h1.diff, "h1_low": h1.ci_low, "h1_high": h1.ci_high})
-        if cal.reference:
-            rows[-1].update({REFERENCE[0]: cluster_wald_p(yr, xf),
-                             REFERENCE[1]: cluster_bootstrap_h1_p(yr, xf, xn, cal.n_perm, rng)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([p_values(y, eff, cal, rng) for y, eff in studies])
 
 
 def mc_band(reps: int, alpha: float, level: float = 0.95) -> tuple[float, float]:
@@ -104,25 +124,42 @@ def mc_band(reps: int, alpha: float, level: float = 0.95) -> tuple[float, float]
     return float(lo / reps), float(hi / reps)
 
 
-def calibration_table(clusters: tuple[int, ...] = (12, 50), cal: CalibrationSpec = CalibrationSpec()) -> pd.DataFrame:
-    """Per test × number of clusters: rejection rate under the null with its Monte-Carlo band, power
-    under the planted difference, and the H1 CI's coverage (of 0 under the null; of the mean simulated
-    difference under the planted one)."""
+def _studies(design: str, n: int, cal: CalibrationSpec, planted: bool, seed: int, real: Arrays | None):
+    if design == "real table":
+        return permuted_studies(*real, cal.reps, seed, cal.real_loading if planted else 0.0)
+    common = dict(n_cases=n, n_layers=cal.n_layers, edit_layer_step=cal.edit_layer_step)
+    spec = SyntheticSpec.planted(signal=cal.signal, **common) if planted else SyntheticSpec.null(**common)
+    if design == "fact effect":
+        spec = SyntheticSpec.dependent(spec)
+    return synthetic_studies(spec, cal.reps, seed)
+
+
+def calibration_table(clusters: tuple[int, ...] = (12, 50), cal: CalibrationSpec = CalibrationSpec(),
+                      designs: tuple[str, ...] = ("iid", "fact effect"), real: Arrays | None = None) -> pd.DataFrame:
+    """Per design × number of clusters × test: the rejection rate under the null with its Monte-Carlo
+    band, the power under the planted difference, and for the H1 tests the interval's coverage (of 0
+    under the null; of the mean planted difference under the planted design).  The real-table design
+    has the real table's number of facts."""
     out = []
-    for k, n in enumerate(clusters):
-        common = dict(n_cases=n, n_layers=cal.n_layers, edit_layer_step=cal.edit_layer_step)
-        null = rejections(SyntheticSpec.null(**common), cal, seed=cal.seed + 1000 * k)
-        alt = rejections(SyntheticSpec.planted(signal=cal.signal, **common), cal, seed=cal.seed + 1000 * k + 1)
-        lo, hi = mc_band(cal.reps, cal.alpha)
-        truth = alt.h1_diff.mean()
-        for t in TESTS + (REFERENCE if cal.reference else ()):
-            row = dict(test=t, n_clusters=n, null_rate=float(np.mean(null[t] < cal.alpha)), band_low=lo,
-                       band_high=hi, power=float(np.mean(alt[t] < cal.alpha)), reps=cal.reps, n_perm=cal.n_perm)
-            if t == "H1 swap":
-                row.update(ci_coverage_null=float(np.mean((null.h1_low <= 0) & (0 <= null.h1_high))),
-                           ci_coverage_planted=float(np.mean((alt.h1_low <= truth) & (truth <= alt.h1_high))),
-                           planted_diff=float(truth))
-            out.append(row)
+    lo, hi = mc_band(cal.reps, cal.alpha)
+    for d_i, design in enumerate(designs):
+        sizes = (real[0].shape[0],) if design == "real table" else clusters
+        for k, n in enumerate(sizes):
+            base = cal.seed + 1000 * k + 100_000 * d_i
+            null = rejections(_studies(design, n, cal, False, base, real), cal, base)
+            alt = rejections(_studies(design, n, cal, True, base + 1, real), cal, base + 1)
+            for t in TESTS:
+                row = dict(design=design, test=t, n_clusters=n, null_rate=float(np.mean(null[t] < cal.alpha)),
+                           band_low=lo, band_high=hi, power=float(np.mean(alt[t] < cal.alpha)), reps=cal.reps,
+                           n_perm=cal.n_perm)
+                key = {"H1 swap (r_w)": "r_w", "H1 swap (ΔR²)": "d"}.get(t)
+                if key:
+                    truth = alt[f"{key}_diff"].mean()
+                    row.update(ci_coverage_null=float(np.mean((null[f"{key}_low"] <= 0) & (0 <= null[f"{key}_high"]))),
+                               ci_coverage_planted=float(np.mean((alt[f"{key}_low"] <= truth)
+                                                                 & (truth <= alt[f"{key}_high"]))),
+                               planted_diff=float(truth))
+                out.append(row)
     return pd.DataFrame(out)
 
 
@@ -130,17 +167,25 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=1000)
     ap.add_argument("--perm", type=int, default=499)
+    ap.add_argument("--boot", type=int, default=499)
     ap.add_argument("--clusters", type=int, nargs="+", default=[12, 50])
     ap.add_argument("--signal", type=float, default=0.02)
+    ap.add_argument("--real", type=Path, default=None, help="a finished results folder (e.g. paper/study)")
+    ap.add_argument("--real-loading", type=float, default=0.15)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--reference", action="store_true", help="add the former Wald and bootstrap tests")
+    ap.add_argument("--out", type=Path, default=None, help="also write the table as CSV")
     a = ap.parse_args(argv)
-    cal = CalibrationSpec(reps=a.reps, n_perm=a.perm, signal=a.signal, seed=a.seed, reference=a.reference)
-    table = calibration_table(tuple(a.clusters), cal)
-    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 3):
-        print(f"Calibration at α = {cal.alpha}: {cal.reps} synthetic studies per cell, {cal.n_perm} permutations "
-              f"per test, {len(SyntheticSpec(n_layers=cal.n_layers, edit_layer_step=cal.edit_layer_step).edit_layers())}"
-              f" edit layers; planted signal {cal.signal}; band = 95% Monte-Carlo range of a valid test")
+    cal = CalibrationSpec(reps=a.reps, n_perm=a.perm, n_boot=a.boot, signal=a.signal, seed=a.seed,
+                          real_loading=a.real_loading)
+    real = real_arrays(a.real) if a.real else None
+    designs = ("iid", "fact effect") + (("real table",) if real else ())
+    table = calibration_table(tuple(a.clusters), cal, designs, real)
+    if a.out:
+        table.to_csv(a.out, index=False)
+    with pd.option_context("display.width", 220, "display.max_columns", 20, "display.precision", 3):
+        print(f"Calibration at α = {cal.alpha}: {cal.reps} studies per cell, {cal.n_perm} permutations and "
+              f"{cal.n_boot} bootstrap resamples per test; planted signal {cal.signal} (synthetic), loading "
+              f"{cal.real_loading} (real table); band = 95% Monte-Carlo range of a valid test")
         print(table.to_string(index=False))
 
 

@@ -48,6 +48,8 @@ class SyntheticSpec:
     noise_loading: float = 0.0
     score_noise: float = 0.05
     effect_noise: float = 0.3
+    case_sd: float = 0.0               # a per-fact random intercept of the score (all layers of a fact share it)
+    effect_case_sd: float = 0.0        # a per-fact random intercept of every estimator's effect (shared by them)
     seed: int = 0
 
     def edit_layers(self) -> list[int]:
@@ -64,6 +66,16 @@ class SyntheticSpec:
         resample's do not (ΔR²_flip > ΔR²_noise in expectation)."""
         return cls(n_cases=n_cases, n_layers=n_layers, signal=signal, flip_loading=1.0, resample_loading=0.0,
                    noise_loading=0.0, **kw)
+
+    @classmethod
+    def dependent(cls, spec: "SyntheticSpec", score_corr: float = 0.55, effect_case_sd: float = 0.5) -> "SyntheticSpec":
+        """``spec`` with a fact's rows correlated across layers: a per-fact score intercept sized so that
+        two layers' scores of one fact correlate ``score_corr`` under the null (the committed study's
+        rewrite scores: ≈ 0.55), and a per-fact effect intercept shared by the estimators."""
+        from dataclasses import replace
+
+        case_sd = spec.score_noise * np.sqrt(score_corr / (1 - score_corr))
+        return replace(spec, case_sd=float(case_sd), effect_case_sd=effect_case_sd)
 
     def loadings(self) -> dict[str, float]:
         return {"noise": self.noise_loading, "resample": self.resample_loading, "flip": self.flip_loading}
@@ -100,7 +112,10 @@ def synthetic_arrays(spec: SyntheticSpec, reps: int = 1, seed: int | None = None
     z = _latent(s, rng, (reps,))
     shape = z.shape
     y = _score_profile(s.n_layers) + s.signal * z + s.score_noise * rng.standard_normal(shape)
-    effects = {e: _sigmoid(_effect_profile(s.n_layers) + OFFSETS[e] + load * z
+    if s.case_sd:                      # drawn only when set, so the other designs keep their random stream
+        y = y + s.case_sd * rng.standard_normal(shape[:-1] + (1,))
+    fact = s.effect_case_sd * rng.standard_normal(shape[:-1] + (1,)) if s.effect_case_sd else 0.0
+    effects = {e: _sigmoid(_effect_profile(s.n_layers) + OFFSETS[e] + load * z + fact
                            + s.effect_noise * rng.standard_normal(shape))[..., el]
                for e, load in s.loadings().items()}
     return np.clip(y[..., el], -1, 1), effects

@@ -1,17 +1,23 @@
-"""H1: does estimator a's localisation add more to layer than estimator b's? ΔR²_a − ΔR²_b.
+"""H1: does estimator a's localisation predict edit success better than estimator b's?
+
+Two measures (:data:`MEASURES`), each compared as a paired difference T_a − T_b over the same rows:
+
+* ``r_w`` (primary, directional): the within-layer correlation of :mod:`causaleval.inference.directional`;
+  a > b means a's larger effects go with better edits more consistently;
+* ``delta_r2`` (Hase et al. 2023, descriptive): ΔR² of score ~ C(layer) × effect over score ~ C(layer),
+  sign-blind (a negative slope counts as much as a positive one).
 
 Paired swap test (a permutation test within case): under H0 the two estimators' effect profiles of a
 case are exchangeable, so swapping them in a random subset of cases leaves the distribution of the
 difference unchanged.  Before swapping, each estimator's effect is standardised within layer (over
-cases); the per-layer-slope model is invariant to that, so the observed ΔR² values do not change, and
-the two columns then share their per-layer location and scale.  One-sided p = (1 + #{diff* ≥ diff}) /
-(B + 1).  The CI is a leave-one-case-out jackknife t-interval, diff ± t_{n−1} · SE_jack (Efron &
-Tibshirani 1993, §11): it duplicates no case.  In the calibration (``causaleval.calibration``) it
-covers the planted difference in ≈ 95 % of studies and 0 under the null in ≈ 99 % (conservative); the
-narrower interval diff ± the 95 % quantile of |diff*| covered a planted difference in only ≈ 87 %.
+cases); both measures are invariant to that, so the observed values do not change, and the two columns
+then share their per-layer location and scale.  One-sided p = (1 + #{diff* ≥ diff}) / (B + 1).
 
-The duplicated clusters of a case bootstrap inflate ΔR² (a resample repeats rows, which the per-layer
-slopes fit), which is why the former paired cluster bootstrap almost never rejected.
+Interval: the paired case bootstrap (whole cases resampled, both estimators together), percentile
+bounds: the two-sided ``level`` interval and the one-sided bounds ``lower`` / ``upper`` ("a exceeds b by
+at most ``upper`` at 95 %").  Its coverage under the null and under a planted difference, also when a
+case's rows are correlated across layers, is measured by ``causaleval.calibration`` (the former
+leave-one-case-out jackknife interval was about 1.4× too wide there).
 
 Power: :func:`minimum_detectable_difference` simulates the run's own design (its score array, missing
 rows and layers) with estimator b carrying no signal and estimator a carrying a planted share of the
@@ -25,13 +31,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scipy import stats
-
+from causaleval.inference.directional import resample_cases, within_layer_r
 from causaleval.inference.regression import delta_r2, weighted_r2
 
-# The largest ΔR² in Hase et al. (2023, Table 3): a difference below it is too small to matter for
-# the question whether localisation informs editing; a test that cannot detect it is inconclusive.
-MEANINGFUL_DIFF = 0.03
+MEASURES = {"r_w": within_layer_r, "delta_r2": delta_r2}
+PRIMARY = "r_w"
+# Differences too small to matter for the question: for ΔR², the largest ΔR² in Hase et al. (2023,
+# Table 3); for r_w, a small correlation (Cohen 1988: r = 0.1).  A test that cannot detect them is
+# inconclusive.
+MEANINGFUL = {"delta_r2": 0.03, "r_w": 0.1}
+MEANINGFUL_DIFF = MEANINGFUL["delta_r2"]
 
 
 def standardise_by_layer(x: np.ndarray) -> np.ndarray:
@@ -43,41 +52,51 @@ def standardise_by_layer(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class H1Result:
-    """ΔR²_a − ΔR²_b with a CI and a one-sided p of the paired swap test (B swaps)."""
+    """T_a − T_b of one measure with a bootstrap CI, one-sided bounds and the swap test's one-sided p."""
 
+    measure: str
     delta_a: float
     delta_b: float
     diff: float
     ci_low: float
     ci_high: float
+    lower: float
+    upper: float
     p_one_sided: float
     n_perm: int
+    n_boot: int
+
+
+def paired_bootstrap(y: np.ndarray, xa: np.ndarray, xb: np.ndarray, n_boot: int, rng: np.random.Generator,
+                     measure: str = PRIMARY) -> np.ndarray:
+    """T_a − T_b on ``n_boot`` case resamples (the same cases for both estimators)."""
+    idx = resample_cases(y.shape[0], n_boot, rng)
+    if measure == "delta_r2":
+        w = np.zeros((n_boot, y.shape[0]))
+        np.add.at(w, (np.repeat(np.arange(n_boot), y.shape[0]), idx.ravel()), 1.0)
+        la, ba = weighted_r2(y, xa, w)
+        lb, bb = weighted_r2(y, xb, w)
+        return (ba - la) - (bb - lb)
+    stat = MEASURES[measure]
+    return stat(y[idx], xa[idx]) - stat(y[idx], xb[idx])
 
 
 def swap_test(y: np.ndarray, xa: np.ndarray, xb: np.ndarray, n_perm: int, rng: np.random.Generator,
-              level: float = 0.95) -> H1Result:
-    """The paired swap test of H0: ΔR²_a = ΔR²_b against ΔR²_a > ΔR²_b (see module docstring)."""
+              level: float = 0.95, measure: str = PRIMARY, n_boot: int = 1000) -> H1Result:
+    """The paired swap test of H0: T_a = T_b against T_a > T_b, with the paired bootstrap interval."""
+    stat = MEASURES[measure]
     za, zb = standardise_by_layer(xa), standardise_by_layer(xb)
-    da, db = delta_r2(y, np.stack([za, zb]))
-    diff = float(da - db)
+    da, db = float(stat(y, za)), float(stat(y, zb))
+    diff = da - db
     coin = rng.random((n_perm, za.shape[0]))[:, :, None] < 0.5
-    sa, sb = np.where(coin, zb, za), np.where(coin, za, zb)
-    null = delta_r2(y, sa) - delta_r2(y, sb)
+    null = stat(y, np.where(coin, zb, za)) - stat(y, np.where(coin, za, zb))
     p = float((1 + np.sum(null >= diff - 1e-12)) / (n_perm + 1))
-    half = stats.t.ppf((1 + level) / 2, za.shape[0] - 1) * jackknife_se(y, za, zb)
-    return H1Result(float(da), float(db), diff, diff - half, diff + half, p, n_perm)
-
-
-def jackknife_se(y: np.ndarray, xa: np.ndarray, xb: np.ndarray) -> float:
-    """Leave-one-case-out jackknife standard error of ΔR²_a − ΔR²_b: √((n−1)/n · Σ (d₋ᵢ − d̄)²)."""
-    n = y.shape[0]
-    if n < 3:
-        return float("nan")
-    w = 1.0 - np.eye(n)
-    la, ba = weighted_r2(y, xa, w)
-    lb, bb = weighted_r2(y, xb, w)
-    d = (ba - la) - (bb - lb)
-    return float(np.sqrt((n - 1) / n * np.sum((d - d.mean()) ** 2)))
+    boot = paired_bootstrap(y, za, zb, n_boot, rng, measure)
+    boot = boot[np.isfinite(boot)]
+    a = (1 - level) / 2
+    lo, hi, lower, upper = (np.quantile(boot, [a, 1 - a, 1 - level, level]) if boot.size
+                            else (np.nan,) * 4)
+    return H1Result(measure, da, db, diff, float(lo), float(hi), float(lower), float(upper), p, n_perm, n_boot)
 
 
 def _design(y: np.ndarray) -> np.ndarray:
@@ -85,13 +104,16 @@ def _design(y: np.ndarray) -> np.ndarray:
     return np.nan_to_num(standardise_by_layer(y))
 
 
-def simulated_differences(y: np.ndarray, loading: float, reps: int, rng: np.random.Generator) -> np.ndarray:
-    """ΔR²_a − ΔR²_b on the design of ``y`` with x_a = loading · ỹ + ε_a, x_b = ε_b (ε standard normal,
+def simulated_differences(y: np.ndarray, loading: float, reps: int, rng: np.random.Generator,
+                          measure: str = "delta_r2") -> np.ndarray:
+    """T_a − T_b on the design of ``y`` with x_a = loading · ỹ + ε_a, x_b = ε_b (ε standard normal,
     ỹ the score standardised within layer; rows missing in ``y`` stay missing)."""
     base = _design(y)
     eps = rng.standard_normal((2, reps) + y.shape)
     xa, xb = loading * base + eps[0], eps[1]
-    return delta_r2(y, xa) - delta_r2(y, xb)
+    xa, xb = (np.where(np.isnan(y), np.nan, v) for v in (xa, xb))
+    stat = MEASURES[measure]
+    return stat(y, xa) - stat(y, xb)
 
 
 @dataclass(frozen=True)
@@ -108,19 +130,20 @@ class Power:
 
 
 def minimum_detectable_difference(y: np.ndarray, alpha: float = 0.05, power: float = 0.8, reps: int = 400,
-                                  seed: int = 0, loadings: np.ndarray | None = None) -> Power:
-    """The expected ΔR²_a − ΔR²_b at which the one-sided level-α test rejects with probability ``power``.
+                                  seed: int = 0, loadings: np.ndarray | None = None,
+                                  measure: str = "delta_r2") -> Power:
+    """The expected T_a − T_b at which the one-sided level-α test rejects with probability ``power``.
 
     The critical value is the (1 − α) quantile of the difference simulated with no signal (the null
     distribution the swap test approximates on this design); power(λ) = P(diff > critical) at loading
     λ; the MDD interpolates the expected difference where power(λ) crosses ``power``."""
     rng = np.random.default_rng(seed)
     grid = np.geomspace(0.02, 4.0, 28) if loadings is None else np.asarray(loadings, float)
-    null = simulated_differences(y, 0.0, reps, rng)
+    null = simulated_differences(y, 0.0, reps, rng, measure)
     crit = float(np.quantile(null, 1 - alpha))
     exp_diff, pw = np.empty(len(grid)), np.empty(len(grid))
     for i, lam in enumerate(grid):
-        d = simulated_differences(y, float(lam), reps, rng)
+        d = simulated_differences(y, float(lam), reps, rng, measure)
         exp_diff[i], pw[i] = d.mean(), np.mean(d > crit)
     above = np.flatnonzero(pw >= power)
     if above.size == 0:
@@ -134,17 +157,20 @@ def minimum_detectable_difference(y: np.ndarray, alpha: float = 0.05, power: flo
     return Power(mdd, alpha, power, crit, exp_diff, pw, reps)
 
 
-def verdict(diff: float, ci_low: float, p: float, mdd: float, alpha: float = 0.05,
-            meaningful: float = MEANINGFUL_DIFF) -> str:
-    """What the H1 test supports, in words: supported (one-sided p < α and the CI above 0); the two
-    disagreeing; no difference larger than the MDD; inconclusive."""
-    if np.isfinite(p) and p < alpha and np.isfinite(ci_low) and ci_low > 0:
-        return "supports H1"
+def verdict(diff: float, lower: float, upper: float, p: float, mdd: float, alpha: float = 0.05,
+            meaningful: float = MEANINGFUL_DIFF, a: str = "a", b: str = "b") -> str:
+    """What the H1 test supports, in words, from the one-sided test and the one-sided bounds:
+    supported (p < α and the lower bound above 0); the two disagreeing; a difference bounded above
+    (the upper bound below ``meaningful``); inconclusive (with the MDD)."""
+    if np.isfinite(p) and p < alpha and np.isfinite(lower) and lower > 0:
+        return f"supports H1 ({a} exceeds {b} by at least {lower:.3f}, one-sided 95% bound)"
     if np.isfinite(p) and p < alpha:
-        return (f"is inconclusive: the one-sided test rejects (p = {p:.3f} < {alpha:g}) but the CI of the "
-                "difference includes 0")
-    if not np.isfinite(mdd):
-        return "inconclusive (minimum detectable difference not computed)"
-    if mdd <= meaningful:
-        return f"shows no difference larger than {mdd:.3f} (80% power)"
-    return f"is inconclusive: only a difference of {mdd:.3f} or more would be detected with 80% power"
+        return (f"is inconclusive: the one-sided test rejects (p = {p:.3f} < {alpha:g}) but the one-sided "
+                "bound of the difference includes 0")
+    if not np.isfinite(upper):
+        return "is inconclusive (no bootstrap bound)"
+    mdd_text = f"; 80% power at {mdd:.3f}" if np.isfinite(mdd) else ""
+    if upper <= meaningful:
+        return (f"does not support H1: {a} exceeds {b} by at most {upper:.3f} (one-sided 95% bound){mdd_text}")
+    return (f"is inconclusive: {a} may exceed {b} by up to {upper:.3f} (one-sided 95% bound), more than "
+            f"{meaningful:g}{mdd_text}")

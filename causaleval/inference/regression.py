@@ -6,7 +6,9 @@ permutations, bootstrap weights, simulated effects) cost one pass of array arith
 
 * :func:`delta_r2_many` — R²(layer) and R²(both) for a batch of effect arrays (any case pairing);
 * :func:`weighted_r2` — the same for many case weightings (cluster-bootstrap multiplicities);
-* :func:`f_test` — the nested F-test of the added terms (i.i.d. rows);
+* :func:`signed_r2_parts` — ΔR² split into the layers whose slope is positive and negative;
+* :func:`f_test` — the nested F-test of the added terms (Hase et al.'s; it assumes independent rows,
+  and a fact's rows across layers are correlated, so it over-rejects here: descriptive only);
 * :func:`case_permutation_test` — the cluster-aware test: whole cases' effect profiles are permuted
   across cases (rows of one case stay together), exact under the null that a case's effect profile is
   independent of its score profile, whatever the dependence between the layers of one case.
@@ -15,6 +17,8 @@ permutations, bootstrap weights, simulated effects) cost one pass of array arith
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from scipy import stats
@@ -32,12 +36,21 @@ def delta_r2_many(y: np.ndarray, x: np.ndarray, chunk: int = 256) -> tuple[np.nd
 
     ``y``: (cases × layers), ``x``: (..., cases × layers); NaN in either drops the row.  Returns two
     arrays of shape ``x.shape[:-2]`` (identical to OLS; tested against statsmodels)."""
+    r2l, r2b, _, _ = signed_r2_parts(y, x, chunk)
+    return r2l, r2b
+
+
+def signed_r2_parts(y: np.ndarray, x: np.ndarray, chunk: int = 256
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """R²(layer), R²(both), and ΔR² split by the sign of each layer's slope: (…, ΔR²₊, ΔR²₋) with
+    ΔR² = ΔR²₊ + ΔR²₋; ΔR²₊ is what the layers where a larger effect predicts a *better* edit add."""
     x = np.asarray(x, dtype=float)
     lead = x.shape[:-2]
     flat = x.reshape((-1,) + x.shape[-2:])
     y = np.asarray(y, dtype=float)
     y = y - np.nanmean(y)
     out_l, out_b = np.empty(len(flat)), np.empty(len(flat))
+    out_pos, out_neg = np.empty(len(flat)), np.empty(len(flat))
     for s in _chunks(len(flat), chunk):
         xb = flat[s]
         m = np.isfinite(xb) & np.isfinite(y)
@@ -56,7 +69,9 @@ def delta_r2_many(y: np.ndarray, x: np.ndarray, chunk: int = 256) -> tuple[np.nd
         with np.errstate(invalid="ignore", divide="ignore"):
             out_l[s] = 1.0 - ss_layer.sum(-1) / sst
             out_b[s] = 1.0 - (ss_layer - gain).sum(-1) / sst
-    return out_l.reshape(lead), out_b.reshape(lead)
+            out_pos[s] = np.where(cxy > 0, gain, 0.0).sum(-1) / sst
+            out_neg[s] = np.where(cxy < 0, gain, 0.0).sum(-1) / sst
+    return out_l.reshape(lead), out_b.reshape(lead), out_pos.reshape(lead), out_neg.reshape(lead)
 
 
 def delta_r2(y: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -117,11 +132,32 @@ def case_permutations(n_cases: int, n_perm: int, rng: np.random.Generator) -> np
     return rng.permuted(np.tile(np.arange(n_cases), (n_perm, 1)), axis=1)
 
 
-def case_permutation_test(y: np.ndarray, x: np.ndarray, n_perm: int,
-                          rng: np.random.Generator) -> tuple[float, float]:
-    """ΔR² and its case-permutation p-value: p = (1 + #{ΔR²* ≥ ΔR²}) / (B + 1), where ΔR²* pairs
-    case π(c)'s effect profile with case c's score profile (the cluster-aware test of the added terms)."""
-    obs = float(delta_r2(y, x))
+@dataclass(frozen=True)
+class PermutationResult:
+    """A statistic, its one-sided case-permutation p-value and the permutation null's mean (the value
+    expected with no signal on this design) and 95 % quantile."""
+
+    observed: float
+    p: float
+    null_mean: float
+    null_q95: float
+    n_perm: int
+
+    def __iter__(self):          # obs, p = case_permutation_test(...)
+        return iter((self.observed, self.p))
+
+    def __getitem__(self, i: int) -> float:
+        return (self.observed, self.p)[i]
+
+
+def case_permutation_test(y: np.ndarray, x: np.ndarray, n_perm: int, rng: np.random.Generator,
+                          statistic: Callable[[np.ndarray, np.ndarray], np.ndarray] = None) -> PermutationResult:
+    """A statistic (default ΔR²) and its case-permutation p-value: p = (1 + #{T* ≥ T}) / (B + 1), where T*
+    pairs case π(c)'s effect profile with case c's score profile (rows of one case stay together, so
+    the test is exact whatever the dependence between the layers of one case)."""
+    statistic = delta_r2 if statistic is None else statistic
+    obs = float(statistic(y, x))
     perm = case_permutations(x.shape[0], n_perm, rng)
-    null = delta_r2(y, x[perm])
-    return obs, float((1 + np.sum(null >= obs - 1e-12)) / (n_perm + 1))
+    null = statistic(y, x[perm])
+    return PermutationResult(obs, float((1 + np.sum(null >= obs - 1e-12)) / (n_perm + 1)),
+                             float(np.nanmean(null)), float(np.nanquantile(null, 0.95)), n_perm)

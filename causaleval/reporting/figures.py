@@ -102,10 +102,12 @@ def _variant(frame: pd.DataFrame, variant: str = "default") -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- H1 forest plot
 
-def forest_figure(h1: pd.DataFrame) -> Drawn:
-    """ΔR²_a − ΔR²_b with its CI, one panel per score, one row per (variant, pair); a grey band marks
-    ±mdd (the minimum detectable difference at 80 % power) where the table has it; filled markers have
-    one-sided p < 0.05."""
+def forest_figure(h1: pd.DataFrame, measure: str = "r_w") -> Drawn:
+    """T_a − T_b of one H1 measure (default the directional r_w; ``delta_r2`` for Hase et al.'s ΔR²) with
+    its CI, one panel per score, one row per (variant, pair); a grey band marks ±mdd (the minimum
+    detectable difference at 80 % power) where the table has it; filled markers have one-sided p < 0.05."""
+    if not h1.empty and "measure" in h1:
+        h1 = h1[h1.measure == measure]
     d = h1[h1["diff"].notna()] if not h1.empty else h1
     if d.empty:
         return Drawn("h1_forest", None, {"FigForestCases": "0"})
@@ -139,7 +141,7 @@ def forest_figure(h1: pd.DataFrame) -> Drawn:
             ax.axvline(0, color="0.4", lw=0.7, zorder=1)
             n = _span(s.n_cases) if "n_cases" in s else "?"
             ax.set_title(f"{SCORE_LABELS.get(score, score)} score (n = {n})")
-            ax.set_xlabel(r"$\Delta R^2_a - \Delta R^2_b$")
+            ax.set_xlabel(r"$\Delta R^2_a - \Delta R^2_b$" if measure == "delta_r2" else r"$r_{w,a} - r_{w,b}$")
             ax.margins(x=0.12)
         ax0 = axes[0, 0]
         ax0.set_yticks(range(len(rows)), [f"{VARIANT_LABELS.get(v, v.replace('_', ' '))}" if a is None
@@ -361,7 +363,8 @@ def profiles_figure(joined: pd.DataFrame, label: str = "localisation effect", n_
 # ----------------------------------------------------------------------------- ΔR²
 
 def delta_r2_figure(r2: pd.DataFrame) -> Drawn:
-    """ΔR² (Both − Layer) with its CI per estimator, grouped by score."""
+    """ΔR² (Both − Layer) with its CI per estimator, grouped by score; a dash beside each marks its
+    no-signal expectation (the mean of the case-permutation null), which ΔR² exceeds even without signal."""
     r2 = _variant(r2)
     scores = _scores(r2)
     ests = [e for e in ESTIMATORS if "estimator" in r2 and e in set(r2.estimator)]
@@ -375,6 +378,8 @@ def delta_r2_figure(r2: pd.DataFrame) -> Drawn:
             x = np.arange(len(scores)) + (i - (len(ests) - 1) / 2) * width
             err = np.nan_to_num(np.vstack([d.delta_r2 - d.delta_ci_low, d.delta_ci_high - d.delta_r2]).clip(min=0))
             ax.errorbar(x, d.delta_r2, yerr=err, fmt=MARKERS[e], color=COLORS[e], label=LABELS[e], ms=4)
+            if "delta_null_mean" in d:
+                ax.plot(x, d.delta_null_mean, ls="", marker="_", ms=10, mew=1.5, color=COLORS[e])
         ax.axhline(0, color="0.4", lw=0.7)
         ns = r2.groupby("score").n_cases.max() if "n_cases" in r2 else {}
         ax.set_xticks(range(len(scores)), [f"{SCORE_LABELS.get(s, s)}\n(n = {int(ns[s])})" if s in ns else

@@ -107,14 +107,19 @@ def hase_table(t: AnalysisTables, variant: str = "default") -> str:
     few = False
     for score, g in r2.groupby("score", sort=False):
         excl = int(g.n_excluded.iloc[0]) if "n_excluded" in g else 0
+        floor = min(int(info.get("n_excluded", 0) or 0), excl)
+        why = (f"{excl} excluded: {floor} below the TE floor, {excl - floor} without this score"
+               + (" (no neighbourhood prompts)" if score == "neighborhood_score" else "")
+               if excl > floor else f"{excl} excluded")
         body.append(f"{SCORE_LABELS.get(score, score)} (n = {int(g.n_cases.iloc[0])} facts, "
-                    f"{int(g.n_rows.iloc[0])} rows; {excl} excluded)")
+                    f"{int(g.n_rows.iloc[0])} rows; {why})")
         ns.append(int(g.n_cases.iloc[0]))
         for r in g.itertuples():
             few |= _p_cluster(r.p_cluster, r.cluster_method) == "too few"
             body.append([LABELS.get(r.estimator, r.estimator), num(r.r2_layer), num(r.r2_effect), num(r.r2_both),
-                         est_ci(r.delta_r2, r.delta_ci_low, r.delta_ci_high, 4), pval(r.p_f),
-                         _p_cluster(r.p_cluster, r.cluster_method)])
+                         est_ci(r.delta_r2, r.delta_ci_low, r.delta_ci_high, 4),
+                         num(getattr(r, "delta_null_mean", None), 4), _p_cluster(r.p_cluster, r.cluster_method),
+                         pval(r.p_f)])
     n_boot = int(r2.n_boot.iloc[0]) if not r2.empty else 0
     method = r2.cluster_method.iloc[0] if not r2.empty else ""
     descriptive = "" if info.get("comparative", True) else " Only flip scrubbing has these rows: descriptive, no comparison."
@@ -124,18 +129,50 @@ def hase_table(t: AnalysisTables, variant: str = "default") -> str:
                f"{descriptive} $n$ = {max(ns) if ns else 0} facts $\\times$ {len(info.get('layers', []))} edit layers "
                f"({info.get('n_excluded', 0)} of {info.get('n_edit_cases', 'n/a')} facts excluded). "
                f"$\\Delta R^2$ = Both $-$ Layer with a 95\\% bias-corrected cluster-bootstrap CI over facts "
-               f"(B = {n_boot}); $p$ (F): nested F-test; $p$ (cluster): permutation test of the added terms "
-               f"permuting whole facts' effect profiles across facts ({tex_escape(method)})"
+               f"(B = {n_boot}). $\\Delta R^2$ is sign-blind and positive without any signal: $E_0$ is its "
+               f"no-signal expectation on this design (the mean of the permutation null). $p$ (perm.): the "
+               f"evidence, a permutation test of the added terms permuting whole facts' effect profiles across "
+               f"facts ({tex_escape(method)}); $p$ (F): Hase et al.'s nested F-test, which assumes independent "
+               f"rows (a fact's rows are correlated across layers; it over-rejects here, see the calibration)"
                + ("; ``too few'': too few facts for a cluster test." if few else "."))
-    header = ["", r"$R^2$ Layer", r"$R^2$ Effect", r"$R^2$ Both", r"$\Delta R^2$ [95\% CI]", r"$p$ (F)",
-              r"$p$ (cluster)"]
+    header = ["", r"$R^2$ Layer", r"$R^2$ Effect", r"$R^2$ Both", r"$\Delta R^2$ [95\% CI]", r"$E_0$",
+              r"$p$ (perm.)", r"$p$ (F)"]
     label = "tab:r2" if variant == "default" else f"tab:r2-{variant.replace('_', '-')}"
-    return booktabs(header, body, caption, label, align="lrrrlrr")
+    return booktabs(header, body, caption, label, align="lrrrlrrr")
+
+
+def directional_table(t: AnalysisTables, variant: str = "default") -> str:
+    """Per score and estimator: the directional r_w [bootstrap CI] with its one-sided permutation p, the
+    part of ΔR² from positive slopes, the excess of ΔR² over its no-signal expectation, the effect's
+    split-half reliability [CI], and r_w and the excess disattenuated by it."""
+    r2 = _variant(t.r2, variant)
+    body: list = []
+    for score, g in r2.groupby("score", sort=False):
+        body.append(f"{SCORE_LABELS.get(score, score)} (n = {int(g.n_cases.iloc[0])} facts)")
+        for r in g.itertuples():
+            body.append([LABELS.get(r.estimator, r.estimator), est_ci(r.r_w, r.r_w_ci_low, r.r_w_ci_high),
+                         pval(r.p_r_w), num(r.delta_r2_pos, 4), num(r.delta_excess, 4),
+                         est_ci(r.reliability, r.reliability_ci_low, r.reliability_ci_high, 2),
+                         num(r.r_w_disattenuated), num(r.delta_excess_disattenuated, 4)])
+    n_boot = int(r2.n_boot.iloc[0]) if not r2.empty else 0
+    caption = (r"Does a larger localisation effect go with a \emph{better} edit at the same layer? $r_w$: the "
+               r"within-layer correlation of score and effect (score centred and effect standardised within "
+               r"layer, layers weighted by the score's spread), 95\% case-bootstrap CI "
+               rf"(B = {n_boot}) and one-sided permutation $p$ (whole facts permuted; $H_0$: no association, "
+               r"$H_1$: $r_w > 0$). $\Delta R^2_+$: the part of Hase et al.'s $\Delta R^2$ from layers whose "
+               r"slope is positive. Excess: $\Delta R^2 - E_0$. Reliability: split-half (even vs odd draws) "
+               r"within-layer correlation of the effect, Spearman--Brown corrected to all draws, 95\% "
+               r"case-bootstrap CI; disattenuated: $r_w/\sqrt{\text{rel.}}$ and excess/rel. "
+               r"(\citealp{spearman1904proof}).")
+    header = ["", r"$r_w$ [95\% CI]", r"$p$", r"$\Delta R^2_+$", "Excess", r"Reliability [95\% CI]",
+              r"$r_w$ disatt.", "Excess disatt."]
+    return booktabs(header, body, caption, "tab:directional", align="llrrrlrr")
 
 
 def h1_table(t: AnalysisTables) -> str:
-    """H1: ΔR²_a − ΔR²_b per pair and score (default analysis), then flip − noise under each comparative
-    variant, with CI, one-sided p and the minimum detectable difference (80 % power)."""
+    """H1 per pair and score (default analysis), then flip − noise under each comparative variant: the
+    directional r_w difference (primary) and Hase et al.'s ΔR² difference, each with its paired
+    bootstrap CI, one-sided upper bound, one-sided swap-test p and the minimum detectable difference."""
     body: list = []
     n_perm = n_cases = 0
     for variant in [v for v in t.summary["variants"]]:
@@ -151,20 +188,24 @@ def h1_table(t: AnalysisTables) -> str:
         for r in h1.itertuples():
             n_perm = max(n_perm, int(r.n_perm))
             n_cases = max(n_cases, int(r.n_cases))
+            measure = getattr(r, "measure", "delta_r2")
             body.append([f"{SHORT.get(r.a, r.a)} $-$ {SHORT.get(r.b, r.b)}",
                          SCORE_LABELS.get(r.score, r.score).replace(" score", ""),
+                         "$r_w$" if measure == "r_w" else r"$\Delta R^2$",
                          num(r.delta_a, 4), num(r.delta_b, 4), est_ci(r.diff, r.ci_low, r.ci_high, 4),
-                         pval(r.p_one_sided), num(r.mdd, 4), str(int(r.n_cases))])
-    caption = (r"H1: does the localisation of estimator $a$ add more to layer than that of $b$? "
-               r"$\Delta R^2_a - \Delta R^2_b$ by a paired swap test within fact (each fact's two effect profiles, "
-               rf"standardised within layer, swapped at random; B = {n_perm}); one-sided $p$ = "
-               r"$(1 + \#\{\text{diff}^* \ge \text{diff}\})/(B+1)$; 95\% CI: leave-one-fact-out jackknife "
-               r"$t$-interval. MDD: the smallest difference the test detects with 80\% power at "
-               rf"$\alpha = 0.05$, simulated on this design. $n$: facts analysed (up to {n_cases}); the noising and "
-               r"logit-difference variants exist for flip scrubbing only and compare nothing.")
-    header = [r"$a - b$", "Score", r"$\Delta R^2_a$", r"$\Delta R^2_b$", r"Difference [95\% CI]",
+                         num(getattr(r, "upper", None), 4), pval(r.p_one_sided), num(r.mdd, 4), str(int(r.n_cases))])
+    caption = (r"H1: does the localisation of estimator $a$ predict edit success better than that of $b$? "
+               r"Primary: the directional $r_w$ (Table~\ref{tab:directional}); descriptive: Hase et al.'s "
+               r"sign-blind $\Delta R^2$. Differences by a paired swap test within fact (each fact's two effect "
+               rf"profiles, standardised within layer, swapped at random; B = {n_perm}); one-sided $p$ = "
+               r"$(1 + \#\{\text{diff}^* \ge \text{diff}\})/(B+1)$; 95\% CI and the one-sided 95\% upper "
+               r"bound (``$a$ exceeds $b$ by at most'') from a paired case bootstrap. MDD: the smallest difference "
+               r"the test detects with 80\% power at $\alpha = 0.05$, simulated on this design. $n$: facts "
+               rf"analysed (up to {n_cases}); the noising and logit-difference variants exist for flip scrubbing "
+               r"only and compare nothing.")
+    header = [r"$a - b$", "Score", "Measure", r"$T_a$", r"$T_b$", r"Difference [95\% CI]", "Upper",
               r"$p$ (one-sided)", "MDD", r"$n$"]
-    return booktabs(header, body, caption, "tab:h1", align="llrrlrrr")
+    return booktabs(header, body, caption, "tab:h1", align="lllrrlrrrr")
 
 
 def per_layer_table(t: AnalysisTables, variant: str = "default", score: str = "rewrite_score",
@@ -273,7 +314,33 @@ def numbers_tex(t: AnalysisTables, score: str = "rewrite_score") -> str:
         m[f"PF{cap}"] = pexpr(e.get("p_f"))
         m[f"PCluster{cap}"] = (pexpr(e.get("p_cluster")) if not _missing(e.get("p_cluster"))
                                else r"\text{(too few facts for a cluster test)}")
+    for est in ("noise", "resample", "flip"):
+        e = d.get(est, {})
+        cap = est.capitalize()
+        m[f"Rw{cap}"] = mnum(e.get("r_w"))
+        m[f"Rw{cap}CI"] = ci(e.get("r_w_ci_low"), e.get("r_w_ci_high")) or "n/a"
+        m[f"PRw{cap}"] = pexpr(e.get("p_r_w"))
+        m[f"DeltaRPos{cap}"] = mnum(e.get("delta_r2_pos"), 4)
+        m[f"NullDeltaR{cap}"] = mnum(e.get("null_mean"), 4)
+        m[f"Excess{cap}"] = mnum(e.get("excess"), 4)
+        m[f"Rel{cap}"] = mnum(e.get("reliability"), 2)
+        m[f"Rel{cap}CI"] = ci(e.get("reliability_ci_low"), e.get("reliability_ci_high"), 2) or "n/a"
+        m[f"RwDis{cap}"] = mnum(e.get("r_w_disattenuated"))
+        m[f"ExcessDis{cap}"] = mnum(e.get("excess_disattenuated"), 4)
+        rel = (v.get("reliability") or {}).get(est, {})
+        m[f"DrawBias{cap}"] = mnum(rel.get("first3_minus_all"), 4)
+        m[f"DrawBias{cap}CI"] = ci(rel.get("bias_ci_low"), rel.get("bias_ci_high"), 4) or "n/a"
     h = v.get("h1", {}).get(score, {}).get("flip-noise", {})
+    m["HOneUpper"] = mnum(h.get("upper"), 4)
+    m["HOneLower"] = mnum(h.get("lower"), 4)
+    m["HOneDis"] = mnum(h.get("diff_disattenuated"), 4)
+    m["HOneDisCI"] = ci(h.get("ci_low_disattenuated"), h.get("ci_high_disattenuated"), 4) or "n/a"
+    hd = v.get("h1_delta_r2", {}).get(score, {}).get("flip-noise", {})
+    m["HOneDRDiff"] = mnum(hd.get("diff"), 4)
+    m["HOneDRCI"] = ci(hd.get("ci_low"), hd.get("ci_high"), 4) or "n/a"
+    m["HOneDRUpper"] = mnum(hd.get("upper"), 4)
+    m["HOneDRP"] = pexpr(hd.get("p_one_sided"))
+    m["HOneDRMDD"] = mnum(hd.get("mdd"), 4)
     m["HOneDiff"] = mnum(h.get("diff"), 4)
     m["HOneCI"] = ci(h.get("ci_low"), h.get("ci_high"), 4) or "n/a"
     m["HOneP"] = pexpr(h.get("p_one_sided"))
@@ -318,7 +385,8 @@ def numbers_tex(t: AnalysisTables, score: str = "rewrite_score") -> str:
 def write_tables(t: AnalysisTables, out_dir: Path) -> list[Path]:
     """Write every table and numbers.tex into ``out_dir``; returns the paths."""
     out_dir = Path(out_dir)
-    files = {"r2.tex": hase_table(t), "h1.tex": h1_table(t), "per_layer.tex": per_layer_table(t),
+    files = {"r2.tex": hase_table(t), "directional.tex": directional_table(t), "h1.tex": h1_table(t),
+             "per_layer.tex": per_layer_table(t),
              "within_case.tex": within_case_table(t), "numbers.tex": numbers_tex(t)}
     for variant in t.summary["variants"]:
         if variant != "default":

@@ -3,9 +3,11 @@
 Writes ``analysis/{joined,r2,h1,per_layer,within_case,argmax,excluded}.parquet`` (one ``variant``
 column: the default effect, Hase et al.'s fraction restored, and the raw_ie / subject_last variants,
 plus the flip-only noising / logit-difference rows where they exist) and ``analysis/summary.json``
-(the headline numbers: ΔR² with CI, F-test and cluster permutation p; H1 with CI, one-sided p,
-minimum detectable difference and verdict; the TE floor and the excluded cases), then prints the
-headline answer.
+(the headline numbers: the directional r_w and Hase et al.'s ΔR² with CIs, permutation p-values and
+no-signal expectations; H1 on both with intervals, one-sided bounds and p, minimum detectable
+difference and verdict; with ``trace_draws.parquet``, each effect's split-half reliability
+(``analysis/reliability.parquet``) and the disattenuated numbers; the TE floor and the excluded cases),
+then prints the headline answer.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ def analyze_folder(out_dir: Path, spec: AnalysisSpec) -> dict:
                                 f"(python -m experiments.main --out {out_dir})")
         inputs[name] = pd.read_parquet(path)
     run_info = json.loads((out_dir / "run.json").read_text()) if (out_dir / "run.json").is_file() else {}
-    results = analyze_all(inputs["trace"], inputs["edits"], spec)
+    draws_path = out_dir / "trace_draws.parquet"
+    draws = pd.read_parquet(draws_path) if draws_path.is_file() else None   # per-draw IE/TE: reliability
+    results = analyze_all(inputs["trace"], inputs["edits"], spec, draws)
     path = write_results(results, out_dir, run_info)
     return json.loads(path.read_text())
 
