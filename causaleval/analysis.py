@@ -278,10 +278,6 @@ def half_arrays(halves: pd.DataFrame, estimator: str, layers: list, cases: list)
     return tuple(case_layer_arrays(h[h.half == name], "effect", layers, cases) for name in HALVES)
 
 
-def _percentile(samples: np.ndarray, level: float) -> tuple[float, float]:
-    return percentile_ci(np.asarray(samples, float), level)
-
-
 def disattenuated_diff(y: np.ndarray, xa: np.ndarray, xb: np.ndarray, ha: tuple, hb: tuple, n_boot: int,
                        rng: np.random.Generator, level: float) -> tuple[float, float, float]:
     """r_w,a / √ρ_a − r_w,b / √ρ_b (ρ the split-half reliabilities) with a case-bootstrap percentile CI
@@ -293,7 +289,7 @@ def disattenuated_diff(y: np.ndarray, xa: np.ndarray, xb: np.ndarray, ha: tuple,
         with np.errstate(invalid="ignore"):
             return ra / np.sqrt(np.where(rel_a > 0, rel_a, np.nan)) - rb / np.sqrt(np.where(rel_b > 0, rel_b, np.nan))
     est = float(value(np.arange(y.shape[0])))
-    lo, hi = _percentile(value(resample_cases(y.shape[0], n_boot, rng)), level)
+    lo, hi = percentile_ci(value(resample_cases(y.shape[0], n_boot, rng)), level)
     return est, lo, hi
 
 
@@ -330,7 +326,7 @@ def regression_tables(joined: pd.DataFrame, spec: AnalysisSpec, n_edit_cases: in
             lo, hi = bc_percentile_ci(r2b - r2l, fit["delta_r2"], spec.ci_level)
             _, _, pos, neg = signed_r2_parts(y, x)
             r_w = float(within_layer_r(y, x))
-            r_lo, r_hi = _percentile(within_layer_r(y[idx], x[idx]), spec.ci_level)
+            r_lo, r_hi = percentile_ci(within_layer_r(y[idx], x[idx]), spec.ci_level)
             perm = dict(p_cluster=np.nan, delta_null_mean=np.nan, p_r_w=np.nan, r_w_null_mean=np.nan)
             if not few:
                 dr = case_permutation_test(y, x, spec.n_permutations, np.random.default_rng([spec.seed, k, j]))
@@ -402,7 +398,7 @@ def reliability_table(joined: pd.DataFrame, halves: pd.DataFrame, spec: Analysis
         bias = h[2] - x
         per_case = np.nanmean(bias, axis=1)
         per_case = per_case[np.isfinite(per_case)]
-        b_lo, b_hi = _percentile(per_case[resample_cases(per_case.size, spec.n_bootstrap, rng)].mean(1),
+        b_lo, b_hi = percentile_ci(per_case[resample_cases(per_case.size, spec.n_bootstrap, rng)].mean(1),
                                  spec.ci_level) if per_case.size else (np.nan, np.nan)
         rows.append(dict(estimator=e, layer=-1, r_half=r.r_half, reliability=r.reliability, ci_low=r.ci_low,
                          ci_high=r.ci_high, n_cases=r.n_cases, mean_effect=float(np.nanmean(x)),

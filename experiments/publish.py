@@ -16,18 +16,32 @@ import shutil
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from causaleval.errors import CausalEvalError
 
 STUDY_DIR = Path(__file__).resolve().parents[1] / "paper" / "study"
 REQUIRED = ("run.json", "trace.parquet", "edits.parquet", "analysis/summary.json")
 OPTIONAL = ("trace_cases.parquet", "trace_summary.parquet", "trace_meta.json", "edit_summary.parquet",
             "facts_filter.parquet", "support/answers_summary.parquet", "support/states_summary.parquet",
-            "support/reference.parquet", "support/noise_scale.parquet", "support/summary.json")
+            "support/reference.parquet", "support/noise_scale.parquet", "support/summary.json",
+            "calibration.csv")
 
 
-def publish(results: Path, dest: Path = STUDY_DIR) -> list[Path]:
-    """Copy the analysis-ready files of ``results`` into ``dest`` (replacing it); returns the copies."""
+def heatmap_rows(trace: pd.DataFrame, analysis_window: int) -> pd.DataFrame:
+    """The heatmap set of a trace table: denoising, metric p, every site but the analysis set's."""
+    keep = (trace.direction == "denoise") & (trace.metric == "p") \
+        & ~((trace.component == "mlp") & (trace.window == analysis_window))
+    return trace[keep].reset_index(drop=True)
+
+
+def publish(results: Path, dest: Path = STUDY_DIR, heatmaps: Path | None = None) -> list[Path]:
+    """Copy the analysis-ready files of ``results`` into ``dest`` (replacing it); returns the copies.
+    ``heatmaps``: a finished trace run (e.g. ``--set heatmap_cases=50`` on a subset) whose heatmap rows
+    the paper's heatmap figure shows instead of the study's own heatmap cases (``trace_heatmaps.parquet``)."""
     results, dest = Path(results), Path(dest)
+    if heatmaps is not None and not (Path(heatmaps) / "trace.parquet").is_file():
+        raise CausalEvalError(f"--heatmaps {heatmaps}: no trace.parquet (run its trace stage first)")
     missing = [r for r in REQUIRED if not (results / r).is_file()]
     if missing:
         raise CausalEvalError(f"{results} is not a finished run: {', '.join(missing)} missing (run "
@@ -41,6 +55,13 @@ def publish(results: Path, dest: Path = STUDY_DIR) -> list[Path]:
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, staging / rel)
             copied.append(dest / rel)
+    if heatmaps is not None:
+        import json
+
+        window = json.loads((Path(heatmaps) / "run.json").read_text())["config"]["analysis_window"]
+        rows = heatmap_rows(pd.read_parquet(Path(heatmaps) / "trace.parquet"), window)
+        rows.to_parquet(staging / "trace_heatmaps.parquet", index=False)
+        copied.append(dest / "trace_heatmaps.parquet")
     shutil.rmtree(dest, ignore_errors=True)
     staging.rename(dest)
     return copied
@@ -50,9 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.publish", description=__doc__.splitlines()[0])
     p.add_argument("--results", type=Path, required=True, help="a finished results folder, e.g. results/study")
     p.add_argument("--dest", type=Path, default=STUDY_DIR, help="destination (default: paper/study)")
+    p.add_argument("--heatmaps", type=Path, default=None,
+                   help="a finished trace run whose heatmap cases the paper's heatmap figure shows")
     args = p.parse_args(argv)
     try:
-        copied = publish(args.results, args.dest)
+        copied = publish(args.results, args.dest, args.heatmaps)
     except CausalEvalError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

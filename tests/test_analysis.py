@@ -63,15 +63,18 @@ def test_delta_r2_detects_the_estimator_that_carries_signal(result):
     assert (r2.n_cases == 30).all() and (r2.n_rows == 30 * 6).all()
 
 
-def test_h1_sign_and_bootstrap_ci(result):
-    h1 = result.h1[(result.h1.a == "flip") & (result.h1.b == "noise")].set_index("score")
-    row = h1.loc["rewrite_score"]
-    assert row["diff"] > 0 and row.ci_low > 0 and row.p_one_sided < 0.05
+@pytest.mark.parametrize("measure", ["r_w", "delta_r2"])
+def test_h1_sign_and_bootstrap_ci(result, measure):
+    h1 = result.h1[(result.h1.a == "flip") & (result.h1.b == "noise") & (result.h1.measure == measure)]
+    row = h1.set_index("score").loc["rewrite_score"]
+    assert row["diff"] > 0 and row.ci_low > 0 and row.lower > 0 and row.p_one_sided < 0.05
     assert (result.h1.ci_low <= result.h1["diff"]).all() and (result.h1["diff"] <= result.h1.ci_high).all()
+    assert (result.h1.ci_low <= result.h1.lower).all() and (result.h1.upper <= result.h1.ci_high).all()
     assert row.p_one_sided >= 1 / (SPEC.n_permutations + 1)
-    assert 0 < row.mdd < row["diff"] and row.verdict == "supports H1"
-    assert set(result.h1.columns) >= {"a", "b", "score", "variant", "diff", "ci_low", "ci_high", "p_one_sided",
-                                      "mdd", "n_cases", "method"} - {"variant"}
+    assert 0 < row.mdd < row["diff"] and row.verdict.startswith("supports H1")
+    assert set(result.h1.columns) >= {"a", "b", "score", "measure", "diff", "ci_low", "ci_high", "lower", "upper",
+                                      "p_one_sided", "mdd", "n_cases", "method"}
+    assert result.h1.groupby(["a", "b", "score"]).measure.nunique().eq(2).all()
 
 
 def test_h1_is_negative_when_noise_carries_the_signal():
@@ -79,8 +82,87 @@ def test_h1_is_negative_when_noise_carries_the_signal():
     spec = AnalysisSpec(n_bootstrap=100, n_permutations=199, power_reps=50, scores=("rewrite_score",),
                         pairs=(("flip", "noise"),))
     res = analyze(t["trace"], t["edits"], spec)
-    row = res.h1.iloc[0]
-    assert row["diff"] < 0 and row.ci_high < 0 and row.p_one_sided > 0.5
+    for _, row in res.h1.iterrows():
+        assert row["diff"] < 0 and row.ci_high < 0 and row.p_one_sided > 0.5
+        assert row.verdict.startswith("does not support H1")
+
+
+def test_directional_r_w_keeps_the_sign_that_delta_r2_loses():
+    """An effect that predicts *worse* edits raises Hase et al.'s ΔR² like a good one, but not r_w."""
+    t = synthetic_tables(SyntheticSpec(n_cases=30, n_layers=8, flip_loading=-1.0, noise_loading=0.0, seed=5))
+    spec = AnalysisSpec(n_bootstrap=200, n_permutations=199, power_reps=50, scores=("rewrite_score",),
+                        pairs=(("flip", "noise"),))
+    res = analyze(t["trace"], t["edits"], spec)
+    r2 = res.r2.set_index("estimator")
+    assert r2.loc["flip", "delta_r2"] > 0.05 and r2.loc["flip", "p_cluster"] < 0.05
+    assert r2.loc["flip", "r_w"] < -0.3 and r2.loc["flip", "r_w_ci_high"] < 0 and r2.loc["flip", "p_r_w"] > 0.9
+    assert r2.loc["flip", "delta_r2_neg"] > 10 * r2.loc["flip", "delta_r2_pos"]
+    h = res.h1.set_index("measure")
+    assert h.loc["delta_r2", "diff"] > 0 and h.loc["r_w", "diff"] < 0 and h.loc["r_w", "p_one_sided"] > 0.9
+
+
+def test_r_w_is_the_spread_weighted_mean_of_per_layer_correlations():
+    from causaleval.inference.directional import within_layer_r
+
+    rng = np.random.default_rng(4)
+    y = rng.standard_normal((40, 5)) * np.array([0.1, 1, 2, 0.5, 3]) + np.arange(5)
+    x = 0.3 * y + rng.standard_normal((40, 5)) * np.array([5, 1, 0.2, 1, 1])
+    r = np.array([np.corrcoef(y[:, l], x[:, l])[0, 1] for l in range(5)])
+    sd = y.std(0)
+    assert within_layer_r(y, x) == pytest.approx((sd * r).sum() / np.sqrt(5 * (sd ** 2).sum()), rel=1e-10)
+    # invariant to any increasing affine map of one layer's effects
+    x2 = x.copy()
+    x2[:, 2] = 7 * x2[:, 2] - 3
+    assert within_layer_r(y, x2) == pytest.approx(within_layer_r(y, x), rel=1e-10)
+
+
+def test_signed_parts_add_up_to_delta_r2(result):
+    r2 = result.r2
+    assert np.allclose(r2.delta_r2_pos + r2.delta_r2_neg, r2.delta_r2, atol=1e-10)
+    assert (r2.delta_r2_pos >= 0).all() and (r2.delta_r2_neg >= 0).all()
+    # no signal: ΔR² is still positive, and its permutation-null expectation says by how much
+    noise = r2[(r2.estimator == "noise") & (r2.score == "rewrite_score")].iloc[0]
+    assert noise.delta_null_mean > 0 and abs(noise.delta_excess) < 3 * noise.delta_null_mean
+
+
+def _draws_from(trace: pd.DataFrame, n_draws: int, sd: float, seed: int = 0) -> pd.DataFrame:
+    """Per-draw rows whose mean over draws is the trace table's IE (deviations centred over draws)."""
+    rng = np.random.default_rng(seed)
+    sel = trace[(trace.component == "mlp") & (trace.window == 5)].reset_index(drop=True)
+    eps = rng.standard_normal((len(sel), n_draws)) * sd
+    eps -= eps.mean(1, keepdims=True)
+    keys = ["estimator", "direction", "metric", "case_id", "component", "window", "layer", "position"]
+    return pd.DataFrame({**{k: np.repeat(sel[k].to_numpy(), n_draws) for k in keys},
+                         "draw": np.tile(np.arange(n_draws), len(sel)),
+                         "value": (sel.ie.to_numpy()[:, None] + eps).ravel(),
+                         "te": np.repeat(sel.te.to_numpy(), n_draws)})
+
+
+def test_reliability_is_one_without_draw_noise_and_drops_with_it(tables):
+    spec = AnalysisSpec(n_bootstrap=100, n_permutations=99, power_reps=20, seed=1, scores=("rewrite_score",))
+    exact = analyze(tables["trace"], tables["edits"], spec, _draws_from(tables["trace"], 6, 0.0))
+    rel = exact.reliability[exact.reliability.layer == -1].set_index("estimator")
+    assert np.allclose(rel.reliability, 1.0) and np.allclose(rel.first3_minus_all, 0.0, atol=1e-12)
+    noisy = analyze(tables["trace"], tables["edits"], spec, _draws_from(tables["trace"], 6, 0.03))
+    rel2 = noisy.reliability[noisy.reliability.layer == -1].set_index("estimator")
+    assert (rel2.reliability < 0.999).all() and (rel2.ci_low <= rel2.reliability).all()
+    noisier = analyze(tables["trace"], tables["edits"], spec, _draws_from(tables["trace"], 6, 0.1))
+    rel3 = noisier.reliability[noisier.reliability.layer == -1].set_index("estimator")
+    assert (rel3.reliability < rel2.reliability).all()
+    r2 = noisy.r2.set_index("estimator")
+    assert np.allclose(r2.r_w_disattenuated, r2.r_w / np.sqrt(r2.reliability))
+    assert noisy.h1.loc[noisy.h1.measure == "r_w", "diff_disattenuated"].notna().all()
+
+
+def test_split_half_reliability_recovers_a_known_reliability():
+    from causaleval.inference.reliability import split_half
+
+    rng = np.random.default_rng(0)
+    signal = rng.standard_normal((3000, 4)) + np.arange(4)
+    h1, h2 = signal + rng.standard_normal(signal.shape), signal + rng.standard_normal(signal.shape)
+    r = split_half(h1, h2, 200, rng)
+    assert r.r_half == pytest.approx(0.5, abs=0.03) and r.reliability == pytest.approx(2 / 3, abs=0.03)
+    assert r.ci_low < r.reliability < r.ci_high
 
 
 def test_per_layer_williams_and_correction(result):
@@ -249,11 +331,14 @@ def test_too_few_clusters_give_no_cluster_p_and_the_table_says_so(tmp_path):
     assert "too few" in tex and "Wald" not in tex
 
 
-def test_h1_verdict_words_follow_the_test_and_the_ci():
+def test_h1_verdict_words_follow_the_test_and_the_one_sided_bounds():
     from causaleval.inference.h1 import verdict
 
-    assert verdict(0.02, 0.005, 0.01, 0.006) == "supports H1"
-    mixed = verdict(0.005, -0.005, 0.034, 0.016)      # p < α but the CI covers 0 (the default run's case)
+    # verdict(diff, lower, upper, p, mdd)
+    assert verdict(0.02, 0.005, 0.03, 0.01, 0.006, a="flip", b="noise").startswith(
+        "supports H1 (flip exceeds noise by at least 0.005")
+    mixed = verdict(0.005, -0.005, 0.015, 0.034, 0.016)      # p < α but the lower bound is below 0
     assert "inconclusive" in mixed and "p = 0.034" in mixed and "includes 0" in mixed
-    assert verdict(0.001, -0.005, 0.39, 0.006) == "shows no difference larger than 0.006 (80% power)"
-    assert verdict(0.001, -0.03, 0.39, 0.063).startswith("is inconclusive: only a difference of 0.063")
+    bounded = verdict(0.001, -0.004, 0.006, 0.39, 0.006)
+    assert bounded.startswith("does not support H1: a exceeds b by at most 0.006") and "80% power at 0.006" in bounded
+    assert verdict(0.001, -0.03, 0.05, 0.39, 0.063).startswith("is inconclusive: a may exceed b by up to 0.050")

@@ -96,3 +96,20 @@ def test_unknown_estimator_is_an_error(tmp_path, tiny_llama):
 def test_fact_dataclass_round_trip_keeps_relation():
     f = _facts()[2]
     assert isinstance(f, Fact) and f.relation_id == "P_lonely"
+
+
+def test_trace_seed_redraws_noise_and_partners_on_the_same_facts(tmp_path, tiny_llama):
+    """``trace_seed`` (a test–retest of the localisers) changes the draws, not the facts; null keeps ``seed``."""
+    runs = {}
+    for name, over in {"same": {}, "explicit": {"trace_seed": 0}, "other": {"trace_seed": 7}}.items():
+        out = tmp_path / name
+        out.mkdir()
+        ctx = _ctx(out, tiny_llama, trace_estimators=["noise", "resample"], heatmap_cases=0, **over)
+        trace_stage.run(ctx)
+        runs[name] = pd.read_parquet(out / "trace_draws.parquet")
+    a, b, c = runs["same"], runs["explicit"], runs["other"]
+    pd.testing.assert_frame_equal(a, b)
+    assert set(a.case_id) == set(c.case_id) and len(a) == len(c)
+    noise_a, noise_c = (r[r.estimator == "noise"].value.to_numpy() for r in (a, c))
+    assert not (abs(noise_a - noise_c) < 1e-12).all()
+    assert {"value", "te"} <= set(a.columns) and a.te.notna().all()

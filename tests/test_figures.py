@@ -43,7 +43,7 @@ def tables(analysed):
 def newer(tables):
     """The same tables with the newer analysis columns, one degenerate layer and no Wald column."""
     h1 = tables.h1.assign(mdd=0.03, method="paired permutation within case")
-    h1.loc[h1.index[1], "mdd"] = np.nan
+    h1.loc[h1[h1.measure == "r_w"].index[1], "mdd"] = np.nan
     pl = tables.per_layer.copy()
     last = pl.layer.max()
     pl["degenerate"] = pl.layer == last
@@ -64,7 +64,7 @@ def _errorbars(ax):
 
 def test_forest_plot_has_every_pair_score_and_variant_with_its_ci(tables):
     drawn = figures.forest_figure(tables.h1)
-    h1 = tables.h1
+    h1 = tables.h1[tables.h1.measure == "r_w"]        # the primary measure is drawn
     scores = list(dict.fromkeys(h1.score))
     axes = drawn.figure.axes
     assert len(axes) == len(scores)
@@ -92,7 +92,7 @@ def test_forest_plot_has_every_pair_score_and_variant_with_its_ci(tables):
 def test_forest_plot_draws_the_minimum_detectable_difference(newer):
     drawn = figures.forest_figure(newer.h1)
     ax = drawn.figure.axes[0]
-    rows = newer.h1[newer.h1.score == "rewrite_score"]
+    rows = newer.h1[(newer.h1.score == "rewrite_score") & (newer.h1.measure == "r_w")]
     bands = [p for p in ax.patches if isinstance(p, Rectangle)]
     assert len(bands) == rows.mdd.notna().sum() == len(rows) - 1
     assert all(np.isclose(b.get_x(), -0.03) and np.isclose(b.get_width(), 0.06) for b in bands)

@@ -89,6 +89,7 @@ def test_main_tex_uses_only_generated_inputs_and_macros(built_without_latex):
     defined = set(re.findall(r"\\newcommand\{\\(\w+)\}", tex))
     generated = set(re.findall(r"\\newcommand\{\\(\w+)\}", (dest / "tables" / "numbers.tex").read_text()))
     prefixes = ("HOne", "DeltaR", "REffect", "RBoth", "RLayer", "PF", "PWald", "Within", "Argmax", "Williams",
+                "Rw", "PRw", "Rel", "Excess", "NullDeltaR", "DrawBias",
                 "nFacts", "nEditLayers", "nRows", "nBoot", "Model", "EditLayers", "AnalysisWindow", "NoiseDraws",
                 "PartnerDraws")
     live = {m for m in re.findall(r"\\([A-Za-z]+)", tex) if m.startswith(prefixes)} - defined

@@ -92,4 +92,5 @@ def test_write_tables_without_variants(folder, tmp_path):
     t = load_results(out)
     t.summary["variants"] = {"default": t.summary["variants"]["default"]}
     paths = write_tables(t, tmp_path)
-    assert {p.name for p in paths} == {"r2.tex", "h1.tex", "per_layer.tex", "within_case.tex", "numbers.tex"}
+    assert {p.name for p in paths} == {"r2.tex", "directional.tex", "h1.tex", "per_layer.tex", "within_case.tex",
+                                        "numbers.tex"}

@@ -149,11 +149,12 @@ def directional_table(t: AnalysisTables, variant: str = "default") -> str:
     body: list = []
     for score, g in r2.groupby("score", sort=False):
         body.append(f"{SCORE_LABELS.get(score, score)} (n = {int(g.n_cases.iloc[0])} facts)")
-        for r in g.itertuples():
-            body.append([LABELS.get(r.estimator, r.estimator), est_ci(r.r_w, r.r_w_ci_low, r.r_w_ci_high),
-                         pval(r.p_r_w), num(r.delta_r2_pos, 4), num(r.delta_excess, 4),
-                         est_ci(r.reliability, r.reliability_ci_low, r.reliability_ci_high, 2),
-                         num(r.r_w_disattenuated), num(r.delta_excess_disattenuated, 4)])
+        for row in g.itertuples():
+            r = lambda name: getattr(row, name, None)      # an analysis written before these columns: --
+            body.append([LABELS.get(row.estimator, row.estimator), est_ci(r("r_w"), r("r_w_ci_low"), r("r_w_ci_high")),
+                         pval(r("p_r_w")), num(r("delta_r2_pos"), 4), num(r("delta_excess"), 4),
+                         est_ci(r("reliability"), r("reliability_ci_low"), r("reliability_ci_high"), 2),
+                         num(r("r_w_disattenuated")), num(r("delta_excess_disattenuated"), 4)])
     n_boot = int(r2.n_boot.iloc[0]) if not r2.empty else 0
     caption = (r"Does a larger localisation effect go with a \emph{better} edit at the same layer? $r_w$: the "
                r"within-layer correlation of score and effect (score centred and effect standardised within "

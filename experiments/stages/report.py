@@ -29,12 +29,22 @@ def build_report(results_dir: Path, dest_dir: Path | None = None) -> list[Path]:
     results_dir = Path(results_dir)
     dest_dir = results_dir if dest_dir is None else Path(dest_dir)
     t = load_results(results_dir)
-    trace_path = results_dir / "trace.parquet"
-    trace = pd.read_parquet(trace_path) if trace_path.is_file() else None
+    # the heatmaps: a published heatmap run's rows (trace_heatmaps.parquet, see experiments.publish) or the
+    # trace table's own heatmap cases
+    trace_path = next((p for p in (results_dir / "trace_heatmaps.parquet", results_dir / "trace.parquet")
+                       if p.is_file()), None)
+    trace = pd.read_parquet(trace_path) if trace_path is not None else None
     window = None
     if (results_dir / "run.json").is_file():
         window = json.loads((results_dir / "run.json").read_text()).get("config", {}).get("trace_window")
     paths = write_tables(t, dest_dir / "tables") + write_figures(t, dest_dir / "figures", trace, mlp_window=window)
+    if (results_dir / "calibration.csv").is_file():     # python -m causaleval.calibration --out <results>/calibration.csv
+        from causaleval.calibration import calibration_tex
+        from causaleval.store import atomic_write_text
+
+        path = dest_dir / "tables" / "calibration.tex"
+        atomic_write_text(path, calibration_tex(pd.read_csv(results_dir / "calibration.csv")))
+        paths.append(path)
     return paths + support_report(results_dir, dest_dir)
 
 

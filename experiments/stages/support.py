@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from causaleval.analysis import AnalysisError, analyze
+from causaleval.inference.h1 import PRIMARY
 from causaleval.parts import PartStore
 from causaleval.patching import Draw
 from causaleval.store import atomic_write_json, atomic_write_parquet
@@ -189,10 +190,12 @@ def noise_scale_analysis(ctx: StageContext, sigma: float) -> tuple[pd.DataFrame,
         except AnalysisError as err:
             return pd.DataFrame(rows), f"analysis failed at ν = {f:g}σ: {err}"
         r2 = res.r2[res.r2.estimator == "noise"] if not res.r2.empty else res.r2
-        h1 = res.h1[(res.h1.a == "flip") & (res.h1.b == "noise")] if not res.h1.empty else res.h1
+        h1 = (res.h1[(res.h1.a == "flip") & (res.h1.b == "noise") & (res.h1.measure == PRIMARY)]
+              if not res.h1.empty else res.h1)
         for _, r in r2.iterrows():
             h = h1[h1.score == r.score]
-            rows.append(dict(nu_factor=f, nu=f * sigma, score=r.score, delta_r2=r.delta_r2,
+            rows.append(dict(nu_factor=f, nu=f * sigma, score=r.score, delta_r2=r.delta_r2, r_w=r.r_w,
+                             p_r_w=r.p_r_w, delta_null_mean=r.delta_null_mean,
                              delta_ci_low=r.get("delta_ci_low", np.nan), delta_ci_high=r.get("delta_ci_high", np.nan),
                              r2_layer=r.get("r2_layer", np.nan), n_cases=r.get("n_cases", np.nan),
                              n_rows=r.get("n_rows", np.nan),
