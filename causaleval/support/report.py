@@ -154,7 +154,7 @@ def numbers_tex(a_sum: pd.DataFrame, s_sum: pd.DataFrame, scale: pd.DataFrame, r
     def layers(arm, col, how, digits=2):
         v = s_sum[s_sum.arm == arm][col] if col in s_sum else pd.Series(dtype=float)
         return num(getattr(v, how)(), digits) if v.notna().any() else r"\text{n/a}"
-    lines += [_macro("SupMassiveFactor", f"{summary.get('massive_factor', float('nan')):g}"),
+    lines += [_macro("SupMassiveFactor", f"{summary['massive_factor']:g}" if "massive_factor" in summary else r"\text{n/a}"),
               _macro("SupShrinkMax", num(reference.shrinkage.max(), 2)),
               _macro("SupShrinkMassiveMax", num(reference.shrinkage_with_massive.max(), 2)
                      if "shrinkage_with_massive" in reference else r"\text{n/a}"),
