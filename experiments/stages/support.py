@@ -132,12 +132,13 @@ def held_out(ctx: StageContext) -> tuple[list, str]:
                   "reference, their partner draws left out of the state summaries")
 
 
-def reference_folds(ctx: StageContext) -> list[tuple[set[int], list]]:
+def reference_folds(ctx: StageContext, held: list | None = None) -> list[tuple[set[int], list]]:
     """(study case ids served, reference facts) per fold: one fold of held-out known facts
-    (:func:`held_out`) when enough remain, else two-fold cross-fitting over all known facts."""
+    (:func:`held_out`, or ``held`` when given) when enough remain, else two-fold cross-fitting over all
+    known facts."""
     cfg = ctx.config
     study = ctx.study_facts
-    held, _ = held_out(ctx)
+    held = held_out(ctx)[0] if held is None else held
     if cfg.support_reference_facts is not None and len(held) > cfg.support_reference_facts:
         order = np.random.default_rng(cfg.seed + 1).permutation(len(held))[:cfg.support_reference_facts]
         held = [held[i] for i in sorted(order)]
@@ -270,9 +271,9 @@ def run(ctx: StageContext) -> None:
     cfg, bundle, out = ctx.config, ctx.bundle, ctx.out_dir
     facts = ctx.study_facts
     sigma = noise_tracing.noise_scale(bundle, ctx.known_facts, 1.0)
-    folds = reference_folds(ctx)
+    held, partner_note = held_out(ctx)
+    folds = reference_folds(ctx, held)
     references, reference, calibration = fit_references(ctx, folds)
-    _, partner_note = held_out(ctx)
     fold_of = {cid: k for k, (ids, _) in enumerate(folds) for cid in ids}
     subjects = [frozenset((f.relation_id, f.subject) for f in ref) for _, ref in folds]
     shared = dict(pool=ctx.known_facts, sigma=sigma, factors=tuple(cfg.support_noise_scales),
