@@ -11,9 +11,9 @@ import torch
 
 from causaleval.counterfact import write_jsonl
 from causaleval.geofacts import build_facts
-from causaleval.support import (OUTCOMES, RealStates, SupportDataError, answer_set, classify, clean_states,
-                                corrupted_runs, split_reference)
-from causaleval.support.report import summarise_answers
+from causaleval.support import (MASSIVE_FACTOR, OUTCOMES, RealStates, SupportDataError, answer_set, auroc,
+                                classify, clean_states, corrupted_runs, split_reference)
+from causaleval.support.report import summarise_answers, summarise_states
 from causaleval.tokens import answer_ids, encode_prompt
 from estimators import flip_scrubbing, noise_tracing
 from experiments.config import resolve
@@ -119,6 +119,74 @@ def test_real_states_reference_has_its_nominal_size():
     assert np.all(far > 0.9)
 
 
+def _anisotropic(rng, n, n_layers=2, d=20):
+    """Gaussian 'states' (n, L, d) with unequal variances, centred away from 0 (ordinary max|h| ≈ 12–20)."""
+    return 10 + rng.normal(size=(n, n_layers, d)) * np.linspace(0.3, 3, d)
+
+
+def test_a_massive_state_in_the_reference_leaves_the_ordinary_fit_unmoved():
+    """One attention-sink-like state (Sun et al. 2024) planted in the fit and the calibration set: without the
+    guard it takes over the covariance (shrinkage → 1, ordinary distances squashed); with it the fit, τ and
+    every ordinary distance equal those of the reference without the planted state."""
+    rng = np.random.default_rng(3)
+    fit, cal, new = _anisotropic(rng, 60), _anisotropic(rng, 60), _anisotropic(rng, 40)
+    sink = np.zeros((1, 2, 20))
+    sink[0, :, 0] = 20_000.0
+    clean = RealStates.fit(fit, cal)
+    guarded = RealStates.fit(np.r_[fit, sink], np.r_[cal, sink])
+    unguarded = RealStates.fit(np.r_[fit, sink], np.r_[cal, sink], massive_factor=np.inf)
+    assert guarded.n_massive_fit.tolist() == [1, 1] and clean.n_massive_fit.tolist() == [0, 0]
+    assert np.allclose(guarded.shrinkage, clean.shrinkage) and np.allclose(guarded.threshold, clean.threshold)
+    assert np.allclose(guarded.distance(new), clean.distance(new))
+    assert np.allclose(guarded.percentile(guarded.distance(new)), clean.percentile(clean.distance(new)))
+    assert (unguarded.shrinkage > 0.9).all() and (clean.shrinkage < 0.5).all()
+    # states twice as dispersed as real ones: separated by the guarded fit, much less by the unguarded one
+    wide = 10 + 2 * (new - 10)
+    for l in range(2):
+        assert auroc(guarded.distance(wide)[:, l], guarded.calibration_distance[:, l]) > 0.95
+        assert auroc(unguarded.distance(wide)[:, l], unguarded.distance(cal)[:, l]) < 0.85
+
+
+def test_auroc_is_one_half_for_real_states_and_one_for_far_ones():
+    rng = np.random.default_rng(4)
+    ref = RealStates.fit(_anisotropic(rng, 400), _anisotropic(rng, 400))
+    cal = ref.calibration_distance
+    same, far = ref.distance(_anisotropic(rng, 400)), ref.distance(_anisotropic(rng, 100) + 5)
+    for l in range(2):
+        assert abs(auroc(same[:, l], cal[:, l]) - 0.5) < 0.06
+        assert auroc(far[:, l], cal[:, l]) > 0.99
+        # the mean mid-rank percentile among the calibration distances is the AUROC (Mann–Whitney)
+        assert ref.percentile(same)[:, l].mean() == pytest.approx(auroc(same[:, l], cal[:, l]), abs=1e-12)
+    assert np.isnan(auroc([], cal[:, 0]))
+
+
+def test_massive_states_are_counted_and_kept_out_of_the_auroc():
+    """Planted massive states: counted per arm and layer, left out of the distance summaries."""
+    rng = np.random.default_rng(5)
+    ref = RealStates.fit(_anisotropic(rng, 80), _anisotropic(rng, 80))
+    rows = []
+    for case in range(6):
+        st = _anisotropic(rng, 10)
+        st[:3, 1, 0] = MASSIVE_FACTOR * 3 * ref.massive_limit[1]   # 3 of 10 draws massive at layer 1 only
+        d, massive = ref.distance(st), ref.massive(st)
+        assert massive[:, 0].sum() == 0 and massive[:, 1].sum() == 3
+        for l in range(2):
+            rows.append(pd.DataFrame(dict(arm="noise@3", case_id=case, layer=l, draw=np.arange(10), fold=0,
+                                          distance=d[:, l], beyond=d[:, l] > ref.threshold[l],
+                                          percentile=ref.percentile(d)[:, l], massive=massive[:, l],
+                                          partner_in_reference=False)))
+    states = pd.concat(rows, ignore_index=True)
+    ok = np.isfinite(ref.calibration_distance)
+    cal = pd.concat([pd.DataFrame(dict(fold=0, layer=l, distance=ref.calibration_distance[ok[:, l], l]))
+                     for l in range(2)])
+    summary = summarise_states(states, cal, n_resamples=50).set_index("layer")
+    assert summary.share_massive.tolist() == pytest.approx([0.0, 0.3])
+    assert summary.n_massive.tolist() == [0, 18] and summary.n_states.tolist() == [60, 42]
+    assert summary.auroc.between(0.35, 0.65).all()        # the ordinary draws are real-like
+    assert np.allclose(summary.auroc, summary.mean_percentile)
+    assert (summary.auroc_ci_low <= summary.auroc).all() and (summary.auroc <= summary.auroc_ci_high).all()
+
+
 def test_a_real_subjects_own_state_lies_within_the_real_distribution(tiny_llama, known):
     fit, cal = split_reference(known[20:], seed=0)
     ref = RealStates.fit(clean_states(tiny_llama, fit), clean_states(tiny_llama, cal))
@@ -150,13 +218,17 @@ def test_stage_writes_its_outputs_and_resumes_after_a_kill(tmp_path, tiny_llama,
     full = tmp_path / "full"
     full.mkdir()
     support_stage.run(_ctx(full, tiny_llama, facts))
-    for name in ("answers", "states", "answers_summary", "states_summary", "reference", "noise_scale"):
+    for name in ("answers", "states", "answers_summary", "states_summary", "reference", "calibration",
+                 "noise_scale"):
         assert (full / "support" / f"{name}.parquet").is_file()
     summary = json.loads((full / "support" / "summary.json").read_text())
     assert summary["n_cases"] == 4 and "edits" in summary["noise_scale_note"]
     assert (full / "tables" / "support_numbers.tex").is_file() and (full / "figures" / "support_states.png").is_file()
     ref = pd.read_parquet(full / "support" / "reference.parquet")
     assert (ref.calibration_beyond <= 0.02 + 1 / ref.n_calibration).all()
+    s_sum = pd.read_parquet(full / "support" / "states_summary.parquet")
+    assert s_sum.auroc.between(0, 1).all() and s_sum.share_massive.between(0, 1).all()
+    assert "reference_partners" in summary and "SupNoiseThreeAUROC" in (full / "tables" / "support_numbers.tex").read_text()
 
     killed = tmp_path / "killed"
     killed.mkdir()

@@ -10,8 +10,22 @@ scrubbing differ in their base distribution.  Two diagnostics measure what each 
 * **state level**: the residual stream at the last subject token, layer by layer, against the states
   real subjects produce: the Mahalanobis distance d(h) = √((h − μ)ᵀ Σ̂⁻¹ (h − μ)) under a Ledoit–Wolf
   shrinkage covariance Σ̂ (Ledoit & Wolf 2004) fitted on the clean states of held-out real subjects,
-  and whether d(h) exceeds the 99th percentile of the distances of a second, disjoint held-out set
-  (so a fresh real state lies beyond it with probability ≈ 1 %).
+  and how well d separates the arm's states from those of a second, disjoint held-out (calibration)
+  set: the AUROC, equal to the mean percentile rank of the arm's distances among the calibration
+  distances (Mann–Whitney; 0.5 = indistinguishable from real states), and the share beyond the 99th
+  percentile τ_l of the calibration distances (so a fresh real state lies beyond it with probability ≈ 1 %).
+
+*Massive* states are a category of their own: states with one activation orders of magnitude above
+the rest, as the attention-sink states of the first position (Sun et al. 2024, "Massive activations
+in large language models").  A state is massive at layer l when max_i |h_i| exceeds
+``MASSIVE_FACTOR`` × the median of max_i |h_i| over the reference's fit states at l.  On SmolLM2-135M
+ordinary real states reach at most 2.2× that median at every layer, the sink states of single-token
+subjects at position 0 at least 6× from layer 2 on (about 4–5× at layer 1, 20× at layers 2–8, 50–290×
+at 11–27): 4 lies in the gap at every layer, where an absolute limit (1000) misses the layer-2–8 sinks
+(≈ 900) and sits near the ordinary states of the last layers (up to ≈ 600).  One such state carries most
+of Σ's trace, so Ledoit–Wolf shrinks Σ̂ almost to a multiple of I and every ordinary state looks alike:
+the reference (μ, Σ̂, τ) is fitted, and the calibration distances taken, without massive states, and
+the share of massive states is reported per arm and layer.
 """
 
 from __future__ import annotations
@@ -24,6 +38,7 @@ import pandas as pd
 import torch
 from scipy.linalg import cholesky, solve_triangular
 from sklearn.covariance import empirical_covariance, ledoit_wolf_shrinkage
+from sklearn.metrics import roc_auc_score
 
 from causaleval.counterfact import Fact
 from causaleval.errors import CausalEvalError
@@ -33,6 +48,7 @@ from causaleval.patching import Draw
 from causaleval.tokens import answer_ids, encode_prompt
 
 OUTCOMES: tuple[str, ...] = ("clean", "relation", "off")
+MASSIVE_FACTOR = 4.0   # massive: max_i |h_i| > MASSIVE_FACTOR × the reference's median max_i |h_i| (module docstring)
 
 
 class SupportDataError(CausalEvalError):
@@ -123,11 +139,25 @@ def clean_states(bundle: ModelBundle, facts: Sequence[Fact]) -> np.ndarray:
     return corrupted_runs(bundle, draws).states
 
 
+def peak(states: np.ndarray) -> np.ndarray:
+    """(n, L) largest absolute activation max_i |h_i| of (n, L, d) states."""
+    return np.abs(states).max(-1) if states.shape[-1] else np.zeros(states.shape[:2])
+
+
+def _shrunk_cov(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Ledoit–Wolf shrinkage covariance (1 − s) S + s tr(S)/d I of rows x, and s (Ledoit & Wolf 2004)."""
+    s = float(ledoit_wolf_shrinkage(x))
+    emp = empirical_covariance(x)
+    cov = (1 - s) * emp
+    cov.flat[::cov.shape[0] + 1] += s * np.trace(emp) / cov.shape[0]
+    return cov, s
+
+
 @dataclass
 class RealStates:
     """Per layer: the mean μ_l and the Cholesky factor of the shrinkage covariance Σ̂_l = (1 − s) S + s tr(S)/d I
-    (Ledoit & Wolf 2004) of real states (fit set), and the
-    ``quantile`` of the fit model's distances on a disjoint calibration set (the threshold τ_l)."""
+    (Ledoit & Wolf 2004) of the ordinary (not massive) real states of the fit set, the massive limit,
+    the calibration set's distances (NaN for its massive states) and their ``quantile`` (the threshold τ_l)."""
 
     mean: np.ndarray        # (L, d)
     chol: np.ndarray        # (L, d, d), lower: Σ̂_l = C_l C_lᵀ
@@ -136,26 +166,38 @@ class RealStates:
     n_fit: int
     n_calibration: int
     quantile: float = 0.99
+    massive_limit: np.ndarray | None = None          # (L,): a state with max|h| above it is massive
+    calibration_distance: np.ndarray | None = None   # (m, L), NaN where the calibration state is massive
+    n_massive_fit: np.ndarray | None = None          # (L,) massive fit states left out of the fit
 
     @classmethod
-    def fit(cls, fit_states: np.ndarray, calibration_states: np.ndarray, quantile: float = 0.99) -> "RealStates":
-        """Fit on ``fit_states`` (n, L, d) and calibrate τ_l on ``calibration_states`` (m, L, d)."""
+    def fit(cls, fit_states: np.ndarray, calibration_states: np.ndarray, quantile: float = 0.99,
+            massive_factor: float = MASSIVE_FACTOR) -> "RealStates":
+        """Fit on the ordinary states of ``fit_states`` (n, L, d) and calibrate τ_l on the ordinary states of
+        ``calibration_states`` (m, L, d); ``massive_factor=np.inf`` keeps every state (the unguarded fit)."""
         n, m = len(fit_states), len(calibration_states)
         if n < 3 or m < 3:
             raise SupportDataError(f"the real-state reference needs at least 3 fit and 3 calibration subjects, "
                                    f"got {n} and {m}: use more known facts or a smaller --max-facts")
+        n_layers = fit_states.shape[1]
+        limit = massive_factor * np.median(peak(fit_states), axis=0)
+        fit_massive = peak(fit_states) > limit
         means, chols, shrink = [], [], []
-        for l in range(fit_states.shape[1]):
-            x = fit_states[:, l].astype(np.float64)
-            s = float(ledoit_wolf_shrinkage(x))
-            emp = empirical_covariance(x)
-            cov = (1 - s) * emp
-            cov.flat[::cov.shape[0] + 1] += s * np.trace(emp) / cov.shape[0]
+        for l in range(n_layers):
+            x = fit_states[~fit_massive[:, l], l].astype(np.float64)
+            if len(x) < 3:
+                raise SupportDataError(f"layer {l}: fewer than 3 fit states are not massive")
+            cov, s = _shrunk_cov(x)
             means.append(x.mean(0))
             chols.append(cholesky(cov, lower=True))
             shrink.append(s)
-        model = cls(np.stack(means), np.stack(chols), np.zeros(fit_states.shape[1]), np.array(shrink), n, m, quantile)
-        model.threshold = np.quantile(model.distance(calibration_states), quantile, axis=0)
+        model = cls(np.stack(means), np.stack(chols), np.zeros(n_layers), np.array(shrink), n, m, quantile,
+                    limit, None, fit_massive.sum(0))
+        cal = np.where(model.massive(calibration_states), np.nan, model.distance(calibration_states))
+        if (np.isfinite(cal).sum(0) < 3).any():
+            raise SupportDataError("fewer than 3 calibration states are not massive at some layer")
+        model.calibration_distance = cal
+        model.threshold = np.nanquantile(cal, quantile, axis=0)
         return model
 
     def distance(self, states: np.ndarray) -> np.ndarray:
@@ -163,6 +205,31 @@ class RealStates:
         x = states.astype(np.float64) - self.mean[None]
         return np.stack([np.linalg.norm(solve_triangular(self.chol[l], x[:, l].T, lower=True), axis=0)
                          for l in range(x.shape[1])], axis=1)
+
+    def massive(self, states: np.ndarray) -> np.ndarray:
+        """(n, L) whether each state is massive at each layer (max_i |h_i| above the layer's limit)."""
+        return peak(states) > self.massive_limit[None]
+
+    def percentile(self, distance: np.ndarray) -> np.ndarray:
+        """(n, L) mid-rank percentile of each distance among the ordinary calibration distances of its layer:
+        the share below plus half the share tied.  Its mean over an arm's states is the arm's AUROC against
+        the calibration states (Mann–Whitney), 0.5 for states from the reference distribution."""
+        out = np.empty(distance.shape)
+        for l in range(distance.shape[1]):
+            ref = np.sort(self.calibration_distance[:, l][np.isfinite(self.calibration_distance[:, l])])
+            lo, hi = np.searchsorted(ref, distance[:, l], "left"), np.searchsorted(ref, distance[:, l], "right")
+            out[:, l] = (lo + hi) / (2 * len(ref))
+        return out
+
+
+def auroc(arm: np.ndarray, real: np.ndarray) -> float:
+    """AUROC of the distances ``arm`` (positives) against the real states' ``real`` (sklearn); NaN when one
+    side is empty.  0.5: the arm's states are indistinguishable from real ones by distance, 1: all farther."""
+    arm, real = np.asarray(arm, float), np.asarray(real, float)
+    arm, real = arm[np.isfinite(arm)], real[np.isfinite(real)]
+    if not len(arm) or not len(real):
+        return float("nan")
+    return float(roc_auc_score(np.r_[np.ones(len(arm)), np.zeros(len(real))], np.r_[arm, real]))
 
 
 def split_reference(facts: Sequence[Fact], seed: int) -> tuple[list[Fact], list[Fact]]:

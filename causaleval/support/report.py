@@ -1,7 +1,9 @@
 """Summaries, LaTeX tables, macros and figures of the support diagnostics.
 
 Every share is a mean over cases of the per-case share over draws, with a percentile bootstrap CI
-resampling cases (:func:`causaleval.bootstrap.summarise_by`).
+resampling cases (:func:`causaleval.bootstrap.summarise_by`).  The AUROC of an arm's distances against
+the held-out calibration states' (sklearn) is pooled over the arm's states; its CI resamples cases
+(the calibration states held fixed) through the mean percentile rank, which equals the AUROC.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from causaleval.bootstrap import summarise_by  # noqa: E402
+from causaleval.bootstrap import bootstrap_ci, ratio_of_means, summarise_by  # noqa: E402
 from causaleval.reporting.figures import COLORS, save  # noqa: E402
 from causaleval.reporting.tables import booktabs, est_ci, num, pval  # noqa: E402
 from causaleval.store import atomic_write_text  # noqa: E402
-from causaleval.support.measure import OUTCOMES  # noqa: E402
+from causaleval.support.measure import OUTCOMES, auroc  # noqa: E402
 
+STATE_COLUMNS = ("auroc", "auroc_ci_low", "auroc_ci_high", "mean_percentile", "share_massive", "massive_ci_low",
+                 "massive_ci_high", "median_distance", "n_states", "n_massive")
 FACTOR_WORDS = {0.5: "Half", 1.0: "One", 2.0: "Two", 3.0: "Three", 5.0: "Five", 8.0: "Eight"}
 
 
@@ -57,13 +61,40 @@ def summarise_answers(answers: pd.DataFrame, n_resamples: int = 1000, seed: int 
     return _sorted_by_arm(out.merge(draws, on=["arm", "quantity"]), "quantity")
 
 
-def summarise_states(states: pd.DataFrame, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Per (arm, layer): the share of states beyond τ_l (mean over cases, bootstrap CI) and the median
-    distance over draws."""
-    per_case = states.groupby(["arm", "layer", "case_id"]).beyond.mean().rename("value").reset_index()
+def summarise_states(states: pd.DataFrame, calibration: pd.DataFrame, n_resamples: int = 1000,
+                     seed: int = 0) -> pd.DataFrame:
+    """Per (arm, layer), over the arm's measured states (partner draws whose partner is in the reference
+    left out):
+
+    * ``share_massive`` (mean over cases, CI ``massive_ci_*``): states with a massive activation;
+    * over the ordinary (not massive) states: ``auroc`` of their distances against the fold's ordinary
+      calibration distances (``calibration``: fold, layer, distance; folds weighted by their states),
+      ``mean_percentile`` (pooled mean percentile rank among them, = ``auroc`` for one fold) with a CI
+      resampling cases (``auroc_ci_*``), the share beyond τ_l (``estimate``, mean over cases, CI) and the
+      median distance; ``n_states`` and ``n_massive`` count states."""
+    states = states[~states.partner_in_reference] if "partner_in_reference" in states else states
+    ordinary = states[~states.massive]
+    per_case = ordinary.groupby(["arm", "layer", "case_id"]).beyond.mean().rename("value").reset_index()
     out = summarise_by(per_case, ["arm", "layer"], value="value", total=None, n_resamples=n_resamples, seed=seed)
-    med = states.groupby(["arm", "layer"]).distance.median().rename("median_distance").reset_index()
-    return _sorted_by_arm(out.merge(med, on=["arm", "layer"]), "layer")
+    massive = states.groupby(["arm", "layer", "case_id"]).massive.mean().rename("value").reset_index()
+    m = summarise_by(massive, ["arm", "layer"], value="value", total=None, n_resamples=n_resamples, seed=seed)
+    m = m.rename(columns=dict(estimate="share_massive", ci_low="massive_ci_low", ci_high="massive_ci_high"))
+    cal = {key: g.distance.to_numpy() for key, g in calibration.groupby(["fold", "layer"])}
+    rows = []
+    for (arm, layer), g in states.groupby(["arm", "layer"]):
+        o = g[~g.massive]
+        w = o.groupby("fold").size()
+        auc = (sum(n * auroc(o[o.fold == k].distance, cal[(k, layer)]) for k, n in w.items()) / w.sum()
+               if len(o) else np.nan)
+        sums = o.groupby("case_id").percentile.agg(["sum", "size"])
+        ci = bootstrap_ci((sums["sum"].to_numpy(), sums["size"].to_numpy().astype(float)), ratio_of_means,
+                          n_resamples=n_resamples, seed=seed)
+        rows.append(dict(arm=arm, layer=layer, auroc=auc, mean_percentile=ci.estimate, auroc_ci_low=ci.low,
+                         auroc_ci_high=ci.high, median_distance=o.distance.median(), n_states=len(o),
+                         n_massive=int(g.massive.sum())))
+    out = out.merge(m[["arm", "layer", "share_massive", "massive_ci_low", "massive_ci_high"]], on=["arm", "layer"],
+                    how="outer").merge(pd.DataFrame(rows), on=["arm", "layer"], how="outer")
+    return _sorted_by_arm(out, "layer")
 
 
 # ----------------------------------------------------------------------------- tables and macros
@@ -78,14 +109,18 @@ def answers_table(a_sum: pd.DataFrame, s_sum: pd.DataFrame, n_cases: int) -> str
             return est_ci(*v.loc[q, ["estimate", "ci_low", "ci_high"]], digits=2) if q in v.index else "--"
         body.append([arm_label(arm).replace("ν", r"$\nu$").replace("σ", r"$\sigma$"),
                      cell("share_clean"), cell("share_relation"), cell("share_off"), cell("p_answer_set"),
-                     num(s.estimate.mean(), 2), num(s.estimate.max(), 2)])
+                     num(s.auroc.mean(), 2), num(s.auroc.max(), 2), num(s.estimate.mean(), 2),
+                     num(s.share_massive.max(), 2)])
     caption = (f"Where corrupted runs land ({n_cases} known facts). Top-1 next token of the corrupted run: the clean "
                "answer (no flip), another answer of the relation (a flip), or off-task; $p(A_r)$: probability "
-               "mass on the relation's answer set. Beyond $\\tau$: share of states at the last subject token "
-               "beyond the 99th percentile of held-out real subjects' Mahalanobis distances (mean and max over "
-               "layers). Means over cases with 95\\% bootstrap CIs.")
+               "mass on the relation's answer set. States at the last subject token against held-out real "
+               "subjects' (Mahalanobis distance, Ledoit--Wolf covariance fitted without massive states): AUROC "
+               "of the distances against held-out real states' (0.5: indistinguishable; mean and max over "
+               "layers), share beyond their 99th percentile $\\tau$ (mean over layers), and share of massive "
+               "states (max over layers). Means over cases with 95\\% bootstrap CIs.")
     return booktabs(["base distribution", "clean answer", "other answer", "off-task", "$p(A_r)$",
-                     "beyond $\\tau$ (mean)", "(max)"], body, caption, "tab:support_answers", align="lrrrrrr")
+                     "AUROC (mean)", "(max)", "beyond $\\tau$", "massive"], body, caption, "tab:support_answers",
+                    align="lrrrrrrrr")
 
 
 def noise_scale_table(scale: pd.DataFrame, score: str = "rewrite_score") -> str:
@@ -116,6 +151,15 @@ def numbers_tex(a_sum: pd.DataFrame, s_sum: pd.DataFrame, scale: pd.DataFrame, r
              _macro("SupNRefFit", str(min(summary["reference_fit"]))),
              _macro("SupNRefCal", str(min(summary["reference_calibration"]))),
              _macro("SupCleanBeyond", num(summary["study_clean_beyond_mean"], 3))]
+    def layers(arm, col, how, digits=2):
+        v = s_sum[s_sum.arm == arm][col] if col in s_sum else pd.Series(dtype=float)
+        return num(getattr(v, how)(), digits) if v.notna().any() else r"\text{n/a}"
+    lines += [_macro("SupMassiveFactor", f"{summary['massive_factor']:g}" if "massive_factor" in summary else r"\text{n/a}"),
+              _macro("SupShrinkMax", num(reference.shrinkage.max(), 2)),
+              _macro("SupShrinkMassiveMax", num(reference.shrinkage_with_massive.max(), 2)
+                     if "shrinkage_with_massive" in reference else r"\text{n/a}"),
+              _macro("SupCleanAUROC", layers("clean", "auroc", "mean")),
+              _macro("SupCleanMassive", layers("clean", "share_massive", "max"))]
     for arm, word in [("flip", "Flip"), ("resample", "Resample")] + [
             (f"noise@{f:g}", "Noise" + FACTOR_WORDS[f]) for f in summary["noise_factors"] if f in FACTOR_WORDS]:
         lines += [_macro(f"Sup{word}Flip", q(arm, "share_relation")),
@@ -125,7 +169,11 @@ def numbers_tex(a_sum: pd.DataFrame, s_sum: pd.DataFrame, scale: pd.DataFrame, r
                   _macro(f"Sup{word}Mass", q(arm, "p_answer_set"))]
         s = s_sum[s_sum.arm == arm].estimate
         lines += [_macro(f"Sup{word}Beyond", num(s.mean(), 2) if len(s) else r"\text{n/a}"),
-                  _macro(f"Sup{word}BeyondMax", num(s.max(), 2) if len(s) else r"\text{n/a}")]
+                  _macro(f"Sup{word}BeyondMax", num(s.max(), 2) if len(s) else r"\text{n/a}"),
+                  _macro(f"Sup{word}AUROC", layers(arm, "auroc", "mean")),
+                  _macro(f"Sup{word}AUROCMin", layers(arm, "auroc", "min")),
+                  _macro(f"Sup{word}AUROCMax", layers(arm, "auroc", "max")),
+                  _macro(f"Sup{word}Massive", layers(arm, "share_massive", "max"))]
     lines.append(_macro("SupFlipPartnerAnswered", q("flip", "share_partner_answered")))
     d = scale[scale.score == "rewrite_score"] if len(scale) else scale
     if len(d):
@@ -150,22 +198,24 @@ def _arm_style(arm: str, noise_arms: list[str]) -> dict:
 
 
 def states_figure(s_sum: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Share of states beyond τ_l and median distance by layer, one line per arm."""
+    """By layer, one line per arm: AUROC against held-out real states, share beyond τ_l, share massive."""
     arms = arm_order(s_sum.arm)
     noise = [a for a in arms if a.startswith("noise@")]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     for arm in arms:
         d = s_sum[s_sum.arm == arm].sort_values("layer")
         st = _arm_style(arm, noise)
-        axes[0].plot(d.layer, d.estimate, **st)
-        axes[0].fill_between(d.layer, d.ci_low, d.ci_high, color=st["color"], alpha=0.12, lw=0)
-        axes[1].plot(d.layer, d.median_distance, **st)
-    axes[0].set_ylabel(r"share beyond $\tau_l$ (99th pct. of real)")
-    axes[1].set_ylabel("median Mahalanobis distance")
-    axes[1].set_yscale("log")
+        for ax, (col, lo, hi) in zip(axes, [("auroc", "auroc_ci_low", "auroc_ci_high"), ("estimate", "ci_low", "ci_high"),
+                                            ("share_massive", "massive_ci_low", "massive_ci_high")]):
+            ax.plot(d.layer, d[col], **st)
+            ax.fill_between(d.layer, d[lo], d[hi], color=st["color"], alpha=0.12, lw=0)
+    axes[0].axhline(0.5, color="black", lw=0.6)
+    axes[0].set_ylabel("AUROC vs held-out real states")
+    axes[1].set_ylabel(r"share beyond $\tau_l$ (99th pct. of real)")
+    axes[2].set_ylabel("share of massive states")
     for ax in axes:
         ax.set_xlabel("layer")
-    axes[1].legend(fontsize=6, ncol=2)
+    axes[2].legend(fontsize=6, ncol=2)
     fig.tight_layout()
     return save(fig, out_dir, "support_states")
 
@@ -207,7 +257,10 @@ def noise_scale_figure(scale: pd.DataFrame, out_dir: Path, score: str = "rewrite
 
 def write_support_report(a_sum: pd.DataFrame, s_sum: pd.DataFrame, scale: pd.DataFrame, reference: pd.DataFrame,
                          summary: dict, out_dir: Path) -> list[Path]:
-    """``tables/support_{answers,noise_scale,numbers}.tex`` and ``figures/support_*`` under ``out_dir``."""
+    """``tables/support_{answers,noise_scale,numbers}.tex`` and ``figures/support_*`` under ``out_dir``.
+
+    A summary from before the massive-state guard (no AUROC or massive columns) reads n/a there."""
+    s_sum = s_sum.assign(**{c: np.nan for c in STATE_COLUMNS if c not in s_sum})
     tables = Path(out_dir) / "tables"
     texts = {"support_answers.tex": answers_table(a_sum, s_sum, summary["n_cases"]),
              "support_numbers.tex": numbers_tex(a_sum, s_sum, scale, reference, summary)}

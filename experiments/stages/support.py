@@ -8,15 +8,20 @@ scrubbing and of flip scrubbing (partners as in the trace stage), plus the clean
 * the top-1 next token classified as the clean answer / another answer of the relation / off-task,
   and the probability mass on the relation's answer set;
 * the Mahalanobis distance of the residual state at the last subject token, per layer, from the
-  clean states of held-out real subjects (known facts outside the study set; when fewer than
-  ``support_min_reference`` remain, two-fold cross-fitting over all known facts), and whether it lies
-  beyond the 99th percentile of a disjoint held-out calibration half.
+  clean states of held-out real subjects (known facts outside the study set and, when at least
+  ``support_min_reference`` remain, never drawn as a flip or resample partner of a study case; when
+  fewer than ``support_min_reference`` remain even with partners kept, two-fold cross-fitting over all
+  known facts), its mid-rank percentile among the distances of a disjoint held-out calibration half
+  (the arm's mean percentile is its AUROC against real states) and whether it lies beyond their 99th
+  percentile; massive states (:data:`causaleval.support.MASSIVE_FACTOR`) are left out of the reference
+  and counted as their own category.  A partner draw whose partner subject is in its reference
+  (``partner_in_reference``) is left out of the state summaries: its state is (nearly) a reference state.
 
 When the results folder holds ``edits.parquet`` and ``trace.parquet``, noise tracing is retraced on the
 analysis site set at each ν and the analysis (Hase et al. 2023 regressions, H1) rerun with the trace
 stage's resample and flip rows, giving ΔR²_noise(ν) and ΔR²_flip − ΔR²_noise(ν).
 
-Writes ``support/{answers,states,answers_summary,states_summary,reference,noise_scale}.parquet``,
+Writes ``support/{answers,states,answers_summary,states_summary,reference,calibration,noise_scale}.parquet``,
 ``support/summary.json`` (last: the stage's marker), ``tables/support_*.tex`` (with the macros of
 ``support_numbers.tex``) and ``figures/support_*.{pdf,png}`` in the results folder.  Per-case work is
 kept in ``support_parts/`` and a killed run resumes with the missing cases.
@@ -34,7 +39,8 @@ from causaleval.inference.h1 import PRIMARY
 from causaleval.parts import PartStore
 from causaleval.patching import Draw
 from causaleval.store import atomic_write_json, atomic_write_parquet
-from causaleval.support import RealStates, answer_rows, answer_set, clean_states, corrupted_runs, split_reference
+from causaleval.support import (MASSIVE_FACTOR, RealStates, answer_rows, answer_set, clean_states, corrupted_runs, peak,
+                                split_reference)
 from causaleval.support.report import summarise_answers, summarise_states, write_support_report
 from causaleval.tokens import answer_ids, encode_prompt
 from estimators import flip_scrubbing, noise_tracing, resample_scrubbing
@@ -67,8 +73,12 @@ def case_draws(bundle, fact, pool, sigma: float, factors, n_draws: int, seed: in
     return arms
 
 
-def measure_case(bundle, fact, pool, sigma, factors, n_draws, seed, reference: RealStates):
-    """(answers, states) rows of one case: a row per draw, and a row per draw and layer."""
+def measure_case(bundle, fact, pool, sigma, factors, n_draws, seed, reference: RealStates,
+                 reference_subjects: frozenset = frozenset()):
+    """(answers, states) rows of one case: a row per draw, and a row per draw and layer.
+
+    ``reference_subjects``: the (relation, subject) pairs of the reference's facts; a partner draw whose
+    partner is one of them is flagged ``partner_in_reference``."""
     arms = case_draws(bundle, fact, pool, sigma, factors, n_draws, seed)
     answer = answer_ids(bundle.tokenizer, fact.target_true)[0]
     answers = answer_set(bundle.tokenizer, pool, fact.relation_id)
@@ -81,19 +91,55 @@ def measure_case(bundle, fact, pool, sigma, factors, n_draws, seed, reference: R
         a_rows.append(answer_rows(runs, answer, answers, draws).assign(**head))
         dist = reference.distance(runs.states)
         n, n_layers = dist.shape
+        in_ref = [d.partner_subject is not None and (fact.relation_id, d.partner_subject) in reference_subjects
+                  for d in draws]
         s_rows.append(pd.DataFrame(dict(**head, draw=np.repeat([d.index for d in draws], n_layers),
                                         layer=np.tile(np.arange(n_layers), n), distance=dist.reshape(-1),
-                                        beyond=(dist > reference.threshold[None]).reshape(-1))))
+                                        beyond=(dist > reference.threshold[None]).reshape(-1),
+                                        percentile=reference.percentile(dist).reshape(-1),
+                                        peak=peak(runs.states).reshape(-1),
+                                        massive=reference.massive(runs.states).reshape(-1),
+                                        partner_in_reference=np.repeat(in_ref, n_layers))))
     return pd.concat(a_rows, ignore_index=True), pd.concat(s_rows, ignore_index=True)
 
 
-def reference_folds(ctx: StageContext) -> list[tuple[set[int], list]]:
-    """(study case ids served, reference facts) per fold: one fold of held-out known facts outside
-    the study set when enough remain, else two-fold cross-fitting over all known facts."""
-    cfg = ctx.config
+def partner_subjects(ctx: StageContext) -> set[tuple[str, str]]:
+    """(relation, subject) of every partner drawn for a study case: resample and flip partners of this
+    stage (``support_draws``) and of the trace stage (``partner_draws``), seeded as there."""
+    cfg, bundle, pool = ctx.config, ctx.bundle, ctx.known_facts
+    drawn = set()
+    for fact in ctx.study_facts:
+        for tag, cands, same_len in [("resample", resample_scrubbing.candidates(fact, pool), False),
+                                     ("flip", flip_scrubbing.flip_set(bundle, fact, pool), True)]:
+            for n in {cfg.support_draws, cfg.partner_draws}:
+                drawn.update((fact.relation_id, d.partner_subject) for d in
+                             resample_scrubbing.partner_draws(bundle, fact, cands, n, draw_seed(cfg), tag, same_len))
+    return drawn
+
+
+def held_out(ctx: StageContext) -> tuple[list, str]:
+    """Known facts outside the study set and never drawn as a study case's partner, when at least
+    ``support_min_reference`` remain; else those outside the study set (partners kept: their draws are
+    flagged ``partner_in_reference`` and left out of the state summaries), and a note saying so."""
     study = ctx.study_facts
     taken = {(f.relation_id, f.subject) for f in study}
     held = [f for f in ctx.known_facts if (f.relation_id, f.subject) not in taken]
+    drawn = partner_subjects(ctx)
+    free = [f for f in held if (f.relation_id, f.subject) not in drawn]
+    if len(free) >= ctx.config.support_min_reference:
+        return free, f"{len(held) - len(free)} held-out subjects drawn as partners left out of the reference"
+    return held, (f"only {len(free)} of {len(held)} held-out subjects are never drawn as a partner "
+                  f"(< support_min_reference = {ctx.config.support_min_reference}): partners kept in the "
+                  "reference, their partner draws left out of the state summaries")
+
+
+def reference_folds(ctx: StageContext, held: list | None = None) -> list[tuple[set[int], list]]:
+    """(study case ids served, reference facts) per fold: one fold of held-out known facts
+    (:func:`held_out`, or ``held`` when given) when enough remain, else two-fold cross-fitting over all
+    known facts."""
+    cfg = ctx.config
+    study = ctx.study_facts
+    held = held_out(ctx)[0] if held is None else held
     if cfg.support_reference_facts is not None and len(held) > cfg.support_reference_facts:
         order = np.random.default_rng(cfg.seed + 1).permutation(len(held))[:cfg.support_reference_facts]
         held = [held[i] for i in sorted(order)]
@@ -105,27 +151,39 @@ def reference_folds(ctx: StageContext) -> list[tuple[set[int], list]]:
     return [(ids_a, b), ({f.case_id for f in study} - ids_a, a)]
 
 
-def fit_references(ctx: StageContext) -> tuple[list[RealStates], pd.DataFrame]:
-    """The fitted reference of each fold, and a row per (fold, layer) with its size, shrinkage, τ_l,
-    the calibration share beyond τ_l and the share of the served study cases' clean states beyond it."""
+def fit_references(ctx: StageContext, folds=None) -> tuple[list[RealStates], pd.DataFrame, pd.DataFrame]:
+    """The fitted reference of each fold; a row per (fold, layer) with its size, massive limit and the
+    massive fit and calibration states left out, shrinkage (and that of the fit keeping massive states,
+    ``shrinkage_with_massive``), τ_l, the calibration share beyond τ_l and the share of the served study
+    cases' clean states beyond it; and the ordinary calibration distances (fold, layer, distance)."""
     bundle, cfg = ctx.bundle, ctx.config
-    models, rows = [], []
+    models, rows, cal_rows = [], [], []
     by_id = {f.case_id: f for f in ctx.study_facts}
-    for k, (ids, facts) in enumerate(reference_folds(ctx)):
+    for k, (ids, facts) in enumerate(reference_folds(ctx) if folds is None else folds):
         fit, cal = split_reference(facts, cfg.seed)
-        cal_states = clean_states(bundle, cal)
-        model = RealStates.fit(clean_states(bundle, fit), cal_states, cfg.support_quantile)
+        fit_states, cal_states = clean_states(bundle, fit), clean_states(bundle, cal)
+        model = RealStates.fit(fit_states, cal_states, cfg.support_quantile)
+        unguarded = RealStates.fit(fit_states, cal_states, cfg.support_quantile, massive_factor=np.inf)
         study_states = clean_states(bundle, [by_id[i] for i in sorted(ids)])
-        cal_beyond = (model.distance(cal_states) > model.threshold).mean(0)
+        cal_d = model.calibration_distance
+        cal_beyond = np.nanmean(np.where(np.isfinite(cal_d), cal_d > model.threshold, np.nan), axis=0)
         study_beyond = ((model.distance(study_states) > model.threshold).mean(0) if len(study_states)
                         else np.full(bundle.n_layers, np.nan))
+        study_massive = (model.massive(study_states).mean(0) if len(study_states)
+                         else np.full(bundle.n_layers, np.nan))
         models.append(model)
         for l in range(bundle.n_layers):
             rows.append(dict(fold=k, layer=l, n_fit=model.n_fit, n_calibration=model.n_calibration,
-                             n_study=len(ids), shrinkage=float(model.shrinkage[l]),
+                             n_study=len(ids), massive_limit=float(model.massive_limit[l]),
+                             n_massive_fit=int(model.n_massive_fit[l]),
+                             n_massive_calibration=int((~np.isfinite(cal_d[:, l])).sum()),
+                             shrinkage=float(model.shrinkage[l]),
+                             shrinkage_with_massive=float(unguarded.shrinkage[l]),
                              threshold=float(model.threshold[l]), calibration_beyond=float(cal_beyond[l]),
-                             study_clean_beyond=float(study_beyond[l])))
-    return models, pd.DataFrame(rows)
+                             study_clean_beyond=float(study_beyond[l]), study_clean_massive=float(study_massive[l])))
+            ok = np.isfinite(cal_d[:, l])
+            cal_rows.append(pd.DataFrame(dict(fold=k, layer=l, distance=cal_d[ok, l])))
+    return models, pd.DataFrame(rows), pd.concat(cal_rows, ignore_index=True)
 
 
 def _setup(bundle, config, shared: dict) -> dict:
@@ -136,7 +194,9 @@ def _work(state: dict, facts):
     for fact in facts:
         fold = state["fold_of"][fact.case_id]
         answers, states = measure_case(state["bundle"], fact, state["pool"], state["sigma"], state["factors"],
-                                       state["n_draws"], state["seed"], state["references"][fold])
+                                       state["n_draws"], state["seed"], state["references"][fold],
+                                       state["subjects"][fold])
+        states["fold"] = fold
         yield f"{fact.case_id}_answers", answers
         yield f"{fact.case_id}_states", states   # last: marks the case finished
 
@@ -214,28 +274,37 @@ def run(ctx: StageContext) -> None:
     cfg, bundle, out = ctx.config, ctx.bundle, ctx.out_dir
     facts = ctx.study_facts
     sigma = noise_tracing.noise_scale(bundle, ctx.known_facts, 1.0)
-    references, reference = fit_references(ctx)
-    folds = reference_folds(ctx)
+    held, partner_note = held_out(ctx)
+    folds = reference_folds(ctx, held)
+    references, reference, calibration = fit_references(ctx, folds)
     fold_of = {cid: k for k, (ids, _) in enumerate(folds) for cid in ids}
+    subjects = [frozenset((f.relation_id, f.subject) for f in ref) for _, ref in folds]
     shared = dict(pool=ctx.known_facts, sigma=sigma, factors=tuple(cfg.support_noise_scales),
-                  n_draws=cfg.support_draws, seed=draw_seed(cfg), references=references, fold_of=fold_of)
+                  n_draws=cfg.support_draws, seed=draw_seed(cfg), references=references, fold_of=fold_of,
+                  subjects=subjects)
     job = CaseJob("support", _setup, _work, shared=shared, key=lambda f: f"{f.case_id}_states")
     keys = run_case_job(ctx, job, facts, "support_parts")
     store = PartStore(out / "support_parts")
     states = store.concat(keys)
     answers = store.concat([k.removesuffix("_states") + "_answers" for k in keys])
     a_sum = summarise_answers(answers, cfg.n_bootstrap, cfg.seed)
-    s_sum = summarise_states(states, cfg.n_bootstrap, cfg.seed)
+    s_sum = summarise_states(states, calibration, cfg.n_bootstrap, cfg.seed)
     scale, scale_note = noise_scale_analysis(ctx, sigma)
     folder = out / "support"
     for name, frame in [("answers", answers), ("states", states), ("answers_summary", a_sum),
-                        ("states_summary", s_sum), ("reference", reference), ("noise_scale", scale)]:
+                        ("states_summary", s_sum), ("reference", reference), ("calibration", calibration),
+                        ("noise_scale", scale)]:
         atomic_write_parquet(folder / f"{name}.parquet", frame)
     summary = dict(n_cases=len(facts), sigma_emb=sigma, noise_factors=list(cfg.support_noise_scales),
                    draws_per_arm=cfg.support_draws, quantile=cfg.support_quantile,
                    reference_folds=len(folds), reference_fit=[m.n_fit for m in references],
                    reference_calibration=[m.n_calibration for m in references],
                    study_clean_beyond_mean=float(reference.study_clean_beyond.mean()),
+                   massive_factor=MASSIVE_FACTOR, reference_partners=partner_note,
+                   shrinkage_max=float(reference.shrinkage.max()),
+                   shrinkage_with_massive_max=float(reference.shrinkage_with_massive.max()),
+                   auroc_mean_over_layers={a: float(g.auroc.mean()) for a, g in s_sum.groupby("arm", sort=False)},
+                   massive_max_over_layers={a: float(g.share_massive.max()) for a, g in s_sum.groupby("arm", sort=False)},
                    noise_scale_note=scale_note, seconds=round(time.time() - t0, 1))
     write_support_report(a_sum, s_sum, scale, reference, summary, out)
     atomic_write_json(folder / "summary.json", summary)   # written last: the stage's marker
@@ -252,7 +321,8 @@ def _report(a_sum: pd.DataFrame, s_sum: pd.DataFrame, scale: pd.DataFrame, summa
         lines.append(f"  {arm:>10}: clean {v.estimate.get('share_clean', np.nan):.3f}  "
                      f"flip {v.estimate.get('share_relation', np.nan):.3f}  off {v.estimate.get('share_off', np.nan):.3f}"
                      f"  p(answer set) {v.estimate.get('p_answer_set', np.nan):.3f}  "
-                     f"beyond τ (mean over layers) {share.mean():.3f}")
+                     f"beyond τ (mean over layers) {share.mean():.3f}  AUROC {summary['auroc_mean_over_layers'].get(arm, np.nan):.3f}"
+                     f"  massive (max over layers) {summary['massive_max_over_layers'].get(arm, np.nan):.3f}")
     if len(scale):
         for _, r in scale[scale.score == "rewrite_score"].iterrows():
             lines.append(f"  ν = {r.nu_factor:g}σ: ΔR²_noise {r.delta_r2:.4f} [{r.delta_ci_low:.4f}, "
