@@ -227,7 +227,11 @@ def validate_inputs(cfg: StudyConfig, ctx: StageContext, need_facts: bool) -> No
     config_mod.validate_layers(cfg, n_layers)
     config_mod.validate_layers(dataclasses.replace(cfg, edit_layers=edit_layers_for(cfg, n_layers)), n_layers)
     if need_facts:
-        _ = ctx.source_facts     # reads and checks --facts (or builds the built-in facts) now
+        # reads and checks --facts (or builds the built-in facts) now
+        source = f"{cfg.facts}" if cfg.facts else "the built-in geography facts"
+        if cfg.relations:
+            source += f" with --relations {' '.join(cfg.relations)}"
+        config_mod.validate_facts(cfg, len(ctx.source_facts), source)
 
 
 def _remove_if_empty(folder: Path) -> None:
