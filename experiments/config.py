@@ -436,7 +436,7 @@ def validate(cfg: StudyConfig) -> None:
 
 
 # settings that name files or folders, with what to do when a symbolic link on the way is broken
-PATH_SETTINGS = {"out": "pass another --out", "facts": "pass the CounterFact file itself",
+PATH_SETTINGS = {"facts": "pass the CounterFact file itself",
                  "model": "pass the model folder itself", "rome_stat_source": "pass the dataset itself"}
 
 
@@ -454,6 +454,9 @@ def check_out(out: str) -> None:
     import os
 
     path = Path(out)
+    found = link_problem(path)
+    if found:
+        raise _bad("out", out, f"{found}; fix or remove the link, or pass another --out")
     if path.exists() and not path.is_dir():
         raise _bad("out", out, "is an existing file; --out names a results folder")
     base = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
