@@ -329,7 +329,7 @@ def name_of(key: str) -> str:
 
 
 def _bad(key: str, value, what: str) -> ConfigError:
-    shown = " ".join(map(str, value)) if isinstance(value, list) else value
+    shown = (" ".join(map(str, value)) or "[]") if isinstance(value, list) else value
     return ConfigError(f"{name_of(key)} {shown!r}: {what}")
 
 
@@ -341,6 +341,7 @@ MAX_DRAWS = 10_000           # draws per case: a case's corrupted runs are held 
 MAX_LAYERS = 512             # deeper than any model (Llama 3.1 405B: 126); validate_layers checks the model's depth
 RULES: dict[str, Rule] = {
     "seed": Rule(low=0, high=2**32 - 1, why="seeds are 32-bit"),
+    "trace_seed": Rule(low=0, high=2**32 - 1, why="seeds are 32-bit"),
     "max_facts": Rule(low=1, high=MAX_CASES),
     "batch_size": Rule(low=1, high=65_536),
     "workers": Rule(low=1, high=4_096),
@@ -363,6 +364,7 @@ RULES: dict[str, Rule] = {
     "trace_batch_cases": Rule(low=1, high=4_096),
     "support_noise_scales": Rule(low=0, low_open=True, high=1_000, nonempty=True, distinct=True),
     "support_draws": Rule(low=1, high=MAX_DRAWS),
+    "support_retrace_draws": Rule(low=1, high=MAX_DRAWS),
     "support_reference_facts": Rule(low=6, high=MAX_CASES, why="the reference needs 3 fit and 3 calibration "
                                                               "subjects"),
     "support_min_reference": Rule(low=6, high=MAX_CASES, why="the reference needs 3 fit and 3 calibration "
@@ -426,7 +428,7 @@ def validate(cfg: StudyConfig) -> None:
     try:
         RomeHyperParams(**cfg.rome_hparams)
     except CausalEvalError as err:
-        raise ConfigError(f"rome_hparams: {err}") from err
+        raise ConfigError(str(err)) from err
     except Exception as err:  # noqa: BLE001 - TypeError or ValueError from a bad value
         raise ConfigError(f"rome_hparams {cfg.rome_hparams}: {err}") from err
     check_device(cfg.device)
