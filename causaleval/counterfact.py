@@ -13,6 +13,7 @@ answer.  Known-facts fields (``p_true``, ``clean_top1``) are added by :mod:`caus
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,12 @@ from causaleval.errors import DataError
 # caught before tokenising.  The model's own context length is checked on tokens (causaleval.tokens).
 MAX_SUBJECT_CHARS = 1_000
 MAX_PROMPT_CHARS = 10_000
+# A CounterFact file nests 4 levels (list → record → requested_rewrite → target_true); deeper than
+# MAX_DEPTH is refused before parsing (a deeply nested "JSON bomb" would exhaust the parser's recursion).
+RECORD_DEPTH = 4
+MAX_DEPTH = 8
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 
 @dataclass
@@ -140,9 +147,14 @@ def _check_json(path: Path) -> None:
     """Fail early, with the file's name, on text that is neither JSON nor JSON lines."""
     try:
         with open(path, encoding="utf-8") as fh:
-            head = fh.read(1 << 20)
+            text = fh.read()
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: is not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8 JSON") from err
+    depth = nesting_depth(text)
+    if depth > MAX_DEPTH:
+        raise DataError(f"{path}: JSON nested {depth:,} levels deep; a CounterFact record needs "
+                        f"{RECORD_DEPTH} (limit {MAX_DEPTH}), so this is not a CounterFact file")
+    head = text[:1 << 20]
     stripped = head.lstrip()
     if not stripped:
         raise DataError(f"{path}: is empty; it should hold a JSON list of CounterFact records")
@@ -160,6 +172,18 @@ def _check_json(path: Path) -> None:
         json.loads(first)
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: is not JSON or JSON lines ({err}); expected CounterFact records") from err
+
+
+def nesting_depth(text: str) -> int:
+    """How deeply JSON ``text`` nests lists and objects (brackets inside strings do not count)."""
+    import numpy as np
+
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    if not brackets:
+        return 0
+    codes = np.frombuffer(brackets.encode("ascii"), dtype=np.uint8)
+    steps = np.where((codes == ord("[")) | (codes == ord("{")), 1, -1)
+    return int(np.cumsum(steps).max())
 
 
 def write_jsonl(facts: list[dict], path: Path) -> None:

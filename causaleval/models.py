@@ -76,30 +76,70 @@ def _dequantised_embedded(gguf: Path) -> tuple[Path, tuple | None]:
     """A folder with the dequantised embedded model as safetensors, created once and reused.
 
     Returns the folder and, when it was just created, the (model, tokenizer) already in memory."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     stat = gguf.stat()
-    key = f"{stat.st_size}-{int(stat.st_mtime)}"
     target = cache_dir() / "models" / EMBEDDED_CACHE
-    meta_file = target / "causaleval-source.json"
-    if meta_file.is_file() and json.loads(meta_file.read_text()).get("key") == key:
-        return target, None
-    log.info("dequantising %s (one-off, cached in %s)", gguf, target)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # The dequantised weights are plain float32: drop the GGUF marker so they save as safetensors.
-    del model.config.quantization_config
-    model.hf_quantizer = None
+
+    def build(tmp: Path):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        log.info("dequantising %s (one-off, cached in %s)", gguf, target)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # The dequantised weights are plain float32: drop the GGUF marker so they save as safetensors.
+        del model.config.quantization_config
+        model.hf_quantizer = None
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        return (model, tokenizer), {"gguf": str(gguf), "sha256": file_sha256(gguf)}
+
+    return target, build_once(target, f"{stat.st_size}-{int(stat.st_mtime)}", build)
+
+
+SOURCE_FILE = "causaleval-source.json"
+
+
+def build_once(target: Path, key: str, build) -> object | None:
+    """Make the cache folder ``target`` with ``build(tmp) -> (result, meta)`` unless it holds ``key`` already.
+
+    The folder is built in a temporary sibling and renamed into place with its ``causaleval-source.json``
+    (``meta`` plus ``key``) inside, so a reader never sees a partial folder; a lock makes concurrent
+    processes build it once (the others wait, then reuse it), and a builder that was killed leaves only
+    its temporary folder, removed by the next builder.  Returns ``build``'s result, or None when reused."""
+    from causaleval.faults import point
+    from causaleval.locks import FileLock
+
+    target = Path(target)
+
+    def done() -> bool:
+        try:
+            return json.loads((target / SOURCE_FILE).read_text()).get("key") == key
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    if done():
+        return None
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    os.chmod(tmp, umask_mode(0o777))   # mkdtemp creates 0700; the cache may be shared with Ray workers
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    meta = {"key": key, "gguf": str(gguf), "sha256": file_sha256(gguf)}
-    (tmp / "causaleval-source.json").write_text(json.dumps(meta, indent=1))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
-    return target, (model, tokenizer)
+    point("cache.lock")
+    with FileLock(target.parent / f".{target.name}.lock"):
+        if done():
+            return None
+        for stale in target.parent.glob(f".tmp-{target.name}-*"):      # left by a killed builder
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-{target.name}-"))
+        try:
+            os.chmod(tmp, umask_mode(0o777))   # mkdtemp creates 0700; the cache may be shared with Ray workers
+            result, meta = build(tmp)
+            (tmp / SOURCE_FILE).write_text(json.dumps({"key": key, **meta}, indent=1))
+            point("cache.build")
+            if target.exists():
+                old = target.with_name(f".tmp-{target.name}-old{os.getpid()}")
+                os.replace(target, old)
+                shutil.rmtree(old, ignore_errors=True)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return result
 
 
 def check_weight_files(folder: Path) -> list[Path]:
@@ -217,7 +257,7 @@ def load_model(
     if name == EMBEDDED:
         gguf = embedded_gguf_path()
         folder, fresh = _dequantised_embedded(gguf)
-        identity.update(json.loads((folder / "causaleval-source.json").read_text()))
+        identity.update(json.loads((folder / SOURCE_FILE).read_text()))
         identity["hf_name"] = "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)"
         identity.update(weights_identity(folder))
         if fresh is not None:

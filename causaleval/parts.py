@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from causaleval.errors import ResultsError
+from causaleval.faults import point
 from causaleval.store import atomic_write_parquet, unreadable
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class PartStore:
 
     def write(self, key: str, frame: pd.DataFrame) -> None:
         atomic_write_parquet(self.path(key), frame)
+        point(f"part.{self.folder.name}")
 
     def read(self, key: str) -> pd.DataFrame:
         path = self.path(key)

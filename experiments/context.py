@@ -64,6 +64,8 @@ class StageContext:
         (:func:`stratified_sample`), in case order."""
         facts = self.known_facts
         n = self.config.max_facts
+        if n is not None and n > len(facts):
+            print(f"max_facts {n}: {len(facts)} facts are known to the model; studying all {len(facts)}")
         if n is not None and n < len(facts):
             chosen = set(stratified_sample([f.relation_id for f in facts], n, self.config.seed))
             facts = [f for i, f in enumerate(facts) if i in chosen]

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from causaleval.errors import CausalEvalError, ConfigError, ResultsError
-from causaleval.store import atomic_write_json, file_sha256, provenance, unreadable
+from causaleval.locks import FileLock
+from causaleval.store import atomic_write_json, file_sha256, provenance, remove_stale_temps, unreadable
 from experiments import config as config_mod
 from experiments.config import PRESETS, StudyConfig, resolve
 from experiments.context import StageContext, edit_layers_for
@@ -208,7 +209,8 @@ def corrupt_outputs(out_dir: Path) -> dict[Path, tuple[str, str]]:
     found = {}
     for path in sorted(out_dir.rglob("*")):
         rel = path.relative_to(out_dir).as_posix()
-        if not path.is_file() or path.suffix not in (".parquet", ".json", ".jsonl") or rel == "run.json":
+        if not path.is_file() or path.suffix not in (".parquet", ".json", ".jsonl") or rel == "run.json" \
+                or path.name.startswith("."):
             continue
         if rel.startswith(("trace_parts/", "edit_parts/")):
             continue      # parts: the part store itself names and recomputes a corrupt one
@@ -227,7 +229,11 @@ def validate_inputs(cfg: StudyConfig, ctx: StageContext, need_facts: bool) -> No
     config_mod.validate_layers(cfg, n_layers)
     config_mod.validate_layers(dataclasses.replace(cfg, edit_layers=edit_layers_for(cfg, n_layers)), n_layers)
     if need_facts:
-        _ = ctx.source_facts     # reads and checks --facts (or builds the built-in facts) now
+        # reads and checks --facts (or builds the built-in facts) now
+        source = f"{cfg.facts}" if cfg.facts else "the built-in geography facts"
+        if cfg.relations:
+            source += f" with --relations {' '.join(cfg.relations)}"
+        config_mod.validate_facts(cfg, len(ctx.source_facts), source)
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -255,8 +261,49 @@ def run(argv: list[str] | None = None) -> int:
                           f"{', '.join(available_stages())}")
     wanted = [s for s in wanted if s not in missing]
     out_dir = out_dir_for(cfg)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ResultsError(f"--out {out_dir} is an existing file; --out names a results folder")
+    config_mod.check_out(str(out_dir))
+    # the outermost folder this run creates: removed again if the run fails before writing a file
+    created = next((p for p in reversed((out_dir.absolute(), *out_dir.absolute().parents)) if not p.exists()), None)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(out_dir / LOCK_FILE)
+    try:
+        if not lock.acquire(blocking=False, info=run_info(argv)):
+            raise ResultsError(f"--out {out_dir}: another run is writing this folder ({describe_run(lock.holder())}); "
+                               "wait for it to finish, or choose another --out")
+        return _run_locked(args, argv, cfg, wanted, missing, out_dir)
+    except BaseException:
+        lock.release()
+        if created is not None:
+            _remove_if_empty(created)
+        raise
+    finally:
+        lock.release()
+
+
+LOCK_FILE = ".causaleval.lock"
+
+
+def run_info(argv: list[str] | None) -> dict:
+    """Who holds a results folder: written into its lock file."""
+    import os
+    import platform
+
+    return {"pid": os.getpid(), "host": platform.node(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "argv": ["python", "-m", "experiments.main", *(sys.argv[1:] if argv is None else argv)]}
+
+
+def describe_run(info: dict) -> str:
+    if not info:
+        return "its details are not written yet"
+    argv = " ".join(map(str, info.get("argv", [])))
+    argv = argv if len(argv) <= 300 else argv[:297] + "..."
+    return f"PID {info.get('pid')} on {info.get('host')}, started {info.get('started')}: {argv}"
+
+
+def _run_locked(args: argparse.Namespace, argv: list[str] | None, cfg: StudyConfig, wanted: list[str],
+                missing: list[str], out_dir: Path) -> int:
+    """The stages, run while this process holds the results folder's lock."""
+    remove_stale_temps(out_dir)      # a killed run's half-written files (no other writer: we hold the lock)
     info = check_compatible(out_dir, cfg)
     completed: dict = dict(info.get("completed_stages", {}))
     if out_dir.is_dir():
@@ -273,8 +320,6 @@ def run(argv: list[str] | None = None) -> int:
 
     ctx = StageContext(config=cfg, out_dir=out_dir, progress=not args.quiet)
     validate_inputs(cfg, ctx, need_facts="facts" in wanted and (args.force or not is_done("facts")))
-    created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
     facts_file = cfg.facts if cfg.facts else None
     extra = provenance(argv if argv is not None else sys.argv[1:], facts_file)
 
@@ -286,23 +331,18 @@ def run(argv: list[str] | None = None) -> int:
             "model": ctx._bundle.identity if ctx._bundle is not None else info.get("model"),
             "completed_stages": completed})
 
-    try:
-        for name in wanted:
-            mod = stage_module(name)
-            if is_done(name) and not args.force:
-                print(f"[{name}] already finished in {out_dir} (use --force to recompute)")
-                continue
-            print(f"[{name}] running → {out_dir}")
-            t0 = time.time()
-            mod.run(ctx)
-            completed[name] = {"seconds": round(time.time() - t0, 1),
-                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-            save_info()
-            print(f"[{name}] done in {time.time() - t0:.1f} s")
-    except BaseException:
-        if created:
-            _remove_if_empty(out_dir)
-        raise
+    for name in wanted:
+        mod = stage_module(name)
+        if is_done(name) and not args.force:
+            print(f"[{name}] already finished in {out_dir} (use --force to recompute)")
+            continue
+        print(f"[{name}] running → {out_dir}")
+        t0 = time.time()
+        mod.run(ctx)
+        completed[name] = {"seconds": round(time.time() - t0, 1),
+                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        save_info()
+        print(f"[{name}] done in {time.time() - t0:.1f} s")
     if missing:
         print(f"stages not built in this version: {', '.join(missing)}")
     save_info()

@@ -20,6 +20,10 @@ def model_dir(tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("tiny-gpt2"))
 
 
+# the tiny model has 4 layers: windows that fit it (the presets' 10 and 5 are checked against its depth)
+TINY = ["--set", "trace_window=2", "--set", "analysis_window=3"]
+
+
 def _records(n=3):
     return [f.to_record() for f in build_facts(seed=0, relations=["P36"])[:n]]
 
@@ -52,7 +56,7 @@ def _broken_model(kind, model_dir, tmp_path):
 
 def _case(name, tmp_path, model_dir):
     """(argv without --out, text the error must contain) for each bad input."""
-    m = ["--model", str(model_dir), "--preset", "smoke", "--set", "trace_layers=0,1", "--stage", "facts"]
+    m = ["--model", str(model_dir), "--preset", "smoke", "--set", "trace_layers=0,1", "--stage", "facts", *TINY]
     if name == "facts-not-utf8":
         bad = tmp_path / "latin1.json"
         recs = _records()
@@ -129,7 +133,7 @@ def _case(name, tmp_path, model_dir):
     if name == "unknown-rome-hparam":
         return m + ["--set", "rome_hparams.v_lrr=0.1"], ["v_lrr", "unknown ROME hyperparameter"]
     if name == "rome-hparam-out-of-range":
-        return m + ["--set", "rome_hparams.v_num_grad_steps=0"], ["v_num_grad_steps", "≥ 1"]
+        return m + ["--set", "rome_hparams.v_num_grad_steps=0"], ["v_num_grad_steps", "at least 1"]
     if name == "config-file-unknown-key":
         (tmp_path / "c.yaml").write_text("noise_draws: 3\nnoize: 1\n")
         return m + ["--config", str(tmp_path / "c.yaml")], ["c.yaml", "'noize'"]
@@ -195,7 +199,7 @@ def test_prompt_longer_than_the_context_is_rejected_before_any_forward_pass(tmp_
 
     monkeypatch.setattr(facts_stage, "known_filter", lambda *a, **k: pytest.fail("a forward pass ran"))
     code, err = _run(["--model", str(model_dir), "--facts", facts, "--stage", "facts", "--out",
-                      str(tmp_path / "r")], capsys)
+                      str(tmp_path / "r"), *TINY], capsys)
     assert code == 2
     assert f"case_id {recs[2]['case_id']}" in err and "paraphrase_prompts" in err and "context of 128 tokens" in err
     assert not (tmp_path / "r").exists()
@@ -205,7 +209,7 @@ def test_zero_known_facts_stops_at_the_facts_stage(tmp_path, model_dir, capsys):
     # the tiny random model knows none of these facts
     out = tmp_path / "r"
     code, err = _run(["--model", str(model_dir), "--facts", _write(tmp_path / "cf.json", _records(4)),
-                      "--out", str(out), "--set", "trace_layers=0"], capsys)
+                      "--out", str(out), "--set", "trace_layers=0", *TINY], capsys)
     assert code == 2
     assert "none of the 4 facts is known" in err and "facts_filter.parquet" in err
     assert not (out / "trace.parquet").exists() and not (out / "facts.jsonl").exists()
@@ -215,7 +219,7 @@ def test_corrupt_run_json_is_named(tmp_path, model_dir, capsys):
     out = tmp_path / "r"
     out.mkdir()
     (out / "run.json").write_text('{"config": {"seed": 0')
-    code, err = _run(["--model", str(model_dir), "--out", str(out), "--set", "trace_layers=0"], capsys)
+    code, err = _run(["--model", str(model_dir), "--out", str(out), "--set", "trace_layers=0", *TINY], capsys)
     assert code == 2 and str(out / "run.json") in err and "corrupt" in err
 
 
@@ -224,7 +228,7 @@ def test_corrupt_stage_output_not_rerun_is_named(tmp_path, model_dir, capsys, fo
     out = tmp_path / "r"
     out.mkdir()
     (out / "trace_summary.parquet").write_bytes(b"PAR1 garbage")
-    argv = ["--model", str(model_dir), "--out", str(out), "--stage", "analyze", "--set", "trace_layers=0"]
+    argv = ["--model", str(model_dir), "--out", str(out), "--stage", "analyze", "--set", "trace_layers=0", *TINY]
     code, err = _run(argv + (["--force"] if force else []), capsys)
     assert code == 2 and "trace_summary.parquet is corrupt" in err and "--stage trace" in err
 
@@ -237,3 +241,121 @@ def test_no_traceback_from_a_subprocess(tmp_path, model_dir):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "--max-facts" in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+# Settings that used to pass --print-config and fail only after the model had loaded: each is now refused by
+# --print-config and, in a real run, before the model loads.  (--set value, text the error must contain)
+SETTING_CASES = {
+    "support-quantile-1.5": (["support_quantile=1.5"], ["support_quantile", "1.5", "must be less than 1"]),
+    "support-draws-0": (["support_draws=0"], ["support_draws", "must be at least 1"]),
+    "support-noise-scales-negative": (["support_noise_scales=-1,2"],
+                                      ["support_noise_scales", "-1.0 must be greater than 0"]),
+    "support-noise-scales-empty": (["support_noise_scales=[]"], ["support_noise_scales", "give at least one value"]),
+    "noise-scale-factor-inf": (["noise_scale_factor=inf"], ["noise_scale_factor", "finite"]),
+    "trace-window-1000": (["trace_window=1000"], ["trace_window", "at most 512"]),
+    "n-bootstrap-1e9": (["n_bootstrap=1e9"], ["n_bootstrap", "at most 1,000,000", "memory"]),
+    "noise-draws-1e9": (["noise_draws=1e9"], ["noise_draws", "at most 10,000"]),
+    "support-reference-facts-0": (["support_reference_facts=0"], ["support_reference_facts", "at least 6"]),
+    "support-min-reference-negative": (["support_min_reference=-1"], ["support_min_reference", "at least 6"]),
+    "v-lr-negative": (["rome_hparams.v_lr=-0.5"], ["v_lr", "-0.5", "greater than 0"]),
+    "v-lr-nan": (["rome_hparams.v_lr=nan"], ["v_lr", "finite"]),
+    "relations-duplicated": (["relations=P36,P36"], ["--relations", "'P36' more than once"]),
+    "trace-layers-duplicated": (["trace_layers=0,0"], ["trace_layers", "0 more than once"]),
+    "edit-layers-duplicated": (["edit_layers=1,1"], ["--edit-layers", "1 more than once"]),
+    "dtype-float16-on-cpu": (["dtype=float16"], ["--dtype", "float16", "not supported on the CPU"]),
+    "heatmap-cases-huge": (["heatmap_cases=1e12"], ["heatmap_cases", "at most 1,000,000"]),
+    "rome-batch-cases-0": (["rome_batch_cases=0"], ["rome_batch_cases", "at least 1"]),
+    "trace-batch-cases-0": (["trace_batch_cases=0"], ["trace_batch_cases", "at least 1"]),
+    "seed-huge": (["seed=100000000000000000000"], ["--seed", "at most 4,294,967,295"]),
+}
+
+
+@pytest.mark.parametrize("name", SETTING_CASES)
+def test_bad_setting_is_refused_by_print_config(name, capsys):
+    sets, expected = SETTING_CASES[name]
+    code, err = _run(["--preset", "smoke", "--print-config", *[a for s in sets for a in ("--set", s)]], capsys)
+    assert code == 2, err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    for text in expected:
+        assert text in err, (text, err)
+
+
+@pytest.mark.parametrize("name", SETTING_CASES)
+def test_bad_setting_fails_before_the_model_loads(name, tmp_path, model_dir, capsys, monkeypatch):
+    from experiments import context
+
+    monkeypatch.setattr(context, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    sets, expected = SETTING_CASES[name]
+    out = tmp_path / "results"
+    argv = ["--model", str(model_dir), "--preset", "smoke", "--set", "trace_layers=0,1", *TINY, "--out", str(out)]
+    code, err = _run(argv + [a for s in sets for a in ("--set", s)], capsys)
+    assert code == 2 and all(text in err for text in expected), err
+    assert not out.exists()
+
+
+def _bomb(path, depth):
+    text = "[" * depth + "]" * depth
+    path.write_text(text if path.suffix == ".json" else text + "\n")
+    return str(path)
+
+
+LINK_CASES = ["bomb-json", "bomb-jsonl", "out-dangling-link", "out-link-loop", "out-under-dangling-link",
+              "facts-dangling-link", "model-dangling-link", "config-link-loop", "max-facts-above-source-facts"]
+
+
+def _link_case(name, tmp_path, model_dir):
+    m = ["--model", str(model_dir), "--preset", "smoke", "--set", "trace_layers=0,1", *TINY]
+    if name.startswith("bomb-"):
+        path = tmp_path / f"bomb.{name.split('-')[1]}"
+        return m + ["--facts", _bomb(path, 100_000)], [str(path), "nested 100,000 levels deep", "limit 8"]
+    if name == "out-dangling-link":
+        (tmp_path / "link").symlink_to(tmp_path / "gone")
+        return m + ["--out", str(tmp_path / "link")], ["--out", "symbolic link to", "gone, which does not exist"]
+    if name == "out-link-loop":
+        (tmp_path / "a").symlink_to(tmp_path / "b")
+        (tmp_path / "b").symlink_to(tmp_path / "a")
+        return m + ["--out", str(tmp_path / "a")], ["--out", "symbolic link in a loop"]
+    if name == "out-under-dangling-link":
+        (tmp_path / "link").symlink_to(tmp_path / "gone")
+        return m + ["--out", str(tmp_path / "link" / "sub")], ["--out", "link is a symbolic link", "does not exist"]
+    if name == "facts-dangling-link":
+        (tmp_path / "cf.json").symlink_to(tmp_path / "moved.json")
+        return m + ["--facts", str(tmp_path / "cf.json")], ["--facts", "moved.json, which does not exist"]
+    if name == "model-dangling-link":
+        (tmp_path / "model").symlink_to(tmp_path / "old-model")
+        return ["--model", str(tmp_path / "model")] + m[2:], ["--model", "old-model, which does not exist"]
+    if name == "config-link-loop":
+        (tmp_path / "c.yaml").symlink_to(tmp_path / "c.yaml")
+        return m + ["--config", str(tmp_path / "c.yaml")], ["--config", "c.yaml is a symbolic link in a loop"]
+    if name == "max-facts-above-source-facts":
+        return m + ["--facts", _write(tmp_path / "cf.json", _records(3)), "--max-facts", "5"], \
+            ["--max-facts", "5", "more than the 3 facts of", "cf.json"]
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("name", LINK_CASES)
+def test_bad_file_or_link_is_a_named_error_before_the_model_loads(name, tmp_path, model_dir, capsys, monkeypatch):
+    from experiments import context
+
+    monkeypatch.setenv("CAUSALEVAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(context, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    argv, expected = _link_case(name, tmp_path, model_dir)
+    out = tmp_path / "results"
+    code, err = _run(argv + ([] if "--out" in argv else ["--out", str(out)]), capsys)
+    assert code == 2, err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    for text in expected:
+        assert text in err, (text, err)
+    assert not out.exists()
+    if name.startswith("out-"):
+        assert not (tmp_path / "gone").exists()
+
+
+def test_json_bomb_from_the_command_line_has_no_traceback(tmp_path, model_dir):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    for suffix in (".json", ".jsonl"):
+        bomb = _bomb(tmp_path / f"bomb{suffix}", 1_000_000)
+        proc = subprocess.run([sys.executable, "-m", "experiments.main", "--model", str(model_dir), "--facts", bomb,
+                               "--stage", "facts", *TINY, "--out", str(tmp_path / "r")], capture_output=True, text=True,
+                              env=env)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr and "nested" in proc.stderr, proc.stderr

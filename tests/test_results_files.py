@@ -34,7 +34,7 @@ def facts_run(tmp_path, model_dir, monkeypatch, capsys):
     facts.write_text(json.dumps([f.to_record() for f in build_facts(seed=0, relations=["P36"])[:5]]))
     out = tmp_path / "r"
     argv = ["--model", str(model_dir), "--facts", str(facts), "--stage", "facts", "--out", str(out), "--quiet",
-            "--preset", "smoke", "--set", "trace_layers=0,3"]
+            "--preset", "smoke", "--set", "trace_layers=0,3", "--set", "trace_window=2", "--set", "analysis_window=3"]
     assert main(argv) == 0
     capsys.readouterr()
     return out, argv, facts

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
+from causaleval.checks import Rule
 from causaleval.errors import CausalEvalError
 
 KeyMode = Literal["mixed", "averaged", "bare"]
@@ -53,10 +54,14 @@ class RomeHyperParams:
     def __post_init__(self) -> None:
         if self.key_mode not in KEY_MODES:
             raise CausalEvalError(f"ROME key_mode {self.key_mode!r} is not one of {KEY_MODES}")
-        if self.v_num_grad_steps < 1:
-            raise CausalEvalError(f"v_num_grad_steps must be ≥ 1, got {self.v_num_grad_steps}")
-        if self.stat_tokens < 1:
-            raise CausalEvalError(f"stat_tokens must be ≥ 1, got {self.stat_tokens}")
+        for name, rule in RULES.items():
+            found = rule.problem(getattr(self, name))
+            if found:
+                raise CausalEvalError(f"ROME hyperparameter {name} {getattr(self, name)!r}: {found}")
+        for tokens, count in self.context_lengths:
+            if tokens < 1 or count < 0 or count > 1_000:
+                raise CausalEvalError(f"ROME hyperparameter context_lengths {list(self.context_lengths)}: each "
+                                      "[tokens, count] needs tokens ≥ 1 and 0 ≤ count ≤ 1000")
 
     @property
     def n_context(self) -> int:
@@ -73,6 +78,22 @@ class RomeHyperParams:
     def to_dict(self) -> dict:
         return asdict(self)
 
+
+# Range of each numeric hyperparameter (every float must also be finite); a field without a rule is unchecked.
+RULES: dict[str, Rule] = {
+    "layer": Rule(low=0),
+    "default_layer_fraction": Rule(low=0, high=1),
+    "v_lr": Rule(low=0, low_open=True, high=1e3),
+    "v_num_grad_steps": Rule(low=1, high=100_000),
+    "v_loss_stop": Rule(low=0),
+    "v_weight_decay": Rule(low=0),
+    "kl_factor": Rule(low=0),
+    "clamp_norm_factor": Rule(low=0, low_open=True),
+    "context_top_k": Rule(low=1),
+    "stat_tokens": Rule(low=1, high=100_000_000, why="the corpus is held in memory"),
+    "stat_seq_len": Rule(low=2, high=100_000),
+    "stat_batch": Rule(low=1, high=100_000),
+}
 
 HPARAMS: dict[str, RomeHyperParams] = {
     "gpt2": RomeHyperParams(layer=None, default_layer_fraction=17 / 48),   # GPT-2 XL: layer 17 of 48

@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from causaleval.faults import point
 from causaleval.kvcache import record_block_calls
+from causaleval.locks import FileLock
 from causaleval.models import ModelBundle
 from causaleval.rome.corpus import dataset_ids, rome_cache, sample_ids
 from causaleval.rome.hparams import RomeHyperParams
@@ -175,18 +177,35 @@ class SecondMoments:
         n = self.bundle.n_layers
         for layer in layers:
             check_layer(int(layer), n)
+        missing = self._load_cached(sorted({int(x) for x in layers} - set(self._c)))
+        if missing and self.use_cache:
+            # one process computes, the others wait and then read its files (each written atomically)
+            point("stats.lock")
+            with FileLock(self.root / ".stats.lock"):
+                missing = self._load_cached(missing)
+                if missing:
+                    point("stats.compute")
+                    self._timed_compute(missing)
+        elif missing:
+            self._timed_compute(missing)
+
+    def _load_cached(self, layers: list[int]) -> list[int]:
+        """Load the cached C of ``layers``; returns the layers not in the cache."""
         missing = []
-        for layer in sorted({int(x) for x in layers} - set(self._c)):
+        for layer in layers:
             path = self._layer_path(layer)
-            if self.use_cache and path.is_file() and path.with_suffix(".json").is_file():
+            # the .json is written after the .npy, so it marks a complete entry
+            if self.use_cache and path.with_suffix(".json").is_file():
                 self._c[layer] = torch.from_numpy(np.load(path, allow_pickle=False))
                 self.provenance[layer] = json.loads(path.with_suffix(".json").read_text())
             else:
                 missing.append(layer)
-        if missing:
-            t0 = time.time()
-            self._compute(missing)
-            self.one_off_seconds += time.time() - t0
+        return missing
+
+    def _timed_compute(self, layers: list[int]) -> None:
+        t0 = time.time()
+        self._compute(layers)
+        self.one_off_seconds += time.time() - t0
 
     def get(self, layer: int) -> torch.Tensor:
         self.ensure([layer])
@@ -225,7 +244,7 @@ class SecondMoments:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=max(layers) + 1, desc=f"ROME statistics, layers {layers}", unit="block")
-        if self.use_cache and corpus_path.is_file():
+        if self.use_cache and corpus_path.with_suffix(".json").is_file():     # written after the .npy
             ids = torch.from_numpy(np.load(corpus_path, allow_pickle=False)).long()
             source = json.loads(corpus_path.with_suffix(".json").read_text())["source"]
         elif hp.stat_source == "model":
@@ -235,7 +254,7 @@ class SecondMoments:
         else:
             ids = dataset_ids(bundle.tokenizer, hp.stat_source, hp.stat_tokens, hp.stat_seq_len)
             source = f"local dataset {hp.stat_source}"
-        if self.use_cache and not corpus_path.is_file():
+        if self.use_cache and not corpus_path.with_suffix(".json").is_file():
             atomic_write_bytes(corpus_path, _npy_bytes(ids.numpy().astype(np.int32)))
             atomic_write_json(corpus_path.with_suffix(".json"), {
                 "source": source, "seed": self.seed, "n_tokens": int(ids.numel()), "shape": list(ids.shape),
