@@ -66,7 +66,7 @@ def check_sliding_window(cache) -> None:
                 f"a prompt of {seen} tokens reaches the sliding attention window of layer {l} "
                 f"({layer.sliding_window} tokens): its key/value cache keeps only the last "
                 f"{keys.shape[-2]} positions, so patching and ROME cannot re-run a suffix after it. "
-                f"Use prompts of fewer than {keys.shape[-2]} tokens with this model")
+                f"Use prompts of at most {keys.shape[-2]} tokens with this model")
 
 
 @torch.no_grad()

@@ -58,21 +58,22 @@ def tiny_tokenizer(vocab_size: int = 400):
     return fast
 
 
-def tiny_model(family: str = "gpt2", seed: int = 0, n_layers: int = 4) -> ModelBundle:
-    """A tiny random model of ``family`` with the tiny tokenizer (float32, cpu, eval mode)."""
+def tiny_model(family: str = "gpt2", seed: int = 0, n_layers: int = 4, **config) -> ModelBundle:
+    """A tiny random model of ``family`` with the tiny tokenizer (float32, cpu, eval mode); ``config``
+    overrides entries of its config (e.g. ``final_logit_softcapping``)."""
     import transformers
 
     cls_name, kwargs = FAMILY_CONFIGS[family]
     tok = tiny_tokenizer()
-    kwargs = dict(kwargs)
+    kwargs = dict(kwargs, **config)
     layer_key = "n_layer" if "n_layer" in kwargs else "num_hidden_layers"
     kwargs[layer_key] = n_layers
     if family == "gemma3":   # sliding and full attention alternating, the last layer full
         kwargs["layer_types"] = ["full_attention" if (l + 1) % 2 == 0 else "sliding_attention" for l in range(n_layers)]
-    config = getattr(transformers, cls_name)(vocab_size=len(tok), bos_token_id=tok.eos_token_id,
-                                             eos_token_id=tok.eos_token_id, **kwargs)
+    cfg = getattr(transformers, cls_name)(vocab_size=len(tok), bos_token_id=tok.eos_token_id,
+                                          eos_token_id=tok.eos_token_id, **kwargs)
     torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="eager")
     return bundle_from(model.float().eval().requires_grad_(False), tok, name=f"tiny-{family}", identity={"seed": seed})
 
 
