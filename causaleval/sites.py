@@ -5,7 +5,7 @@ A *site* is (layer, token position, component).  Components:
 ``mlp`` = MLP output, plus ``embed`` (token embeddings) and ``down_proj`` (the MLP output
 projection that ROME rewrites).  Module paths follow the HuggingFace implementations.
 
-In a family with norms after the sublayers (Gemma 2/3: ``post_attention_layernorm``,
+In a family with norms after the sublayers (Gemma 3: ``post_attention_layernorm``,
 ``post_feedforward_layernorm``), ``attn`` and ``mlp`` are the outputs of those norms, i.e. exactly what
 each sublayer adds to the residual stream (as in every other family); the MLP module itself, which
 holds ``down_proj``, is then named by :attr:`FamilySpec.ffn` (docs/estimands.md#sites).
@@ -95,10 +95,12 @@ FAMILIES: dict[str, FamilySpec] = {
         embed="model.embed_tokens", layers="model.layers", attn="self_attn", mlp="mlp",
         down_proj="down_proj", down_proj_orientation="linear", final_norm="model.norm",
     ),
-    # Gemma 2/3: sandwich norms, the sites are the post-norms' outputs (what is added to the residual);
-    # embeddings scaled by √d (Gemma3TextScaledWordEmbedding).
+    # Gemma 3 text models (270M, 1B): sandwich norms, the sites are the post-norms' outputs (what is added
+    # to the residual); embeddings scaled by √d (Gemma3TextScaledWordEmbedding).  The multimodal model
+    # type "gemma3" (Gemma3ForConditionalGeneration, 4B and up) nests its text model under
+    # model.language_model and is not mapped.
     "gemma3": FamilySpec(
-        name="gemma3", model_types=("gemma3_text", "gemma3"), embed="model.embed_tokens", layers="model.layers",
+        name="gemma3", model_types=("gemma3_text",), embed="model.embed_tokens", layers="model.layers",
         attn="post_attention_layernorm", mlp="post_feedforward_layernorm", down_proj="down_proj",
         down_proj_orientation="linear", final_norm="model.norm", ffn="mlp", embed_scale="embed_scale",
     ),
