@@ -63,7 +63,8 @@ def test_edit_makes_target_top1_and_restores(family):
     if b.family.post_mlp_norm:
         # Gemma: the norm after the MLP caps what the edited MLP adds at unit RMS times its gain (1 + w),
         # and a random model's gain of 1 lets one MLP move the residual too little for a top-1 change;
-        # a gain of 4 at the edited layer (trained Gemma 3 gains reach that; see the slow test) does.
+        # a gain of 4 at the edited layer does (Gemma 3 270M's trained gains average 1.8 at layer 0 to 324
+        # at layer 17).
         with torch.no_grad():
             b.model.get_submodule(b.family.module_path("mlp", 1)).weight.fill_(3.0)
     hp = tiny_hp(family)
