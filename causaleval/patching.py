@@ -37,7 +37,7 @@ import torch
 from causaleval.errors import SiteError
 from causaleval.hooks import trace
 from causaleval.kvcache import BlockCalls, output_cache, prefix_cache
-from causaleval.models import ModelBundle
+from causaleval.models import ModelBundle, head_logits
 from causaleval.sites import COMPONENTS, check_layer, get_module
 from causaleval.tokens import Encoded
 
@@ -87,13 +87,14 @@ def _module_path(bundle: ModelBundle, component: str, layer: int) -> str:
 
 def _unembed(bundle: ModelBundle, hidden_last: torch.Tensor) -> torch.Tensor:
     norm = get_module(bundle.model, bundle.family.final_norm)
-    return bundle.model.get_output_embeddings()(norm(hidden_last))
+    return head_logits(bundle.model, norm(hidden_last))
 
 
 @torch.no_grad()
 def run_model(bundle: ModelBundle, input_ids: torch.Tensor, embed_delta: torch.Tensor | None = None) -> Run:
     """Run the model on (R, T) token ids, optionally adding ``embed_delta`` (R, T, d) to the token
-    embeddings (noise corruption, docs/estimands.md#noise-tracing), and cache everything a patch needs."""
+    embeddings as the first block receives them (the embedding module's output; noise corruption,
+    docs/estimands.md#noise-tracing), and cache everything a patch needs."""
     fam, model = bundle.family, bundle.model
     n = bundle.n_layers
     ids = input_ids.to(bundle.device)
@@ -106,7 +107,7 @@ def run_model(bundle: ModelBundle, input_ids: torch.Tensor, embed_delta: torch.T
     with trace(model, capture=list(paths.values()), capture_inputs=blocks, edit=edit) as store:
         out = model.base_model(input_ids=ids, use_cache=True)
     hidden = out.last_hidden_state
-    logits = model.get_output_embeddings()(hidden[:, -1])
+    logits = head_logits(model, hidden[:, -1])
     return Run(input_ids=ids, block_inputs=[store[f"{b}:in"] for b in blocks],
                states={k: store[p] for k, p in paths.items()}, cache=output_cache(out), logits=logits)
 

@@ -4,6 +4,11 @@ A *site* is (layer, token position, component).  Components:
 ``residual`` = block output (the residual stream after block l), ``attn`` = attention output,
 ``mlp`` = MLP output, plus ``embed`` (token embeddings) and ``down_proj`` (the MLP output
 projection that ROME rewrites).  Module paths follow the HuggingFace implementations.
+
+In a family with norms after the sublayers (Gemma 3: ``post_attention_layernorm``,
+``post_feedforward_layernorm``), ``attn`` and ``mlp`` are the outputs of those norms, i.e. exactly what
+each sublayer adds to the residual stream (as in every other family); the MLP module itself, which
+holds ``down_proj``, is then named by :attr:`FamilySpec.ffn` (docs/estimands.md#sites).
 """
 
 from __future__ import annotations
@@ -25,6 +30,12 @@ class FamilySpec:
 
     ``down_proj_orientation`` is ``"linear"`` for ``nn.Linear`` (weight is out × in) and
     ``"conv1d"`` for GPT-2's ``Conv1D`` (weight stored transposed, in × out).
+
+    ``ffn``: the MLP module holding ``down_proj`` when it is not the ``mlp`` site, i.e. when a norm
+    follows the MLP inside the block (Gemma); then ROME's δ enters at ``down_proj``'s output and the
+    edited block itself is re-run, since the norm stands between it and the residual stream.
+    ``embed_scale``: the attribute of the embedding module holding the factor its output is multiplied
+    by (Gemma: √d), so that noise acts on what the first block receives.
     """
 
     name: str
@@ -37,6 +48,13 @@ class FamilySpec:
     down_proj_orientation: Literal["linear", "conv1d"]
     final_norm: str
     n_layer_attr: str = "num_hidden_layers"
+    ffn: str | None = None
+    embed_scale: str | None = None
+
+    @property
+    def post_mlp_norm(self) -> bool:
+        """True when a norm sits between the MLP and the residual stream (the ``mlp`` site is that norm)."""
+        return self.ffn is not None
 
     def layer_path(self, layer: int) -> str:
         return f"{self.layers}.{layer}"
@@ -52,7 +70,7 @@ class FamilySpec:
         if component == "mlp":
             return f"{self.layer_path(layer)}.{self.mlp}"
         if component == "down_proj":
-            return f"{self.layer_path(layer)}.{self.mlp}.{self.down_proj}"
+            return f"{self.layer_path(layer)}.{self.ffn or self.mlp}.{self.down_proj}"
         raise SiteError(f"unknown component {component!r}; choose one of {COMPONENTS + ('embed', 'down_proj')}")
 
 
@@ -76,6 +94,15 @@ FAMILIES: dict[str, FamilySpec] = {
         name="llama", model_types=("llama", "mistral", "qwen2", "qwen3", "smollm3"),
         embed="model.embed_tokens", layers="model.layers", attn="self_attn", mlp="mlp",
         down_proj="down_proj", down_proj_orientation="linear", final_norm="model.norm",
+    ),
+    # Gemma 3 text models (270M, 1B): sandwich norms, the sites are the post-norms' outputs (what is added
+    # to the residual); embeddings scaled by √d (Gemma3TextScaledWordEmbedding).  The multimodal model
+    # type "gemma3" (Gemma3ForConditionalGeneration, 4B and up) nests its text model under
+    # model.language_model and is not mapped.
+    "gemma3": FamilySpec(
+        name="gemma3", model_types=("gemma3_text",), embed="model.embed_tokens", layers="model.layers",
+        attn="post_attention_layernorm", mlp="post_feedforward_layernorm", down_proj="down_proj",
+        down_proj_orientation="linear", final_norm="model.norm", ffn="mlp", embed_scale="embed_scale",
     ),
 }
 
@@ -120,6 +147,21 @@ def window_layers(center: int, window: int, num_layers: int) -> list[int]:
     lo = max(0, center - window // 2)
     hi = min(num_layers, center - (-window // 2))
     return list(range(lo, hi))
+
+
+def embedding_scale(model: torch.nn.Module, family: FamilySpec) -> float:
+    """The factor the family's embedding module multiplies its table rows by (1 when it has none)."""
+    if family.embed_scale is None:
+        return 1.0
+    return float(getattr(get_module(model, family.embed), family.embed_scale))
+
+
+@torch.no_grad()
+def input_embeddings(model: torch.nn.Module, family: FamilySpec, ids: torch.Tensor) -> torch.Tensor:
+    """What the first block receives for token ids ``ids``: the embedding module's output (for most
+    families the table rows, for Gemma the rows times √d)."""
+    module = get_module(model, family.embed)
+    return module(ids.to(module.weight.device))
 
 
 def down_proj_weight_out_in(model: torch.nn.Module, family: FamilySpec, layer: int) -> torch.Tensor:

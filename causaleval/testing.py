@@ -12,6 +12,9 @@ import torch
 
 from causaleval.models import ModelBundle, bundle_from
 
+#: The tiny Gemma 3's sliding attention window (tokens).
+SLIDING_WINDOW = 64
+
 FAMILY_CONFIGS = {
     "gpt2": ("GPT2Config", dict(n_layer=4, n_embd=32, n_head=4, n_inner=64, n_positions=128,
                                resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)),
@@ -22,6 +25,14 @@ FAMILY_CONFIGS = {
                                        attention_dropout=0.0, hidden_dropout=0.0)),
     "llama": ("LlamaConfig", dict(num_hidden_layers=4, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
                                  intermediate_size=64, max_position_embeddings=128)),
+    # Gemma 3's shape in miniature: 4 query heads sharing 1 key/value head, sandwich norms, √d-scaled
+    # embeddings, sliding-window layers mixed with full attention (the window above every test prompt,
+    # which the key/value-cache bookkeeping needs; tests/test_patching_core.py checks the guard).  Weights
+    # are drawn with std 0.1, not 0.02: with √d-scaled tied embeddings the logits are then not all alike.
+    "gemma3": ("Gemma3TextConfig", dict(num_hidden_layers=4, hidden_size=32, num_attention_heads=4,
+                                        num_key_value_heads=1, head_dim=8, intermediate_size=64,
+                                        max_position_embeddings=128, sliding_window=SLIDING_WINDOW,
+                                        query_pre_attn_scalar=8, initializer_range=0.1)),
 }
 
 
@@ -47,19 +58,22 @@ def tiny_tokenizer(vocab_size: int = 400):
     return fast
 
 
-def tiny_model(family: str = "gpt2", seed: int = 0, n_layers: int = 4) -> ModelBundle:
-    """A tiny random model of ``family`` with the tiny tokenizer (float32, cpu, eval mode)."""
+def tiny_model(family: str = "gpt2", seed: int = 0, n_layers: int = 4, **config) -> ModelBundle:
+    """A tiny random model of ``family`` with the tiny tokenizer (float32, cpu, eval mode); ``config``
+    overrides entries of its config (e.g. ``final_logit_softcapping``)."""
     import transformers
 
     cls_name, kwargs = FAMILY_CONFIGS[family]
     tok = tiny_tokenizer()
-    kwargs = dict(kwargs)
+    kwargs = dict(kwargs, **config)
     layer_key = "n_layer" if "n_layer" in kwargs else "num_hidden_layers"
     kwargs[layer_key] = n_layers
-    config = getattr(transformers, cls_name)(vocab_size=len(tok), bos_token_id=tok.eos_token_id,
-                                             eos_token_id=tok.eos_token_id, **kwargs)
+    if family == "gemma3":   # sliding and full attention alternating, the last layer full
+        kwargs["layer_types"] = ["full_attention" if (l + 1) % 2 == 0 else "sliding_attention" for l in range(n_layers)]
+    cfg = getattr(transformers, cls_name)(vocab_size=len(tok), bos_token_id=tok.eos_token_id,
+                                          eos_token_id=tok.eos_token_id, **kwargs)
     torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="eager")
     return bundle_from(model.float().eval().requires_grad_(False), tok, name=f"tiny-{family}", identity={"seed": seed})
 
 

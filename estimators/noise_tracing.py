@@ -1,7 +1,8 @@
 """Noise tracing (causal tracing; Meng et al. 2022; docs/estimands.md#noise-tracing).
 
-Corrupt: add ε ~ N(0, ν² I) to the input embeddings of the subject tokens, ν = 3 × the standard
-deviation of subject-token embeddings (one scalar over the dataset).  Restore one clean state (a site)
+Corrupt: add ε ~ N(0, ν² I) to the input embeddings of the subject tokens (the embedding module's
+output, what the first block receives), ν = 3 × the standard deviation of subject-token embeddings
+(one scalar over the dataset).  Restore one clean state (a site)
 in the corrupted run.  Metric p(o) of the clean answer token o.  TE = p_clean(o) − E_ε p_corrupt(o);
 IE(a) = E_ε p_corrupt,restore(a)(o) − E_ε p_corrupt(o).  Draws are independent across cases, keyed by
 (seed, case_id, draw).
@@ -19,6 +20,7 @@ from causaleval.counterfact import Fact
 from causaleval.estimands import Estimand, SiteGrid, Support
 from causaleval.models import ModelBundle
 from causaleval.patching import CaseSpec, Draw, TraceTables, case_sites, case_tables, draw_seed, trace_cases
+from causaleval.sites import embedding_scale, input_embeddings
 from causaleval.tokens import Encoded, answer_ids, encode_prompt
 
 NAME = "noise"
@@ -38,27 +40,30 @@ class NoiseTracingConfig:
 
 @torch.no_grad()
 def noise_scale(bundle: ModelBundle, facts: Sequence[Fact], factor: float = 3.0) -> float:
-    """ν = factor × std of all elements of the embedding rows of every subject's tokens (in its prompt)
-    over the dataset (docs/estimands.md#noise-tracing; ROME's ``collect_embedding_std``)."""
-    emb = bundle.model.get_input_embeddings().weight
+    """ν = factor × std of all elements of the input embeddings of every subject's tokens (in its prompt)
+    over the dataset (docs/estimands.md#noise-tracing; ROME's ``collect_embedding_std``).  The embeddings
+    are the embedding module's output, what the first block receives and the noise is added to (for
+    Gemma the table rows times √d)."""
     ids = []
     for f in facts:
         enc = encode_prompt(bundle.tokenizer, f.prompt, f.subject, f.case_id)
         ids.extend(enc.input_ids[enc.subject_start:enc.subject_end])
     if not ids:
         raise ValueError("noise_scale needs at least one fact")
-    return factor * float(emb[torch.tensor(ids, device=emb.device)].float().std())
+    return factor * float(input_embeddings(bundle.model, bundle.family, torch.tensor(ids)).float().std())
 
 
 def off_table(bundle: ModelBundle, tol: float = 1e-6):
-    """Support predicate for ν > 0: no perturbed subject embedding (rows of a (n, d) tensor) coincides
-    with a row of the token-embedding table, i.e. the draw is not a real token sequence."""
+    """Support predicate for ν > 0: no perturbed subject embedding (rows of a (n, d) tensor, as the first
+    block receives them) coincides with an input embedding of a token (a table row times the family's
+    embedding scale), i.e. the draw is not a real token sequence."""
     table = bundle.model.get_input_embeddings().weight.detach().float()
-    sq_norms = (table * table).sum(1)
+    scale = embedding_scale(bundle.model, bundle.family)
+    sq_norms = (table * table).sum(1) * (scale * scale)
 
     def predicate(rows: torch.Tensor) -> bool:
         rows = rows.float().to(table.device)
-        d2 = (rows * rows).sum(1, keepdim=True) - 2 * rows @ table.T + sq_norms
+        d2 = (rows * rows).sum(1, keepdim=True) - 2 * scale * rows @ table.T + sq_norms
         return bool((d2.min(dim=1).values > tol * tol).all())
     return predicate
 
@@ -98,8 +103,8 @@ def case_spec(bundle: ModelBundle, fact: Fact, config: NoiseTracingConfig, check
     answer = answer_ids(bundle.tokenizer, fact.target_true)[0]
     draws = make_draws(bundle, enc, fact.case_id, config)
     if check_support:
-        emb = bundle.model.get_input_embeddings().weight.detach().float().cpu()
-        rows = emb[torch.tensor(enc.input_ids[enc.subject_start:enc.subject_end])]
+        subject = torch.tensor(enc.input_ids[enc.subject_start:enc.subject_end])
+        rows = input_embeddings(bundle.model, bundle.family, subject).float().cpu()
         drawn = torch.cat([rows + d.embed_delta[enc.subject_start:enc.subject_end] for d in draws])
         estimand(config, bundle).support.check(drawn, f"noise tracing, case {fact.case_id}")
     sites = case_sites(config.grids, enc, bundle.n_layers)

@@ -45,7 +45,7 @@ import torch
 from causaleval.counterfact import facts_from_jsonl
 from causaleval.edit_scores import prepare_probes
 from causaleval.hooks import trace
-from causaleval.models import load_model
+from causaleval.models import head_logits, load_model
 from causaleval.rome import (SecondMoments, apply_edit, compute_edit, default_contexts, hparams_for, prepare_edit,
                              sweep_case, sweep_cases)
 from causaleval.rome.compute import EditResult, build_edit_batch, rank_one_update
@@ -74,7 +74,6 @@ def reference_edit(bundle, fact, contexts, layer, hp, stats) -> EditResult:
     rows = torch.arange(n)
     last_block = fam.layer_path(bundle.n_layers - 1)
     norm = get_module(model, fam.final_norm)
-    head = model.get_output_embeddings()
     delta = torch.zeros(down_proj_weight_out_in(model, fam, layer).shape[0], requires_grad=True)
     opt = torch.optim.Adam([delta], lr=hp.v_lr)
     init = {}
@@ -92,7 +91,7 @@ def reference_edit(bundle, fact, contexts, layer, hp, stats) -> EditResult:
         kl_lp = torch.log_softmax(logits[nr, b.lookup[nr]][None], -1)
         if kl_init is None:
             kl_init = kl_lp.detach().clone()
-        log_probs = torch.log_softmax(head(norm(full)), dim=2)
+        log_probs = torch.log_softmax(head_logits(model, norm(full)), dim=2)
         tok_lp = log_probs[b.tgt_rows, b.tgt_cols].gather(1, b.tgt_tokens[:, None]).squeeze(1)
         nll = -(torch.zeros(nr).index_add(0, b.tgt_rows, tok_lp) / int(b.n_target[0])).mean()
         v0 = init["v0"]
@@ -182,14 +181,14 @@ def _by_relation(facts) -> dict[str, list]:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m experiments.bench edit")
-    ap.add_argument("--model", default="smollm2")
-    ap.add_argument("--facts", default=None, help="facts.jsonl of known facts (default: results/smollm2-default/"
+    ap.add_argument("--model", default="smollm2", help="smollm2, gemma3-270m or a local model folder")
+    ap.add_argument("--facts", default=None, help="facts.jsonl of known facts (default: results/<model>-default/"
                                                   "facts.jsonl if present, else the built-in facts, filtered)")
     ap.add_argument("--per-relation", type=int, default=4, help="known facts drawn from each relation")
     ap.add_argument("--batch", type=int, default=None,
                     help="cases per batched sweep, taken in --order as the edit stage takes its shards "
                          "(default: the presets' rome_batch_cases)")
-    ap.add_argument("--layers", default="0,12,24")
+    ap.add_argument("--layers", default=None, help="layers to edit (default: 0, 0.4 L and 0.8 L; SmolLM2: 0,12,24)")
     ap.add_argument("--order", choices=("stage", "mixed"), default="stage",
                     help="batch facts in case order as the edit stage does (stage) or interleave relations (mixed)")
     ap.add_argument("--contexts", type=int, default=4)
@@ -209,8 +208,8 @@ def main(argv=None) -> None:
     from experiments.stages.edit import context_lengths
 
     bundle = load_model(a.model)
-    layers = [int(x) for x in a.layers.split(",")]
-    groups = draw_facts(bundle, Path(a.facts or "results/smollm2-default/facts.jsonl"), a.per_relation, a.seed)
+    layers = default_layers(bundle.n_layers) if a.layers is None else [int(x) for x in a.layers.split(",")]
+    groups = draw_facts(bundle, facts_path(a), a.per_relation, a.seed)
     hp = hparams_for(bundle.family.name, bundle.n_layers, context_lengths=context_lengths(a.contexts),
                      stat_tokens=a.stat_tokens)
     stats = SecondMoments(bundle, hp, seed=a.seed, progress=False)
@@ -297,9 +296,19 @@ def _table(bundle, groups, layers, hp, contexts, a, t_one, t_bat, gflops, diff_l
 
 
 
+def default_layers(n_layers: int) -> list[int]:
+    """Layers 0, 0.4 L and 0.8 L (rounded): 0, 12, 24 for SmolLM2's 30 layers."""
+    return [0, round(0.4 * n_layers), round(0.8 * n_layers)]
+
+
+def facts_path(a) -> Path:
+    """``--facts``, or the default preset's facts of ``--model``: results/<model>-default/facts.jsonl."""
+    return Path(a.facts) if a.facts else Path("results") / f"{Path(a.model).name}-default" / "facts.jsonl"
+
+
 def reference_main(a) -> None:
     bundle = load_model(a.model)
-    path = Path(a.facts or "results/smollm2-default/facts.jsonl")
+    path = facts_path(a)
     if path.is_file():
         facts = facts_from_jsonl(path)
     else:

@@ -83,11 +83,12 @@ def main_reference(argv: list[str] | None = None) -> None:
     p.add_argument("--draws", type=int, default=10)
     p.add_argument("--window", type=int, default=10)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--model", default="smollm2", help="smollm2, gemma3-270m or a local model folder")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
-    bundle = load_model()
+    bundle = load_model(args.model)
     fact, relation_facts = known_case(bundle)
     nu = noise_tracing.noise_scale(bundle, relation_facts)
     grids = (SiteGrid("residual"), SiteGrid("mlp", window=args.window))

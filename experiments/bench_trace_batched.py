@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--window", type=int, default=5)
     p.add_argument("--facts", default=None, help="a facts.jsonl of known facts (default: built-in, filtered)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--model", default="smollm2", help="smollm2, gemma3-270m or a local model folder")
     p.add_argument("--overhead", type=int, default=None,
                    help="per-call cost of the position groups in tokens (patching.CALL_OVERHEAD_TOKENS; 0 = a block "
                         "call per position, as before the groups)")
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.overhead is not None:
         patching.CALL_OVERHEAD_TOKENS = a.overhead
     torch.set_grad_enabled(False)
-    bundle = load_model()
+    bundle = load_model(a.model)
     L = bundle.n_layers
     layers = tuple(sorted(set(range(0, L, a.layer_step)) | {L - 1}))
     grids = (SiteGrid("mlp", a.window, layers),)

@@ -82,7 +82,7 @@ class StudyConfig:
 
 # One line per setting for --help; a field without a line is listed as "(undocumented)".
 HELP: dict[str, str] = {
-    "model": "'smollm2' (embedded) or a local HF model folder / cache name",
+    "model": "'smollm2' or 'gemma3-270m' (embedded) or a local HF model folder / cache name",
     "facts": "local CounterFact JSON file; null = built-in geography facts",
     "out": "results folder; null = results/<model>-<preset>",
     "preset": "the preset the other values start from",

@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "hparams/ROME/*.yaml")
     p.add_argument("--print-config", action="store_true", help="print the resolved settings as JSON and exit")
     p.add_argument("--model", default=None,
-                   help=f"'smollm2' (embedded) or a local HF model folder / cache name (default: {d.model})")
+                   help=f"'smollm2' or 'gemma3-270m' (embedded) or a local HF model folder / cache name (default: {d.model})")
     p.add_argument("--facts", default=None,
                    help="local CounterFact JSON file (default: built-in geography facts)")
     p.add_argument("--out", default=None, help="results folder (default: results/<model>-<preset>)")

@@ -1,8 +1,8 @@
 import pytest
 
-from causaleval.testing import tiny_model
+from causaleval.testing import FAMILY_CONFIGS, tiny_model
 
-FAMILIES = ("gpt2", "gptj", "gpt_neox", "llama")
+FAMILIES = tuple(FAMILY_CONFIGS)
 
 
 @pytest.fixture(scope="session", params=FAMILIES)

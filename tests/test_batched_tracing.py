@@ -32,7 +32,7 @@ def _specs(bundle, est):
     return out
 
 
-@pytest.mark.parametrize("family,est", [("llama", "flip"),
+@pytest.mark.parametrize("family,est", [("llama", "flip"), ("gemma3", "noise"),
                                         pytest.param("llama", "noise", marks=pytest.mark.slow),
                                         pytest.param("llama", "resample", marks=pytest.mark.slow),
                                         pytest.param("gpt2", "flip", marks=pytest.mark.slow)])

@@ -19,7 +19,7 @@ SETTINGS = settings(max_examples=4, deadline=None, suppress_health_check=list(He
                     phases=(Phase.explicit, Phase.reuse, Phase.generate))
 GRIDS = (SiteGrid("residual"), SiteGrid("mlp", window=3), SiteGrid("attn", layers=(1,)))
 
-_MODELS = {f: tiny_model(f) for f in ("gpt2", "llama")}
+_MODELS = {f: tiny_model(f) for f in ("gpt2", "llama", "gemma3")}
 _FACTS = build_facts(seed=0)
 _POOL = [f for f in _FACTS if f.relation_id in ("P36", "P30")][:60]
 families = st.sampled_from(sorted(_MODELS))

@@ -69,7 +69,7 @@ def test_down_proj_orientation(tiny):
 
 
 def test_unknown_family_names_supported_ones():
-    with pytest.raises(UnsupportedArchitectureError, match="gpt2.*gptj.*gpt_neox.*llama"):
+    with pytest.raises(UnsupportedArchitectureError, match="gpt2.*gptj.*gpt_neox.*llama.*gemma3"):
         family_for("bloom")
 
 

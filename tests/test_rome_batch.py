@@ -11,9 +11,9 @@ from causaleval.edit_scores import prepare_probes, probs_after
 from causaleval.rome import (SecondMoments, apply_edit, compute_edits, default_contexts, hparams_for, prepare_edit,
                              prepare_edits, sweep_case, sweep_cases)
 from causaleval.rome.compute import build_edit_batch
-from causaleval.testing import tiny_model, isolated_cache
+from causaleval.testing import FAMILY_CONFIGS, tiny_model, isolated_cache
 
-FAMILIES = ("gpt2", "gptj", "gpt_neox", "llama")
+FAMILIES = tuple(FAMILY_CONFIGS)
 # the subject at the start, in the middle and at the end of the prompt; one- and multi-token targets;
 # zero, one and two neighbours, so the rows, windows and read positions of the cases all differ
 FACTS = [

@@ -6,7 +6,7 @@ import torch
 from causaleval.rome import stats as rome_stats
 from causaleval.rome.stats import SecondMoments, layer_moments
 from causaleval.sites import get_module
-from causaleval.testing import tiny_model
+from causaleval.testing import FAMILY_CONFIGS, tiny_model
 from causaleval.rome import hparams_for
 
 
@@ -31,7 +31,7 @@ def _reference(bundle, ids, layer):
 
 
 def test_layer_major_moments_equal_full_forward_for_every_family():
-    for family in ("gpt2", "gptj", "gpt_neox", "llama"):
+    for family in FAMILY_CONFIGS:
         b = tiny_model(family)
         ids = torch.randint(0, 300, (7, 9))
         path = lambda l: b.family.module_path("down_proj", l)  # noqa: E731

@@ -15,7 +15,8 @@ For an edit of case (s, r, o_new) at layer l, with W the down-projection of bloc
 
 Efficiency: one unedited forward per case records every block's input, the key/value cache and the
 keys of every layer (:mod:`causaleval.rome.suffix`); each optimisation step then adds δ to block l's
-cached output and runs only blocks l+1..L−1, only on each row's positions from the subject's last token
+cached output and runs only blocks l+1..L−1 (where a norm follows the MLP, as in Gemma, δ is added
+to the down-projection's output instead and block l is re-run too), only on each row's positions from the subject's last token
 to the last one the loss reads (the earlier ones cannot change), and computes logits only at the
 target-token positions and the KL position.
 
@@ -35,6 +36,7 @@ import torch
 
 from causaleval.counterfact import Fact
 from causaleval.errors import SiteError
+from causaleval.hooks import trace
 from causaleval.models import ModelBundle
 from causaleval.rome.hparams import RomeHyperParams
 from causaleval.rome.suffix import (SuffixWindow, logits_at_positions, record_forward, span_buckets, unembed,
@@ -215,10 +217,7 @@ class _Active:
         b = self.batch
         gathered = []
         for win, case, rows, cols in self.parts:
-            after = win.hidden[layer + 1]
-            shifted = after.index_put((torch.arange(after.shape[0], device=after.device),
-                                       torch.zeros_like(case)), delta[case].to(after.dtype), accumulate=True)
-            gathered.append(win.run(layer + 1, shifted)[rows, cols])
+            gathered.append(run_with_delta(bundle, win, layer, delta[case])[rows, cols])
         logp = torch.log_softmax(unembed(bundle, torch.cat(gathered)[self.unsort]).float(), -1)
         n_rows = b.input_ids.shape[0]
         n_t = b.tgt_rows.shape[0]
@@ -227,6 +226,26 @@ class _Active:
         nll = -torch.zeros(len(self.cases), device=logp.device).index_add(0, b.case, row_lp) / b.n_rewrite
         kl = torch.nn.functional.kl_div(self.kl_init, logp[n_t:], log_target=True, reduction="none").sum(-1)
         return nll + hp.kl_factor * kl + hp.v_weight_decay * (delta.norm(dim=1) / v0_norm ** 2)
+
+
+def run_with_delta(bundle: ModelBundle, win: SuffixWindow, layer: int, delta: torch.Tensor) -> torch.Tensor:
+    """The window's (R, S, d) last-block output with ``delta[r]`` added to the down-projection's output
+    of block ``layer`` at row r's first window column (its subject's last token).
+
+    Where the down-projection's output is what block ``layer`` adds to the residual stream, that is δ
+    on the block's cached output and only blocks layer+1..L−1 are run.  Where a norm follows the MLP
+    (``FamilySpec.post_mlp_norm``: Gemma's post-feed-forward norm) it is not, so δ enters at the
+    down-projection's output through a hook and block ``layer`` is re-run too."""
+    if bundle.family.post_mlp_norm:
+        def add(h: torch.Tensor) -> torch.Tensor:
+            rows = torch.arange(h.shape[0], device=h.device)
+            return h.index_put((rows, torch.zeros_like(rows)), delta.to(h.dtype), accumulate=True)
+        with trace(bundle.model, edit={bundle.family.module_path("down_proj", layer): add}):
+            return win.run(layer)
+    after = win.hidden[layer + 1]
+    rows = torch.arange(after.shape[0], device=after.device)
+    shifted = after.index_put((rows, torch.zeros_like(rows)), delta.to(after.dtype), accumulate=True)
+    return win.run(layer + 1, shifted)
 
 
 def compute_v(bundle: ModelBundle, prep: PreparedEdit, layer: int, hp: RomeHyperParams) -> list[VResult]:

@@ -100,6 +100,7 @@ HPARAMS: dict[str, RomeHyperParams] = {
     "gptj": RomeHyperParams(layer=None, default_layer_fraction=5 / 28),    # GPT-J: layer 5 of 28
     "gpt_neox": RomeHyperParams(),
     "llama": RomeHyperParams(),
+    "gemma3": RomeHyperParams(),
 }
 # The published layer for the exact published models (matched on the number of layers).
 PUBLISHED_LAYERS: dict[tuple[str, int], int] = {("gpt2", 48): 17, ("gptj", 28): 5}

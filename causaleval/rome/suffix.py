@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 
 from causaleval.kvcache import BlockCalls, block_input, output_cache, prefix_cache, record_block_calls
-from causaleval.models import ModelBundle
+from causaleval.models import ModelBundle, head_logits, softcap
 from causaleval.sites import get_module
 
 
@@ -75,14 +75,15 @@ def logits_at_positions(bundle: ModelBundle, last_hidden: torch.Tensor, rows: to
 
 def unembed(bundle: ModelBundle, hidden: torch.Tensor) -> torch.Tensor:
     """Final norm and unembedding of (n, d) last-block outputs: (n, vocab) logits (CPU: in vocabulary
-    slices, see :func:`logits_at_positions`)."""
+    slices, see :func:`logits_at_positions`), soft-capped where the model caps its logits."""
     hidden = get_module(bundle.model, bundle.family.final_norm)(hidden)
     head = bundle.model.get_output_embeddings()
     if hidden.device.type != "cpu" or not isinstance(head, torch.nn.Linear):
-        return head(hidden)
+        return head_logits(bundle.model, hidden)
     weights = head.weight.split(VOCAB_SLICE)
     biases = head.bias.split(VOCAB_SLICE) if head.bias is not None else [None] * len(weights)
-    return torch.cat([torch.nn.functional.linear(hidden, w, b) for w, b in zip(weights, biases)], -1)
+    return softcap(bundle.model, torch.cat([torch.nn.functional.linear(hidden, w, b)
+                                            for w, b in zip(weights, biases)], -1))
 
 
 @dataclass

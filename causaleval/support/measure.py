@@ -42,7 +42,7 @@ from sklearn.metrics import roc_auc_score
 
 from causaleval.counterfact import Fact
 from causaleval.errors import CausalEvalError
-from causaleval.models import ModelBundle
+from causaleval.models import ModelBundle, head_logits
 from causaleval.hooks import trace
 from causaleval.patching import Draw
 from causaleval.tokens import answer_ids, encode_prompt
@@ -104,7 +104,7 @@ def corrupted_runs(bundle: ModelBundle, draws: Sequence[Draw]) -> Runs:
         edit = {} if delta is None else {fam.embed: lambda h, d=delta.to(bundle.device): h + d.to(h.dtype)}
         with trace(bundle.model, capture=paths, edit=edit) as store:
             hidden = bundle.model.base_model(input_ids=ids, use_cache=False).last_hidden_state
-        last = bundle.model.get_output_embeddings()(hidden[:, -1])
+        last = head_logits(bundle.model, hidden[:, -1])
         pos = torch.tensor([draws[i].encoded.subject_end - 1 for i in idx], device=bundle.device)
         rows = torch.arange(len(idx), device=bundle.device)
         per_layer = torch.stack([store[p][rows, pos] for p in paths], dim=1)
