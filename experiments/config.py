@@ -68,6 +68,12 @@ class StudyConfig:
     support_reference_facts: int | None = 400   # held-out real subjects for the real-state reference (fit + calibration)
     support_min_reference: int = 40         # fewer held-out facts: two-fold cross-fitting over all known facts
     support_quantile: float = 0.99          # τ_l: this quantile of held-out real states' distances
+    # validate: localise facts planted by ROME (docs/estimands.md#planted-facts)
+    validate_facts: int | None = 50         # study facts (stratified over relations) edited; None = all
+    validate_layers: list[int] | None = None  # planted layers; None = validate_layer_count layers from 0.1·L to 0.8·L
+    validate_layer_count: int = 4
+    validate_windows: list[int] = field(default_factory=lambda: [1, 5])   # MLP windows traced at every layer
+    validate_permutations: int = 9999       # sign flips of the paired tests
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -119,6 +125,11 @@ HELP: dict[str, str] = {
     "support_reference_facts": "held-out real subjects for the real-state reference (fit + calibration)",
     "support_min_reference": "fewer held-out facts than this: two-fold cross-fitting over all known facts",
     "support_quantile": "the real-state distance quantile τ_l beyond which a state counts as off-distribution",
+    "validate_facts": "validate stage: study facts (stratified over relations) edited and localised; null = all",
+    "validate_layers": "validate stage: layers ROME edits are planted at; null = validate_layer_count from 0.1·L to 0.8·L",
+    "validate_layer_count": "validate stage: planted layers when validate_layers is null (SmolLM2, 4: 3, 10, 17, 24)",
+    "validate_windows": "validate stage: MLP windows traced at every layer (from the first subject token)",
+    "validate_permutations": "validate stage: random sign flips of the paired tests (flip/resample − noise)",
 }
 
 PRESETS: dict[str, dict] = {
@@ -128,17 +139,19 @@ PRESETS: dict[str, dict] = {
     # (the study 4, the original 20): v* is most of the run's time, and 2 rather than 4 keeps it ≤ 20 min.
     "default": dict(max_facts=48, noise_draws=3, partner_draws=3, edit_layer_step=4, heatmap_cases=1,
                     trace_components=["residual", "mlp"], rome_stat_tokens=20_000, rome_context_texts=2,
-                    support_draws=3, support_noise_scales=[1.0, 3.0, 8.0]),
+                    support_draws=3, support_noise_scales=[1.0, 3.0, 8.0], validate_facts=10),
     # The committed study: 200 known facts stratified over relations × 9 edit layers (0, 4, …, 28, 29),
     # all three estimators; ≈ 2 h on 2 CPU cores (README has the measured time per stage).
     "study": dict(max_facts=200, noise_draws=3, partner_draws=3, edit_layer_step=4, heatmap_cases=2,
-                  trace_components=["residual", "mlp"], rome_stat_tokens=20_000, support_draws=5),
+                  trace_components=["residual", "mlp"], rome_stat_tokens=20_000, support_draws=5, validate_facts=50),
     # Every known fact and every layer (for a GPU).
-    "paper": dict(max_facts=None, noise_draws=10, partner_draws=10, edit_layer_step=1),
+    "paper": dict(max_facts=None, noise_draws=10, partner_draws=10, edit_layer_step=1, validate_facts=200,
+                  validate_layer_count=8),
     # Seconds-scale run for tests.
     "smoke": dict(max_facts=6, noise_draws=3, partner_draws=3, edit_layer_step=2, n_bootstrap=200,
                   trace_components=["residual", "mlp"], heatmap_cases=1, trace_layers=[0, 10, 20, 29],
-                  support_draws=3, support_noise_scales=[1.0, 3.0]),
+                  support_draws=3, support_noise_scales=[1.0, 3.0], validate_facts=2, validate_layer_count=2,
+                  validate_permutations=999),
 }
 
 
@@ -322,7 +335,7 @@ def validate(cfg: StudyConfig) -> None:
     at_least = {"batch_size": 1, "noise_draws": 1, "partner_draws": 1, "trace_window": 1, "analysis_window": 1,
                 "edit_layer_step": 1, "n_bootstrap": 1, "rome_context_texts": 0, "rome_stat_tokens": 1,
                 "shard_size": 1, "seed": 0, "max_facts": 1, "heatmap_cases": 0, "rome_max_neighbours": 0,
-                "workers": 1}
+                "workers": 1, "validate_facts": 1, "validate_layer_count": 1, "validate_permutations": 1}
     for key, low in at_least.items():
         value = getattr(cfg, key)
         if value is not None and value < low:
@@ -339,10 +352,13 @@ def validate(cfg: StudyConfig) -> None:
         wrong = [v for v in value if v not in allowed]
         if wrong or not value or len(set(value)) != len(value):
             raise _bad(key, value, f"give distinct values from {', '.join(allowed)}")
-    for key in ("edit_layers", "trace_layers"):
+    for key in ("edit_layers", "trace_layers", "validate_layers"):
         value = getattr(cfg, key)
         if value is not None and (not value or min(value) < 0):
             raise _bad(key, value, "give layer indices ≥ 0")
+    windows = cfg.validate_windows
+    if not windows or min(windows) < 1 or len(set(windows)) != len(windows):
+        raise _bad("validate_windows", cfg.validate_windows, "give distinct windows ≥ 1")
     if cfg.relations is not None and not cfg.relations:
         raise _bad("relations", cfg.relations, "give at least one relation id")
     if cfg.relations and cfg.facts is None:
@@ -385,7 +401,7 @@ def check_out(out: str) -> None:
 
 def validate_layers(cfg: StudyConfig, n_layers: int) -> None:
     """Layer settings against the model's depth (read from its config, before the weights load)."""
-    for key in ("edit_layers", "trace_layers"):
+    for key in ("edit_layers", "trace_layers", "validate_layers"):
         value = getattr(cfg, key)
         if value is not None and max(value) >= n_layers:
             raise _bad(key, value, f"the model has layers 0–{n_layers - 1}")
