@@ -73,6 +73,7 @@ class StudyConfig:
     validate_layers: list[int] | None = None  # planted layers; None = validate_layer_count layers from 0.1·L to 0.8·L
     validate_layer_count: int = 4
     validate_windows: list[int] = field(default_factory=lambda: [1, 5])   # MLP windows traced at every layer
+    validate_positions: str = "from_subject"  # positions traced: from_subject, or subject_last (what accuracy reads)
     validate_permutations: int = 9999       # sign flips of the paired tests
 
     def to_dict(self) -> dict:
@@ -128,7 +129,9 @@ HELP: dict[str, str] = {
     "validate_facts": "validate stage: study facts (stratified over relations) edited and localised; null = all",
     "validate_layers": "validate stage: layers ROME edits are planted at; null = validate_layer_count from 0.1·L to 0.8·L",
     "validate_layer_count": "validate stage: planted layers when validate_layers is null (SmolLM2, 4: 3, 10, 17, 24)",
-    "validate_windows": "validate stage: MLP windows traced at every layer (from the first subject token)",
+    "validate_windows": "validate stage: MLP windows traced at every layer",
+    "validate_positions": "validate stage: positions traced: from_subject (every position from the first subject "
+                          "token) or subject_last (the only one the accuracy reads; cheaper)",
     "validate_permutations": "validate stage: random sign flips of the paired tests (flip/resample − noise)",
 }
 
@@ -343,7 +346,7 @@ def validate(cfg: StudyConfig) -> None:
     if not cfg.noise_scale_factor > 0:
         raise _bad("noise_scale_factor", cfg.noise_scale_factor, "must be positive")
     choices = {"dtype": sorted(DTYPES), "backend": ["local", "ray"], "rome_key_mode": list(KEY_MODES),
-               "preset": sorted(PRESETS)}
+               "preset": sorted(PRESETS), "validate_positions": ["from_subject", "subject_last"]}
     for key, allowed in choices.items():
         if getattr(cfg, key) not in allowed:
             raise _bad(key, getattr(cfg, key), f"choose one of {', '.join(allowed)}")

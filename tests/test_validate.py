@@ -5,6 +5,8 @@ profiles; the paired sign-flip test holds its size under a simulated null."""
 from __future__ import annotations
 
 import dataclasses
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,6 +14,7 @@ import pytest
 import torch
 
 from causaleval.counterfact import Fact, write_jsonl
+from causaleval.errors import CausalEvalError
 from causaleval.inference.paired import sign_flip_test
 from causaleval.rome import SecondMoments, apply_edit, compute_edits, default_contexts, prepare_edits
 from causaleval.testing import isolated_cache, tiny_model
@@ -21,7 +24,9 @@ from estimators import noise_tracing
 from experiments.config import resolve
 from experiments.context import StageContext
 from experiments.stages import validate
+from experiments.publish import publish_validate
 from experiments.stages.edit import _hparams
+from experiments.stages.report import validate_report
 
 SUBJECTS = ("France", "Germany", "Spain", "Italy", "Poland", "Greece")
 ANSWERS = ("Paris", "Berlin", "Madrid", "Rome", "Warsaw", "Athens")
@@ -89,14 +94,26 @@ def test_planted_edit_raises_the_window1_effect_at_its_layer(cache, tmp_path):
     assert min(gains) > 0, gains
 
 
-def test_stage_restores_weights_and_writes_its_tables(cache, tmp_path):
-    bundle = tiny_model("gpt2", n_layers=4)
-    original = {k: v.clone() for k, v in bundle.model.state_dict().items()}
-    ctx = _ctx(tmp_path / "r", bundle, **_strong())
-    validate.run(ctx)
+@pytest.fixture(scope="module")
+def strong_run(tmp_path_factory):
+    """The stage once on a tiny GPT-2 whose edits succeed: (results folder, weights before, model after)."""
+    root = tmp_path_factory.mktemp("validate")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CAUSALEVAL_CACHE", str(root / "cache"))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        bundle = tiny_model("gpt2", n_layers=4)
+        original = {k: v.clone() for k, v in bundle.model.state_dict().items()}
+        validate.run(_ctx(root / "r", bundle, **_strong()))
+        torch.set_num_threads(threads)
+    return root / "r", original, bundle
+
+
+def test_stage_restores_weights_and_writes_its_tables(strong_run):
+    folder, original, bundle = strong_run
     for k, v in bundle.model.state_dict().items():
         assert torch.equal(v, original[k]), k
-    out = tmp_path / "r" / "validate"
+    out = folder / "validate"
     edits = pd.read_parquet(out / "edits.parquet")
     assert len(edits) == 3 * 2 and set(edits.planted_layer) == {1, 2}
     assert edits.success.any(), edits
@@ -190,3 +207,54 @@ def test_sign_flip_test_holds_its_size_on_a_simulated_null(kind):
     assert abs(null - alpha) < band, null
     power = np.mean([sign_flip_test(study(0.6), 199, rng).p < alpha for _ in range(200)])
     assert power > 0.5, power
+
+
+def test_subject_last_positions_give_the_from_subject_effects_there(cache):
+    """validate_positions=subject_last traces one position; its IE equals the from_subject trace's there."""
+    bundle = tiny_model("llama", n_layers=4)
+    facts = [dataclasses.replace(f, prompt="The capital of {} is") for f in _facts()[:2]]
+    cfg = resolve("smoke", noise_draws=2, partner_draws=2)
+    base = dict(config=cfg, bundle=bundle, nu=noise_tracing.noise_scale(bundle, facts, 3.0), pool=_facts(),
+                estimators=["noise", "flip"])
+    last = validate.subject_last(bundle, facts)
+    wide = _sites(validate.trace_planted(dict(base, grids=validate.grids([1, 3])), facts))
+    one = _sites(validate.trace_planted(dict(base, grids=validate.grids([1, 3], "subject_last")), facts))
+    assert (one.position == one.case_id.map(last)).all() and (wide.position > wide.case_id.map(last)).any()
+    wide = wide[wide.position == wide.case_id.map(last)]
+    key = ["estimator", "case_id", "window", "layer"]
+    pd.testing.assert_series_equal(one.sort_values(key).ie.reset_index(drop=True),
+                                   wide.sort_values(key).ie.reset_index(drop=True), rtol=1e-5, atol=1e-7)
+
+
+def _sites(tables) -> pd.DataFrame:
+    return pd.concat([t.sites for t in tables], ignore_index=True)
+
+
+def test_report_writes_table_macros_and_figure(strong_run, tmp_path):
+    folder, _, _ = strong_run
+    paths = validate_report(folder / "validate", tmp_path)
+    names = {p.name for p in paths}
+    assert {"validate.tex", "validate_numbers.tex", "validate.pdf", "validate.png"} <= names
+    table = (tmp_path / "tables" / "validate.tex").read_text()
+    assert r"\label{tab:validate}" in table and "MLP window 3" in table and "Flip scrubbing" in table
+    macros = (tmp_path / "tables" / "validate_numbers.tex").read_text()
+    acc = pd.read_parquet(folder / "validate" / "accuracy.parquet")
+    pooled = acc[(acc.estimator == "flip") & (acc.window == 1) & (acc.planted_layer == -1)].iloc[0]
+    assert rf"\newcommand{{\ValHitOneFlipOne}}{{{pooled.hit1:.2f}}}" in macros
+    assert r"\newcommand{\ValNSuccess}" in macros and "ValFlipNoiseOneP" in macros
+    # every macro main.tex quotes from the validate run has a fallback there, and the run defines it
+    tex = (Path(__file__).resolve().parents[1] / "paper" / "main.tex").read_text()
+    used = set(re.findall(r"\\(Val[A-Za-z]+)", tex))
+    assert used and all(rf"\providecommand{{\{m}}}" in tex for m in used)
+    defined = set(re.findall(r"\\newcommand\{\\(Val[A-Za-z]+)\}", macros))
+    assert {m for m in used if "Five" not in m} <= defined       # this run has windows 1 and 3, not 5
+
+
+def test_publish_validate_copies_the_compact_outputs(strong_run, tmp_path):
+    folder, _, _ = strong_run
+    copied = publish_validate(folder, tmp_path / "validate")
+    assert {p.name for p in copied} >= {"summary.json", "accuracy.parquet", "argmax.parquet", "paired.parquet"}
+    assert not (tmp_path / "validate" / "sites.parquet").exists()
+    assert validate_report(tmp_path / "validate", tmp_path / "paper")     # rebuildable from the copy
+    with pytest.raises(CausalEvalError, match="validate stage"):
+        publish_validate(tmp_path / "nothing", tmp_path / "v2")

@@ -77,8 +77,9 @@ def planted_fact(fact: Fact) -> Fact:
     return dataclasses.replace(fact, target_true=fact.target_new, target_new=fact.target_true)
 
 
-def grids(windows) -> tuple[SiteGrid, ...]:
-    return tuple(SiteGrid("mlp", int(w), None, "from_subject") for w in windows)
+def grids(windows, positions: str = "from_subject") -> tuple[SiteGrid, ...]:
+    """MLP windows ``windows`` at every layer, at ``positions`` (``from_subject`` or ``subject_last``)."""
+    return tuple(SiteGrid("mlp", int(w), None, positions) for w in windows)
 
 
 def trace_planted(state: dict, facts: list[Fact]) -> list[TraceTables]:
@@ -114,7 +115,7 @@ def _setup(bundle, config, shared: dict) -> dict:
     hp = _hparams(bundle, config)
     stats = SecondMoments(bundle, hp, seed=config.seed, progress=False)
     stats.ensure(shared["layers"])
-    return dict(shared, bundle=bundle, config=config, hp=hp, stats=stats, grids=grids(config.validate_windows),
+    return dict(shared, bundle=bundle, config=config, hp=hp, stats=stats, grids=grids(config.validate_windows, config.validate_positions),
                 contexts=default_contexts(bundle, hp, seed=config.seed))
 
 
