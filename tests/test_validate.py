@@ -258,3 +258,17 @@ def test_publish_validate_copies_the_compact_outputs(strong_run, tmp_path):
     assert validate_report(tmp_path / "validate", tmp_path / "paper")     # rebuildable from the copy
     with pytest.raises(CausalEvalError, match="validate stage"):
         publish_validate(tmp_path / "nothing", tmp_path / "v2")
+
+
+def test_validate_settings_are_checked_and_layers_spread_over_the_model():
+    from causaleval.errors import ConfigError
+    from experiments.config import validate as check
+
+    for bad in (dict(validate_windows=[0]), dict(validate_windows=[1, 1]), dict(validate_positions="all"),
+                dict(validate_facts=0), dict(validate_layers=[-1])):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            check(dataclasses.replace(resolve("smoke"), **bad))
+    assert validate.validate_layers_for(resolve("study"), 30) == [3, 10, 17, 24]
+    assert validate.validate_layers_for(resolve("smoke", validate_layer_count=4), 4) == [0, 1, 2]
+    assert validate.validate_layers_for(resolve("smoke", validate_layers=[5, 2]), 30) == [2, 5]
+    assert resolve("study").validate_facts >= 50
