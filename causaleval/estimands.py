@@ -32,7 +32,7 @@ CONTRASTS = {
                   "E[m(clean)] − E[m(patched at a)] (noising), with the total effect TE = m(clean) − E[m(corrupted)]",
     "ratio": "the normalised indirect effect IE(a) / TE, a ratio of means over draws (Hase et al. 2023)",
 }
-POSITION_SETS = ("all", "from_subject")
+POSITION_SETS = ("all", "from_subject", "subject_last")
 
 
 class SupportError(CausalEvalError):
@@ -57,8 +57,8 @@ class Support:
 class SiteGrid:
     """Sites (component, window centred at each of ``layers``, positions) of one trace.
 
-    ``layers=None`` means every layer; ``positions`` is ``"all"`` or ``"from_subject"`` (from the first
-    subject token to the last token)."""
+    ``layers=None`` means every layer; ``positions`` is ``"all"``, ``"from_subject"`` (from the first
+    subject token to the last token) or ``"subject_last"`` (the subject's last token only)."""
 
     component: str
     window: int = 1
@@ -86,6 +86,8 @@ class SiteGrid:
         return layers
 
     def position_list(self, enc: Encoded) -> list[int]:
+        if self.positions == "subject_last":
+            return [enc.subject_end - 1]
         start = enc.subject_start if self.positions == "from_subject" else 0
         return list(range(start, enc.length))
 
@@ -94,7 +96,8 @@ class SiteGrid:
 
     def describe(self) -> str:
         layers = "every layer" if self.layers is None else f"layers {list(self.layers)}"
-        pos = "every token position" if self.positions == "all" else "every position from the first subject token to the last token"
+        pos = {"all": "every token position", "subject_last": "the subject's last token",
+               "from_subject": "every position from the first subject token to the last token"}[self.positions]
         what = "the residual stream (block output)" if self.component == "residual" else f"the {self.component} output"
         win = f"over a window of {self.window} layers centred at" if self.window > 1 else "at"
         return f"{what} {win} {layers}, {pos}"

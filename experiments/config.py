@@ -71,6 +71,13 @@ class StudyConfig:
     support_reference_facts: int | None = 400   # held-out real subjects for the real-state reference (fit + calibration)
     support_min_reference: int = 40         # fewer held-out facts: two-fold cross-fitting over all known facts
     support_quantile: float = 0.99          # τ_l: this quantile of held-out real states' distances
+    # validate: localise facts planted by ROME (docs/estimands.md#planted-facts)
+    validate_facts: int | None = 50         # study facts (stratified over relations) edited; None = all
+    validate_layers: list[int] | None = None  # planted layers; None = validate_layer_count layers from 0.1·L to 0.8·L
+    validate_layer_count: int = 4
+    validate_windows: list[int] = field(default_factory=lambda: [1, 5])   # MLP windows traced at every layer
+    validate_positions: str = "from_subject"  # positions traced: from_subject, or subject_last (what accuracy reads)
+    validate_permutations: int = 9999       # sign flips of the paired tests
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,6 +133,13 @@ HELP: dict[str, str] = {
     "support_reference_facts": "held-out real subjects for the real-state reference (fit + calibration)",
     "support_min_reference": "fewer held-out facts than this: two-fold cross-fitting over all known facts",
     "support_quantile": "the real-state distance quantile τ_l beyond which a state counts as off-distribution",
+    "validate_facts": "validate stage: study facts (stratified over relations) edited and localised; null = all",
+    "validate_layers": "validate stage: layers ROME edits are planted at; null = validate_layer_count from 0.1·L to 0.8·L",
+    "validate_layer_count": "validate stage: planted layers when validate_layers is null (SmolLM2, 4: 3, 10, 17, 24)",
+    "validate_windows": "validate stage: MLP windows traced at every layer",
+    "validate_positions": "validate stage: positions traced: from_subject (every position from the first subject "
+                          "token) or subject_last (the only one the accuracy reads; cheaper)",
+    "validate_permutations": "validate stage: random sign flips of the paired tests (flip/resample − noise)",
 }
 
 PRESETS: dict[str, dict] = {
@@ -135,7 +149,7 @@ PRESETS: dict[str, dict] = {
     # (the study 4, the original 20): v* is most of the run's time, and 2 rather than 4 keeps it ≤ 20 min.
     "default": dict(max_facts=48, noise_draws=3, partner_draws=3, edit_layer_step=4, heatmap_cases=1,
                     trace_components=["residual", "mlp"], rome_stat_tokens=20_000, rome_context_texts=2,
-                    support_draws=3, support_noise_scales=[1.0, 3.0, 8.0]),
+                    support_draws=3, support_noise_scales=[1.0, 3.0, 8.0], validate_facts=10),
     # The committed study: 200 known facts stratified over relations × 9 edit layers (0, 4, …, 28, 29),
     # all three estimators; ≈ 2 h on 2 CPU cores (README has the measured time per stage).
     # 10 noise draws and 10 partners per case: at 3 each, the within-layer split-half reliability of the
@@ -143,13 +157,15 @@ PRESETS: dict[str, dict] = {
     # flip.  The ΔR²_noise(ν) retraces of the support stage keep 3 draws (six scales at 10 would double the run).
     "study": dict(max_facts=200, noise_draws=10, partner_draws=10, edit_layer_step=4, heatmap_cases=2,
                   trace_components=["residual", "mlp"], rome_stat_tokens=20_000, support_draws=5,
-                  support_retrace_draws=3),
+                  support_retrace_draws=3, validate_facts=50),
     # Every known fact and every layer (for a GPU).
-    "paper": dict(max_facts=None, noise_draws=10, partner_draws=10, edit_layer_step=1),
+    "paper": dict(max_facts=None, noise_draws=10, partner_draws=10, edit_layer_step=1, validate_facts=200,
+                  validate_layer_count=8),
     # Seconds-scale run for tests.
     "smoke": dict(max_facts=6, noise_draws=3, partner_draws=3, edit_layer_step=2, n_bootstrap=200,
                   trace_components=["residual", "mlp"], heatmap_cases=1, trace_layers=[0, 10, 20, 29],
-                  support_draws=3, support_noise_scales=[1.0, 3.0]),
+                  support_draws=3, support_noise_scales=[1.0, 3.0], validate_facts=2, validate_layer_count=2,
+                  validate_permutations=999),
 }
 
 
@@ -385,6 +401,11 @@ RULES: dict[str, Rule] = {
     "support_min_reference": Rule(low=6, high=MAX_CASES, why="the reference needs 3 fit and 3 calibration "
                                                             "subjects"),
     "support_quantile": Rule(low=0, high=1, low_open=True, high_open=True),
+    "validate_facts": Rule(low=1, high=MAX_CASES),
+    "validate_layers": Rule(low=0, high=MAX_LAYERS - 1, nonempty=True, distinct=True),
+    "validate_layer_count": Rule(low=1, high=MAX_LAYERS),
+    "validate_windows": Rule(low=1, high=MAX_LAYERS, nonempty=True, distinct=True),
+    "validate_permutations": Rule(low=1, high=1_000_000),
 }
 FINITE = Rule()        # the default rule of a float setting without its own
 
@@ -413,7 +434,7 @@ def validate(cfg: StudyConfig) -> None:
 
     check_rules(cfg)
     choices = {"dtype": sorted(DTYPES), "backend": ["local", "ray"], "rome_key_mode": list(KEY_MODES),
-               "preset": sorted(PRESETS)}
+               "preset": sorted(PRESETS), "validate_positions": ["from_subject", "subject_last"]}
     for key, allowed in choices.items():
         if getattr(cfg, key) not in allowed:
             raise _bad(key, getattr(cfg, key), f"choose one of {', '.join(allowed)}")
@@ -485,7 +506,7 @@ def check_out(out: str) -> None:
 
 def validate_layers(cfg: StudyConfig, n_layers: int) -> None:
     """Layer settings against the model's depth (read from its config, before the weights load)."""
-    for key in ("edit_layers", "trace_layers"):
+    for key in ("edit_layers", "trace_layers", "validate_layers"):
         value = getattr(cfg, key)
         if value is not None and max(value) >= n_layers:
             raise _bad(key, value, f"the model has layers 0–{n_layers - 1}")

@@ -24,7 +24,7 @@ from experiments import config as config_mod
 from experiments.config import PRESETS, StudyConfig, resolve
 from experiments.context import StageContext, edit_layers_for
 
-STAGES = ("facts", "trace", "edit", "support", "analyze", "report")
+STAGES = ("facts", "trace", "edit", "validate", "support", "analyze", "report")
 # Settings that do not change results; every other setting (also one added later) must match to reuse a folder.
 NOT_RESULT_KEYS = ("out", "preset", "device", "trust_remote_code", "backend", "ray_address", "workers",
                    "shard_size", "rome_batch_cases", "trace_batch_cases")
@@ -201,7 +201,7 @@ def check_compatible(out_dir: Path, cfg: StudyConfig) -> dict:
 
 
 # which stage writes a file (by its path in the results folder)
-OWNERS = (("facts", "facts"), ("trace", "trace"), ("edit", "edit"), ("analysis/", "analyze"))
+OWNERS = (("facts", "facts"), ("trace", "trace"), ("edit", "edit"), ("validate/", "validate"), ("analysis/", "analyze"))
 
 
 def corrupt_outputs(out_dir: Path) -> dict[Path, tuple[str, str]]:
@@ -212,7 +212,7 @@ def corrupt_outputs(out_dir: Path) -> dict[Path, tuple[str, str]]:
         if not path.is_file() or path.suffix not in (".parquet", ".json", ".jsonl") or rel == "run.json" \
                 or path.name.startswith("."):
             continue
-        if rel.startswith(("trace_parts/", "edit_parts/")):
+        if rel.startswith(("trace_parts/", "edit_parts/", "validate_parts/")):
             continue      # parts: the part store itself names and recomputes a corrupt one
         owner = next((stage for prefix, stage in OWNERS if rel.startswith(prefix)), None)
         why = unreadable(path) if owner else None

@@ -1,7 +1,8 @@
 """``python -m experiments.paper [--results DIR]``: regenerate the paper's tables and figures, then compile.
 
 Uses the committed study run ``paper/study`` (or ``--results DIR``, any finished results folder), writes
-``paper/tables`` and ``paper/figures`` from its analysis outputs without recomputing anything, and runs ``latexmk -pdf`` in ``paper/`` when latexmk is
+``paper/tables`` and ``paper/figures`` from its analysis outputs without recomputing anything (and the
+validate stage's table and figure from ``paper/validate``, the committed validate run, or ``--validate DIR``), and runs ``latexmk -pdf`` in ``paper/`` when latexmk is
 installed (Debian: ``apt-get install --no-install-recommends latexmk texlive-latex-base
 texlive-latex-recommended texlive-fonts-recommended``); without it, says so and exits 0.
 """
@@ -15,8 +16,8 @@ import sys
 from pathlib import Path
 
 from causaleval.errors import CausalEvalError
-from experiments.publish import STUDY_DIR
-from experiments.stages.report import build_report
+from experiments.publish import STUDY_DIR, VALIDATE_DIR
+from experiments.stages.report import build_report, validate_report
 
 PAPER_DIR = Path(__file__).resolve().parents[1] / "paper"
 LATEXMK = ["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "main.tex"]
@@ -27,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=STUDY_DIR,
                    help="results folder the paper reports (default: the committed study run, paper/study)")
     p.add_argument("--paper", type=Path, default=PAPER_DIR, help="paper folder with main.tex (default: paper/)")
+    p.add_argument("--validate", type=Path, default=None,
+                   help="validate stage outputs the paper reports (default: <results>/validate when it exists, "
+                        "else the committed paper/validate; the paper compiles without them)")
     args = p.parse_args(argv)
     try:
         results = args.results
@@ -35,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
                                   f"(or run python -m experiments.main --stage analyze --out {results} first)")
         args.paper.mkdir(parents=True, exist_ok=True)
         paths = build_report(results, args.paper)
+        if args.validate is not None or not (results / "validate" / "summary.json").is_file():
+            paths += validate_report(args.validate or VALIDATE_DIR, args.paper)   # else build_report did it
     except CausalEvalError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

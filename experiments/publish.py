@@ -5,7 +5,9 @@ Copied (a few MB): ``run.json``, the trace tables (``trace.parquet``: IE and TE 
 which every localisation effect is recomputed; ``trace_cases.parquet``; ``trace_summary.parquet``), the
 edit table (``edits.parquet``, ``edit_summary.parquet``), ``analysis/`` and the support stage's
 summaries (``support/{answers_summary,states_summary,reference,noise_scale}.parquet`` and
-``summary.json``).  Per-draw tables, parts and model caches stay behind.  The destination is replaced
+``summary.json``).  ``--validate`` copies instead the validate stage's compact outputs
+(``validate/{summary.json,accuracy,paired,argmax,localisation,edits,profiles}.parquet`` and ``run.json``)
+into ``paper/validate``, from which ``make paper`` rebuilds the validation table and figure.  Per-draw tables, parts and model caches stay behind.  The destination is replaced
 as a whole (written beside it, then renamed), so a failed copy leaves the previous committed run.
 """
 
@@ -21,6 +23,10 @@ import pandas as pd
 from causaleval.errors import CausalEvalError
 
 STUDY_DIR = Path(__file__).resolve().parents[1] / "paper" / "study"
+VALIDATE_DIR = Path(__file__).resolve().parents[1] / "paper" / "validate"
+# the validate stage's compact outputs (the per-site table and the parts stay behind)
+VALIDATE_FILES = ("summary.json", "accuracy.parquet", "paired.parquet", "argmax.parquet", "localisation.parquet",
+                  "edits.parquet", "profiles.parquet")
 REQUIRED = ("run.json", "trace.parquet", "edits.parquet", "analysis/summary.json")
 OPTIONAL = ("trace_cases.parquet", "trace_summary.parquet", "trace_meta.json", "edit_summary.parquet",
             "facts_filter.parquet", "support/answers_summary.parquet", "support/states_summary.parquet",
@@ -67,20 +73,46 @@ def publish(results: Path, dest: Path = STUDY_DIR, heatmaps: Path | None = None)
     return copied
 
 
+def publish_validate(results: Path, dest: Path = VALIDATE_DIR) -> list[Path]:
+    """Copy the validate stage's compact outputs of ``results`` (and its run.json) into ``dest``, replacing it."""
+    results, dest = Path(results), Path(dest)
+    src = results / "validate"
+    if not (src / "summary.json").is_file():
+        raise CausalEvalError(f"{results} has no finished validate stage (validate/summary.json is missing): run "
+                              f"python -m experiments.main --stage validate --out {results} first")
+    staging = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    copied = []
+    for name, path in [(n, src / n) for n in VALIDATE_FILES] + [("run.json", results / "run.json")]:
+        if path.is_file():
+            shutil.copyfile(path, staging / name)
+            copied.append(dest / name)
+    shutil.rmtree(dest, ignore_errors=True)
+    staging.rename(dest)
+    return copied
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.publish", description=__doc__.splitlines()[0])
     p.add_argument("--results", type=Path, required=True, help="a finished results folder, e.g. results/study")
-    p.add_argument("--dest", type=Path, default=STUDY_DIR, help="destination (default: paper/study)")
+    p.add_argument("--dest", type=Path, default=None,
+                   help="destination (default: paper/study, or paper/validate with --validate)")
     p.add_argument("--heatmaps", type=Path, default=None,
                    help="a finished trace run whose heatmap cases the paper's heatmap figure shows")
+    p.add_argument("--validate", action="store_true",
+                   help="copy only the validate stage's compact outputs (into paper/validate)")
     args = p.parse_args(argv)
     try:
-        copied = publish(args.results, args.dest, args.heatmaps)
+        if args.validate:
+            copied = publish_validate(args.results, args.dest or VALIDATE_DIR)
+        else:
+            copied = publish(args.results, args.dest or STUDY_DIR, args.heatmaps)
     except CausalEvalError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     size = sum(c.stat().st_size for c in copied) / 2**20
-    print(f"copied {len(copied)} files ({size:.1f} MiB) from {args.results} into {args.dest}; "
+    print(f"copied {len(copied)} files ({size:.1f} MiB) from {args.results} into {copied[0].parent if copied else '-'}; "
           "now run make paper")
     return 0
 

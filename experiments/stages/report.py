@@ -1,7 +1,8 @@
 """Stage ``report``: LaTeX tables and figures from the analysis outputs (docs/design.md#stages).
 
 Writes ``tables/*.tex`` (booktabs; ``numbers.tex`` holds macros for the paper's prose) and
-``figures/*.{pdf,png}`` into the results folder only.  The paper is built from the committed study run
+``figures/*.{pdf,png}`` into the results folder only; with the validate stage's outputs also
+``tables/validate.tex``, ``tables/validate_numbers.tex`` and ``figures/validate.{pdf,png}``.  The paper is built from the committed study run
 (``paper/study``) by ``python -m experiments.paper`` (``make paper``), which calls :func:`build_report`
 with ``paper/`` as the destination; an ordinary run never writes into ``paper/``.
 """
@@ -45,7 +46,17 @@ def build_report(results_dir: Path, dest_dir: Path | None = None) -> list[Path]:
         path = dest_dir / "tables" / "calibration.tex"
         atomic_write_text(path, calibration_tex(pd.read_csv(results_dir / "calibration.csv")))
         paths.append(path)
-    return paths + support_report(results_dir, dest_dir)
+    return paths + support_report(results_dir, dest_dir) + validate_report(results_dir / "validate", dest_dir)
+
+
+def validate_report(folder: Path, dest_dir: Path) -> list[Path]:
+    """The validate stage's table, macros and figure, from a ``validate/`` folder when that stage has
+    finished (causaleval.reporting.validate), into ``dest_dir/tables`` and ``dest_dir/figures``."""
+    if not (Path(folder) / "summary.json").is_file():
+        return []
+    from causaleval.reporting.validate import write_validate_report
+
+    return write_validate_report(Path(folder), Path(dest_dir))
 
 
 def support_report(results_dir: Path, dest_dir: Path | None = None) -> list[Path]:

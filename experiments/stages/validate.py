@@ -1,0 +1,285 @@
+"""Stage ``validate``: do the localisers find a fact where ROME planted it? (docs/estimands.md#planted-facts)
+
+For ``validate_facts`` study facts (stratified over relations) and each planted layer l of
+``validate_layers`` (default ``validate_layer_count`` layers from early to late): compute the ROME edit
+of (s, r, o → o_new) at l (Meng et al. 2022), apply it, keep it when the edited model's top-1 next token
+is o_new's first token (else record the failure and exclude the edit), and trace the *planted fact* —
+the fact with true answer o_new — on the edited model with noise tracing, resample scrubbing and flip
+scrubbing (denoising, metric p(o_new); MLP windows ``validate_windows`` at every layer, every position
+from the first subject token).  Flip partners are real subjects whose true answer's first token differs
+from o_new's; resample partners any other subject of the relation.  The same sites are traced once per
+fact on the unedited model with the same answer, draws and partners, so the part of the effect the
+edit added can be read off.  Weights are restored bitwise after each edit.
+
+Writes ``validate/``: ``edits.parquet`` (a row per (case, planted layer): success, top-1, p(o_new)
+before/after), ``sites.parquet`` (IE per estimator, case, planted layer (−1 = unedited) and site),
+``cases.parquet`` (TE and exclusions per traced run), ``profiles.parquet`` (the last-subject-token
+profiles), ``localisation.parquet`` (hit@1, hit@3, distance, mass, IE at l per edit, estimator and
+window), ``accuracy.parquet`` (means over facts with bootstrap CIs), ``paired.parquet`` (flip − noise
+and resample − noise, sign-flip test), ``argmax.parquet`` (where the argmax lands) and ``summary.json``
+(written last).  Finished cases are kept in ``validate_parts/``; a rerun computes only the missing ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from causaleval.counterfact import Fact
+from causaleval.estimands import SiteGrid
+from causaleval.known import next_token_logits
+from causaleval.parts import PartStore
+from causaleval.patching import TraceTables
+from causaleval.rome import SecondMoments, apply_edit, compute_edits, default_contexts, prepare_edits
+from causaleval.store import atomic_write_json, atomic_write_parquet
+from causaleval.tokens import answer_ids, encode_prompt
+from causaleval.validation import accuracy_table, argmax_histogram, localisation_rows, paired_tests
+from estimators import flip_scrubbing, noise_tracing, resample_scrubbing
+from experiments.backends import CaseJob
+from experiments.context import StageContext, run_case_job, stratified_sample
+from experiments.stages.edit import _hparams
+
+NAME = "validate"
+OUTPUTS = ("validate/summary.json",)
+UNEDITED = -1          # planted_layer of the unedited model's traces
+EDIT_COLUMNS = ["case_id", "relation_id", "planted_layer", "o_true", "o_new", "excluded", "reason", "success",
+                "top1_id", "top1", "p_new_before", "p_new_after", "p_true_after", "steps", "final_loss", "seconds"]
+
+
+def validate_layers_for(config, n_layers: int) -> list[int]:
+    """``validate_layers``, or ``validate_layer_count`` layers evenly spaced from 0.1·L to 0.8·L (rounded;
+    SmolLM2, L = 30, 4 layers: 3, 10, 17, 24), at most L − 2: the last block's MLP at the subject
+    cannot reach the last position."""
+    if config.validate_layers is not None:
+        return sorted({int(x) for x in config.validate_layers})
+    k = config.validate_layer_count
+    grid = np.linspace(0.1 * n_layers, 0.8 * n_layers, k) if k > 1 else np.array([0.45 * n_layers])
+    return sorted({max(0, min(n_layers - 2, int(round(x)))) for x in grid})   # the last MLP cannot reach the readout
+
+
+def validate_facts(ctx: StageContext) -> list[Fact]:
+    """``validate_facts`` of the study facts, stratified over relations (all when None), in case order."""
+    facts = ctx.study_facts
+    n = ctx.config.validate_facts
+    if n is not None and n < len(facts):
+        chosen = set(stratified_sample([f.relation_id for f in facts], n, ctx.config.seed))
+        facts = [f for i, f in enumerate(facts) if i in chosen]
+    return facts
+
+
+def planted_fact(fact: Fact) -> Fact:
+    """The fact ROME plants: true answer o_new (the estimators trace ``target_true``), new answer o."""
+    return dataclasses.replace(fact, target_true=fact.target_new, target_new=fact.target_true)
+
+
+def grids(windows, positions: str = "from_subject") -> tuple[SiteGrid, ...]:
+    """MLP windows ``windows`` at every layer, at ``positions`` (``from_subject`` or ``subject_last``)."""
+    return tuple(SiteGrid("mlp", int(w), None, positions) for w in windows)
+
+
+def trace_planted(state: dict, facts: list[Fact]) -> list[TraceTables]:
+    """Every estimator on ``facts`` (planted facts) with the current weights; p(o) rows only, per case."""
+    c, bundle, g = state["config"], state["bundle"], state["grids"]
+    out: list[list[TraceTables]] = [[] for _ in facts]
+    for est in state["estimators"]:
+        if est == "noise":
+            cfg = noise_tracing.NoiseTracingConfig(nu=state["nu"], n_draws=c.noise_draws, seed=c.seed, grids=g)
+            tables = noise_tracing.trace_facts(bundle, facts, cfg, keep_draws=False)
+        else:
+            cfg = resample_scrubbing.ScrubbingConfig(n_draws=c.partner_draws, seed=c.seed, grids=g)
+            mod = resample_scrubbing if est == "resample" else flip_scrubbing
+            tables = mod.trace_facts(bundle, facts, state["pool"], cfg, keep_draws=False)
+        for k, t in enumerate(tables):
+            out[k].append(t)
+    return [TraceTables.concat(t) for t in out]
+
+
+def _tagged(frame: pd.DataFrame, layer: int) -> pd.DataFrame:
+    if frame.empty:
+        return frame
+    return frame[frame.metric == "p"].assign(planted_layer=layer)
+
+
+def _next_token(bundle, fact: Fact) -> torch.Tensor:
+    ids = list(encode_prompt(bundle.tokenizer, fact.prompt, fact.subject, fact.case_id).input_ids)
+    return next_token_logits(bundle, [ids])[0].softmax(-1)
+
+
+def _setup(bundle, config, shared: dict) -> dict:
+    """Per worker: ROME hyperparameters, C⁻¹ at the planted layers (cached), context texts."""
+    hp = _hparams(bundle, config)
+    stats = SecondMoments(bundle, hp, seed=config.seed, progress=False)
+    stats.ensure(shared["layers"])
+    return dict(shared, bundle=bundle, config=config, hp=hp, stats=stats, grids=grids(config.validate_windows, config.validate_positions),
+                contexts=default_contexts(bundle, hp, seed=config.seed))
+
+
+def _work(state: dict, facts):
+    """Per shard: unedited traces of the planted facts, then at each planted layer the shard's edits
+    (v* optimised together), each applied, checked, traced and restored in turn.  Per case three parts:
+    edits, cases and sites (sites last: it marks the case finished)."""
+    bundle, hp, tok = state["bundle"], state["hp"], state["bundle"].tokenizer
+    facts = list(facts)
+    edits: list[list[dict]] = [[] for _ in facts]
+    cases: list[list[pd.DataFrame]] = [[] for _ in facts]
+    sites: list[list[pd.DataFrame]] = [[] for _ in facts]
+    firsts = [(answer_ids(tok, f.target_true)[0], answer_ids(tok, f.target_new)[0]) for f in facts]
+    usable = [k for k, (o, o_new) in enumerate(firsts) if o != o_new]
+    head = lambda k: dict(case_id=int(facts[k].case_id), relation_id=str(facts[k].relation_id),  # noqa: E731
+                          o_true=facts[k].target_true, o_new=facts[k].target_new)
+    for k in set(range(len(facts))) - set(usable):
+        for layer in state["layers"]:
+            edits[k].append(dict(head(k), planted_layer=layer, excluded=True, success=False,
+                                 reason="o_new's first token is the true answer's"))
+    if usable:
+        t0 = time.perf_counter()
+        kept = [facts[k] for k in usable]
+        for k, t in zip(usable, trace_planted(state, [planted_fact(f) for f in kept])):
+            cases[k].append(_tagged(t.cases, UNEDITED))
+            sites[k].append(_tagged(t.sites, UNEDITED))
+        before = {k: float(_next_token(bundle, facts[k])[firsts[k][1]]) for k in usable}
+        prep = prepare_edits(bundle, kept, state["contexts"], hp)
+        shared = (time.perf_counter() - t0) / len(usable) / len(state["layers"])
+        for layer in state["layers"]:
+            t1 = time.perf_counter()
+            results = compute_edits(bundle, prep, layer, hp, state["stats"])
+            per_edit = (time.perf_counter() - t1) / len(usable)
+            for k, res in zip(usable, results):
+                t2 = time.perf_counter()
+                with apply_edit(bundle, res):
+                    p = _next_token(bundle, facts[k])
+                    top = int(p.argmax())
+                    ok = top == firsts[k][1]
+                    if ok:
+                        t = trace_planted(state, [planted_fact(facts[k])])[0]
+                        cases[k].append(_tagged(t.cases, layer))
+                        sites[k].append(_tagged(t.sites, layer))
+                edits[k].append(dict(head(k), planted_layer=layer, excluded=not ok, success=ok,
+                                     reason="" if ok else "edited model's top-1 is not o_new's first token",
+                                     top1_id=top, top1=tok.decode([top]), p_new_before=before[k],
+                                     p_new_after=float(p[firsts[k][1]]), p_true_after=float(p[firsts[k][0]]),
+                                     steps=int(res.steps), final_loss=float(res.final_loss),
+                                     seconds=shared + per_edit + time.perf_counter() - t2))
+    for k, f in enumerate(facts):
+        yield f"{f.case_id}_edits", pd.DataFrame(edits[k], columns=EDIT_COLUMNS)
+        yield f"{f.case_id}_cases", _concat(cases[k])
+        yield f"{f.case_id}_sites", _concat(sites[k])
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def subject_last(bundle, facts: list[Fact]) -> dict[int, int]:
+    """case_id → the position of the subject's last token in the case's prompt."""
+    return {int(f.case_id): encode_prompt(bundle.tokenizer, f.prompt, f.subject, f.case_id).position("subject_last")
+            for f in facts}
+
+
+def profiles_of(sites: pd.DataFrame, last_pos: dict[int, int]) -> pd.DataFrame:
+    """Last-subject-token profiles of the edited model with the unedited model's IE at the same site."""
+    cols = ["case_id", "relation_id", "estimator", "window", "planted_layer", "layer", "ie", "ie_unedited", "te"]
+    if sites.empty:
+        return pd.DataFrame(columns=cols + ["te_unedited"])
+    at = sites.case_id.map(last_pos)
+    last = sites[(sites.position == at) & (sites.direction == "denoise")]
+    key = ["case_id", "estimator", "window", "layer"]
+    base = last[last.planted_layer == UNEDITED][key + ["ie", "te"]].rename(
+        columns={"ie": "ie_unedited", "te": "te_unedited"})
+    edited = last[last.planted_layer != UNEDITED]
+    return edited.merge(base, on=key, how="left")[cols + ["te_unedited"]]
+
+
+def run(ctx: StageContext) -> None:
+    cfg, bundle = ctx.config, ctx.bundle
+    t0 = time.time()
+    facts = validate_facts(ctx)
+    layers = validate_layers_for(cfg, bundle.n_layers)
+    hp = _hparams(bundle, cfg)
+    stats = SecondMoments(bundle, hp, seed=cfg.seed, progress=ctx.progress)
+    stats.ensure(layers)
+    for layer in layers:
+        stats.inverse(layer)
+    default_contexts(bundle, hp, seed=cfg.seed)          # computed (and cached) once, before the workers
+    nu = noise_tracing.noise_scale(bundle, ctx.known_facts, cfg.noise_scale_factor)
+    setup_seconds = time.time() - t0
+    shared = {"layers": layers, "nu": nu, "pool": ctx.known_facts, "estimators": list(cfg.trace_estimators)}
+    job = CaseJob(f"validate ({len(facts)} facts × {len(layers)} planted layers)", _setup, _work, shared=shared,
+                  key=lambda f: f"{f.case_id}_sites")
+    keys = run_case_job(ctx, job, facts, "validate_parts")
+    store = PartStore(ctx.out_dir / "validate_parts")
+    ids = [k.removesuffix("_sites") for k in keys]
+    edits = store.concat([f"{i}_edits" for i in ids])
+    cases = store.concat([f"{i}_cases" for i in ids])
+    sites = store.concat([f"{i}_sites" for i in ids])
+    profiles = profiles_of(sites, subject_last(bundle, facts))
+    rows = localisation_rows(profiles)
+    accuracy = accuracy_table(rows, cfg.n_bootstrap, cfg.seed)
+    paired = paired_tests(rows, n_perm=cfg.validate_permutations, n_resamples=cfg.n_bootstrap, seed=cfg.seed)
+    hist = argmax_histogram(rows)
+    out = ctx.out_dir / "validate"
+    for name, frame in (("edits", edits), ("cases", cases), ("sites", sites), ("profiles", profiles),
+                        ("localisation", rows), ("accuracy", accuracy), ("paired", paired), ("argmax", hist)):
+        atomic_write_parquet(out / f"{name}.parquet", frame)
+    summary = summarise(edits, accuracy, paired, hist, facts, layers, cfg, bundle.n_layers)
+    summary.update(nu=nu, setup_seconds=round(setup_seconds, 1), seconds=round(time.time() - t0, 1),
+                   edit_trace_seconds=round(float(edits.seconds.sum()) if len(edits) else 0.0, 1))
+    atomic_write_json(out / "summary.json", summary)        # written last: the stage's marker
+    print(report(summary))
+
+
+def summarise(edits: pd.DataFrame, accuracy: pd.DataFrame, paired: pd.DataFrame, hist: pd.DataFrame,
+              facts: list[Fact], layers: list[int], cfg, n_layers: int) -> dict:
+    """The stage's summary.json: design, counts, edit success per layer, accuracy, paired tests, misses."""
+    ok = edits[edits.success.astype(bool)] if len(edits) else edits
+    success = (edits.groupby("planted_layer").success.mean().to_dict() if len(edits) else {})
+    misses = hist[hist.miss.astype(bool)] if len(hist) else hist
+    top_misses = (misses.groupby(["estimator", "window", "argmax_layer"], as_index=False).edits.sum()
+                  .sort_values(["estimator", "window", "edits"], ascending=[True, True, False])
+                  .groupby(["estimator", "window"]).head(3)) if len(misses) else misses
+    return {
+        "n_layers": n_layers, "planted_layers": layers, "windows": list(cfg.validate_windows),
+        "estimators": list(cfg.trace_estimators), "n_facts": len(facts),
+        "relations": {str(k): int(v) for k, v in
+                      pd.Series([f.relation_id for f in facts], dtype=str).value_counts().sort_index().items()},
+        "n_edits": int(len(edits)), "n_success": int(len(ok)),
+        "n_facts_success": int(ok.case_id.nunique()) if len(ok) else 0,
+        "n_excluded_same_token": int((edits.reason == "o_new's first token is the true answer's").sum())
+        if len(edits) else 0,
+        "success_rate": {str(k): float(v) for k, v in success.items()},
+        "noise_draws": cfg.noise_draws, "partner_draws": cfg.partner_draws, "seed": cfg.seed,
+        "chance_hit1": 1.0 / n_layers, "n_bootstrap": cfg.n_bootstrap, "n_permutations": cfg.validate_permutations,
+        "accuracy": _records(accuracy), "paired": _records(paired), "top_misses": _records(top_misses),
+    }
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """Rows as plain JSON values (NaN → null, numpy scalars → Python numbers)."""
+    return json.loads(frame.to_json(orient="records")) if len(frame) else []
+
+
+def _f(x, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def report(s: dict) -> str:
+    lines = [f"validate: {s['n_facts']} facts × {len(s['planted_layers'])} planted layers {s['planted_layers']}: "
+             f"{s['n_success']} of {s['n_edits']} edits answer o_new (success per layer: "
+             + ", ".join(f"{k}: {v:.2f}" for k, v in s["success_rate"].items()) + ")"]
+    for r in s["accuracy"]:
+        if r["planted_layer"] == UNEDITED:
+            lines.append(f"  {r['estimator']:8s} window {r['window']}: hit@1 {_f(r['hit1'])} "
+                         f"[{_f(r['hit1_low'])}, {_f(r['hit1_high'])}], hit@3 {_f(r['hit3'])}, "
+                         f"|argmax − l| {_f(r['distance'], 2)}, added IE at l {_f(r['added'], 4)} "
+                         f"({r['n_facts']} facts, {r['n_edits']} edits)")
+    for r in s["paired"]:
+        if r["metric"] == "hit1":
+            lines.append(f"  {r['a']} − {r['b']} window {r['window']}: hit@1 {_f(r['diff'])}, sign-flip p = "
+                         f"{_f(r['p'])} ({r['n_facts']} facts)")
+    return "\n".join(lines)
