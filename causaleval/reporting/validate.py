@@ -126,6 +126,7 @@ def validate_figure(acc: pd.DataFrame, hist: pd.DataFrame, summary: dict):
     windows = sorted(acc.window.unique())
     planted = summary.get("planted_layers", [])
     n_layers = int(summary.get("n_layers", 1))
+    step = float(np.min(np.diff(planted))) if len(planted) > 1 else 1.0
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(2, len(windows), figsize=(WIDTH, 4.2), squeeze=False, sharey="row")
         for c, window in enumerate(windows):
@@ -133,7 +134,7 @@ def validate_figure(acc: pd.DataFrame, hist: pd.DataFrame, summary: dict):
             for k, est in enumerate(_ests(acc)):
                 g = acc[(acc.estimator == est) & (acc.window == window) & (acc.planted_layer != ALL)]
                 g = g.sort_values("planted_layer")
-                x = g.planted_layer.to_numpy(float) + (k - 1) * 0.4
+                x = g.planted_layer.to_numpy(float) + (k - 1) * 0.08 * step     # dodged
                 err = np.vstack([g.hit1 - g.hit1_low, g.hit1_high - g.hit1]).clip(0)
                 top.errorbar(x, g.hit1, yerr=np.nan_to_num(err), color=COLORS[est], marker=MARKERS[est],
                              label=FIG_LABELS[est], linestyle="-")
@@ -144,6 +145,7 @@ def validate_figure(acc: pd.DataFrame, hist: pd.DataFrame, summary: dict):
             top.axhline(1.0 / n_layers, color="k", linestyle=":", linewidth=0.8)
             top.set_title(f"MLP window {int(window)}")
             top.set_xlabel("planted layer $l$")
+            top.set_xticks(planted)
             top.set_ylim(-0.03, 1.03)
             for layer in planted:
                 bottom.axvline(layer, color="k", linestyle=":", linewidth=0.6)
