@@ -69,7 +69,9 @@ def booktabs(header: list[str], body: list[list[str] | str], caption: str, label
              align: str | None = None) -> str:
     """A ``table`` with a booktabs ``tabular``; a body entry that is a string is a group heading row."""
     ncol = len(header)
+    wide = ncol >= 8             # scaled down to the text width (graphicx's \resizebox) rather than overflowing
     lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{caption}}}", rf"\label{{{label}}}",
+             *([r"\resizebox{\linewidth}{!}{%"] if wide else []),
              rf"\begin{{tabular}}{{{align or 'l' + 'r' * (ncol - 1)}}}", r"\toprule",
              " & ".join(header) + r" \\", r"\midrule"]
     first = True
@@ -81,7 +83,7 @@ def booktabs(header: list[str], body: list[list[str] | str], caption: str, label
         else:
             lines.append(" & ".join(row) + r" \\")
         first = False
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    lines += [r"\bottomrule", r"\end{tabular}" + ("}" if wide else ""), r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
