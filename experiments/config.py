@@ -165,6 +165,7 @@ PRESETS: dict[str, dict] = {
     "smoke": dict(max_facts=6, noise_draws=3, partner_draws=3, edit_layer_step=2, n_bootstrap=200,
                   trace_components=["residual", "mlp"], heatmap_cases=1, trace_layers=[0, 10, 20, 29],
                   support_draws=3, support_noise_scales=[1.0, 3.0], validate_facts=2, validate_layer_count=2,
+                  validate_windows=[1, 3],
                   validate_permutations=999),
 }
 
@@ -513,6 +514,8 @@ def validate_layers(cfg: StudyConfig, n_layers: int) -> None:
     for key in ("trace_window", "analysis_window"):
         if getattr(cfg, key) > n_layers:
             raise _bad(key, getattr(cfg, key), f"must be at most the model's {n_layers} layers")
+    if max(cfg.validate_windows) > n_layers:
+        raise _bad("validate_windows", cfg.validate_windows, f"must be at most the model's {n_layers} layers")
 
 
 def validate_facts(cfg: StudyConfig, n_source: int, source: str) -> None:
