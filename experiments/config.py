@@ -514,8 +514,6 @@ def validate_layers(cfg: StudyConfig, n_layers: int) -> None:
     for key in ("trace_window", "analysis_window"):
         if getattr(cfg, key) > n_layers:
             raise _bad(key, getattr(cfg, key), f"must be at most the model's {n_layers} layers")
-    if max(cfg.validate_windows) > n_layers:
-        raise _bad("validate_windows", cfg.validate_windows, f"must be at most the model's {n_layers} layers")
 
 
 def validate_facts(cfg: StudyConfig, n_source: int, source: str) -> None:
