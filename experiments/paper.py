@@ -2,7 +2,8 @@
 
 Uses the committed study run ``paper/study`` (or ``--results DIR``, any finished results folder), writes
 ``paper/tables`` and ``paper/figures`` from its analysis outputs without recomputing anything (and the
-validate stage's table and figure from ``paper/validate``, the committed validate run, or ``--validate DIR``), and runs ``latexmk -pdf`` in ``paper/`` when latexmk is
+validate stage's table and figure from ``paper/validate``, the committed validate run, or ``--validate DIR``; the
+side-by-side replication table from the other models' runs under ``paper/replication/<model>``), and runs ``latexmk -pdf`` in ``paper/`` when latexmk is
 installed (Debian: ``apt-get install --no-install-recommends latexmk texlive-latex-base
 texlive-latex-recommended texlive-fonts-recommended``); without it, says so and exits 0.
 """
@@ -16,7 +17,8 @@ import sys
 from pathlib import Path
 
 from causaleval.errors import CausalEvalError
-from experiments.publish import STUDY_DIR, VALIDATE_DIR
+from causaleval.reporting.replication import write_replication
+from experiments.publish import REPLICATION_DIR, STUDY_DIR, VALIDATE_DIR
 from experiments.stages.report import build_report, validate_report
 
 PAPER_DIR = Path(__file__).resolve().parents[1] / "paper"
@@ -31,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--validate", type=Path, default=None,
                    help="validate stage outputs the paper reports (default: <results>/validate when it exists, "
                         "else the committed paper/validate; the paper compiles without them)")
+    p.add_argument("--replication", type=Path, action="append", default=None,
+                   help="a finished run of another model to report beside --results (repeatable; default: "
+                        "every folder under paper/replication)")
     args = p.parse_args(argv)
     try:
         results = args.results
@@ -41,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         paths = build_report(results, args.paper)
         if args.validate is not None or not (results / "validate" / "summary.json").is_file():
             paths += validate_report(args.validate or VALIDATE_DIR, args.paper)   # else build_report did it
+        others = args.replication if args.replication is not None else sorted(
+            d for d in REPLICATION_DIR.glob("*") if d.is_dir())
+        paths += write_replication([results, *others], args.paper)
     except CausalEvalError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -7,7 +7,8 @@ edit table (``edits.parquet``, ``edit_summary.parquet``), ``analysis/`` and the 
 summaries (``support/{answers_summary,states_summary,reference,noise_scale}.parquet`` and
 ``summary.json``).  ``--validate`` copies instead the validate stage's compact outputs
 (``validate/{summary.json,accuracy,paired,argmax,localisation,edits,profiles}.parquet`` and ``run.json``)
-into ``paper/validate``, from which ``make paper`` rebuilds the validation table and figure.  Per-draw tables, parts and model caches stay behind.  The destination is replaced
+into ``paper/validate``, from which ``make paper`` rebuilds the validation table and figure.  Another model's
+study goes to ``--dest paper/replication/<model>`` (``make paper`` reports it beside ``paper/study``).  Per-draw tables, parts and model caches stay behind.  The destination is replaced
 as a whole (written beside it, then renamed), so a failed copy leaves the previous committed run.
 """
 
@@ -24,6 +25,8 @@ from causaleval.errors import CausalEvalError
 
 STUDY_DIR = Path(__file__).resolve().parents[1] / "paper" / "study"
 VALIDATE_DIR = Path(__file__).resolve().parents[1] / "paper" / "validate"
+# a second model's study: --dest paper/replication/<model> (make paper reports it beside paper/study)
+REPLICATION_DIR = Path(__file__).resolve().parents[1] / "paper" / "replication"
 # the validate stage's compact outputs (the per-site table and the parts stay behind)
 VALIDATE_FILES = ("summary.json", "accuracy.parquet", "paired.parquet", "argmax.parquet", "localisation.parquet",
                   "edits.parquet", "profiles.parquet")

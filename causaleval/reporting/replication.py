@@ -1,0 +1,167 @@
+"""Side-by-side table of two or more finished studies (one per model), for the replication section.
+
+Each study is a results folder (``paper/study`` for the embedded default, ``paper/replication/<model>``
+for the others, see ``experiments.publish --dest``). Nothing is recomputed: every cell is read from
+the folder's ``analysis/summary.json``, ``support/summary.json``, ``facts_filter.parquet`` and
+``run.json``. Rows are quantities, columns models, so a reader compares a number across families as
+Hase et al. (2023) compare GPT-J and GPT-2 XL.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from causaleval.reporting.tables import booktabs, est_ci, num, pval, tex_escape
+from causaleval.store import atomic_write_text
+
+ESTIMATORS = ("noise", "resample", "flip")
+LABELS = {"noise": "noise", "resample": "resample", "flip": "flip"}
+# the paper's names of the embedded models
+MODEL_LABELS = {"smollm2": "SmolLM2-135M", "gemma3-270m": "Gemma 3 270M"}
+MACRO_TAGS = {"smollm2": "Smol", "gemma3-270m": "Gemma"}
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def study_facts(folder: Path) -> dict:
+    """What one study folder reports, as plain numbers (None where the folder lacks the output)."""
+    folder = Path(folder)
+    summary = _read_json(folder / "analysis" / "summary.json")
+    if not summary:
+        raise FileNotFoundError(f"{folder}: no analysis/summary.json (publish a finished run there first)")
+    v = summary["variants"]["default"]
+    run = _read_json(folder / "run.json")
+    support = _read_json(folder / "support" / "summary.json")
+    model = summary.get("model", {})
+    known = None
+    if (folder / "facts_filter.parquet").is_file():
+        f = pd.read_parquet(folder / "facts_filter.parquet", columns=["known"])
+        known = (int(f.known.sum()), len(f))
+    stages = run.get("completed_stages", {})
+    cfg = summary.get("config", {})
+    return {
+        "name": model.get("name") or cfg.get("model"), "n_layers": model.get("n_layers"),
+        "n_params": model.get("n_params"), "known": known, "n_cases": v.get("n_cases"),
+        "layers": v.get("layers", []), "noise_draws": cfg.get("noise_draws"),
+        "partner_draws": cfg.get("partner_draws"),
+        "delta_r2": v.get("delta_r2", {}).get("rewrite_score", {}),
+        "h1": v.get("h1", {}).get("rewrite_score", {}),
+        "h1_delta_r2": v.get("h1_delta_r2", {}).get("rewrite_score", {}),
+        "reliability": v.get("reliability", {}),
+        "auroc": support.get("auroc_mean_over_layers", {}),
+        "seconds": {k: s.get("seconds") for k, s in stages.items()},
+        "reused": {k for k, s in stages.items() if s.get("reused_from")},
+    }
+
+
+def _label(s: dict) -> str:
+    return MODEL_LABELS.get(s["name"], tex_escape(str(s["name"])))
+
+
+def replication_table(studies: list[dict]) -> str:
+    """Rows: the study design, reliability, r_w, Hase et al.'s ΔR² with its excess, H1 on both measures,
+    the support AUROC and the run's wall time; one column per study (see :func:`study_facts`)."""
+    header = [""] + [_label(s) for s in studies]
+    cell = lambda f: [f(s) for s in studies]        # noqa: E731
+    d = lambda s, e, k: s["delta_r2"].get(e, {}).get(k)   # noqa: E731
+    body: list = ["Design"]
+    body.append(["layers, parameters"] + cell(lambda s: f"{s['n_layers']}, {s['n_params'] / 1e6:.0f}M"
+                                                if s["n_params"] else "--"))
+    body.append(["known facts"] + cell(lambda s: f"{s['known'][0]} of {s['known'][1]}" if s["known"] else "--"))
+    body.append([r"facts analysed $\times$ edit layers"] + cell(lambda s: rf"{s['n_cases']} $\times$ {len(s['layers'])}"))
+    body.append(["noise draws / partners"] + cell(lambda s: f"{s['noise_draws']} / {s['partner_draws']}"))
+    body.append(r"Reliability of the effect (split-half, Spearman--Brown) [95\% CI]")
+    for e in ESTIMATORS:
+        body.append([LABELS[e]] + cell(lambda s: est_ci(s["reliability"].get(e, {}).get("reliability"),
+                                                        s["reliability"].get(e, {}).get("ci_low"),
+                                                        s["reliability"].get(e, {}).get("ci_high"), 2)))
+    body.append(r"$r_w$ (rewrite score) [95\% CI], one-sided $p$")
+    for e in ESTIMATORS:
+        body.append([LABELS[e]] + cell(lambda s: f"{est_ci(d(s, e, 'r_w'), d(s, e, 'r_w_ci_low'), d(s, e, 'r_w_ci_high'))}"
+                                                 f", {pval(d(s, e, 'p_r_w'))}"))
+    body.append(r"Hase et al.'s $\Delta R^2$ (excess over $E_0$), case-permutation $p$")
+    for e in ESTIMATORS:
+        body.append([LABELS[e]] + cell(lambda s: f"{num(d(s, e, 'delta_r2'), 4)} ({num(d(s, e, 'excess'), 4)}), "
+                                                 f"{pval(d(s, e, 'p_cluster'))}"))
+    for key, title, digits in (("h1", r"H1 on $r_w$", 3), ("h1_delta_r2", r"H1 on $\Delta R^2$", 4)):
+        body.append(rf"{title}: flip $-$ noise [95\% CI]; one-sided $p$; upper bound; MDD")
+        for pair in ("flip-noise", "flip-resample"):
+            h = lambda s: s[key].get(pair, {})    # noqa: E731
+            body.append([pair.replace("-", r" $-$ ")] + cell(
+                lambda s: f"{est_ci(h(s).get('diff'), h(s).get('ci_low'), h(s).get('ci_high'), digits)}; "
+                          f"{pval(h(s).get('p_one_sided'))}; {num(h(s).get('upper'), digits)}; "
+                          f"{num(h(s).get('mdd'), digits)}"))
+    if any(s["auroc"] for s in studies):
+        body.append("Support: AUROC against held-out real states (mean over layers; 0.5 = on support)")
+        for arm in ("noise@3", "resample", "flip"):
+            body.append([arm] + cell(lambda s: num(s["auroc"].get(arm), 2)))
+    body.append("Wall time, minutes (2 CPU cores)")
+    for stage in ("trace", "edit", "support"):
+        body.append([stage] + cell(lambda s: (f"{s['seconds'][stage] / 60:.0f}" + (" (reused)" if stage in s["reused"]
+                                                                                   else ""))
+                                   if s["seconds"].get(stage) else "not run"))
+    caption = (r"The study on two model families side by side. Every number is computed as in "
+               r"Tables~\ref{tab:r2}--\ref{tab:h1} from that model's own run: $r_w$ the within-layer "
+               r"correlation of rewrite score and effect, $\Delta R^2$ Hase et al.'s (2023) sign-blind "
+               r"measure with its excess over the no-signal expectation $E_0$, H1 the paired swap test "
+               r"(one-sided $p$), the paired case-bootstrap interval, its one-sided 95\% upper bound and the "
+               r"simulated minimum detectable difference at 80\% power.")
+    return booktabs(header, body, caption, "tab:replication", align="l" + "l" * len(studies))
+
+
+def replication_numbers(studies: list[dict]) -> str:
+    """Macros for the prose: ``\\Rep<Model><Quantity>`` (e.g. ``\\RepGemmaHOneUpper``) for every study."""
+    lines = ["% generated by causaleval.reporting.replication; do not edit"]
+    for s in studies:
+        tag = MACRO_TAGS.get(s["name"]) or "".join(ch for ch in str(s["name"]).title() if ch.isalpha())
+        h = s["h1"].get("flip-noise", {})
+        rel = s["reliability"]
+        vals = {"Label": _label(s), "Cases": str(s["n_cases"]), "Layers": str(len(s["layers"])),
+                "Draws": str(s["noise_draws"]), "Partners": str(s["partner_draws"]),
+                "HOneDiff": num(h.get("diff")), "HOneLow": num(h.get("ci_low")), "HOneHigh": num(h.get("ci_high")),
+                "HOneP": pval(h.get("p_one_sided")), "HOneUpper": num(h.get("upper")), "HOneMDD": num(h.get("mdd")),
+                **{f"Rw{e.title()}": num(s["delta_r2"].get(e, {}).get("r_w")) for e in ESTIMATORS},
+                **{f"Rel{e.title()}": num(rel.get(e, {}).get("reliability"), 2) for e in ESTIMATORS}}
+        lines += [rf"\newcommand{{\Rep{tag}{k}}}{{{x}}}" for k, x in vals.items()]
+    lines.append(rf"\newcommand{{\ReplicationVerdict}}{{{replication_verdict(studies)}}}")
+    return "\n".join(lines) + "\n"
+
+
+def _outcome(study: dict) -> str:
+    """'supports', 'does not support' or 'inconclusive': the first words of the H1 verdict on r_w."""
+    text = study["h1"].get("flip-noise", {}).get("verdict", "")
+    return next((o for o in ("supports", "does not support") if text.startswith(o)), "inconclusive")
+
+
+def replication_verdict(studies: list[dict]) -> str:
+    """One sentence: whether the directional H1 test reads the same on every model."""
+    outcomes = [_outcome(s) for s in studies]
+    names = [_label(s) for s in studies]
+    if len(set(outcomes)) == 1:
+        o = outcomes[0]
+        words = {"supports": "supports H1 on every model",
+                 "does not support": "does not support H1 on either model: the null result replicates",
+                 "inconclusive": "is inconclusive on every model"}[o]
+        return f"The directional test {words}."
+    parts = ", ".join(f"{o} H1 on {n}" if o != "inconclusive" else f"is inconclusive on {n}"
+                      for o, n in zip(outcomes, names))
+    return f"The models disagree: the directional test {parts}."
+
+
+def write_replication(folders: list[Path], dest_dir: Path) -> list[Path]:
+    """``tables/replication.tex`` and ``tables/replication_numbers.tex`` from the study folders (the first is
+    the reference model); nothing is written for fewer than two."""
+    folders = [Path(f) for f in folders if (Path(f) / "analysis" / "summary.json").is_file()]
+    if len(folders) < 2:
+        return []
+    studies = [study_facts(f) for f in folders]
+    out = Path(dest_dir) / "tables"
+    paths = [out / "replication.tex", out / "replication_numbers.tex"]
+    atomic_write_text(paths[0], replication_table(studies))
+    atomic_write_text(paths[1], replication_numbers(studies))
+    return paths
