@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import gc
 import json
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -377,6 +378,13 @@ def regression_tables(joined: pd.DataFrame, spec: AnalysisSpec, n_edit_cases: in
     return pd.DataFrame(r2_rows), pd.DataFrame(h1_rows)
 
 
+def _nanmean(x, axis=None):
+    """``np.nanmean`` without its warning for an all-NaN slice (a case or layer with no finite value: NaN)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+        return np.nanmean(x, axis=axis)
+
+
 def reliability_table(joined: pd.DataFrame, halves: pd.DataFrame, spec: AnalysisSpec) -> pd.DataFrame:
     """Per estimator: the split-half reliability of the effect within layer, pooled (``layer`` = -1, with
     a case-bootstrap CI) and per layer (Spearman–Brown of the halves' Pearson r), on the rows every
@@ -396,13 +404,13 @@ def reliability_table(joined: pd.DataFrame, halves: pd.DataFrame, spec: Analysis
         rng = np.random.default_rng([spec.seed, j, 3])
         r = split_half(h[0], h[1], spec.n_bootstrap, rng, spec.ci_level)
         bias = h[2] - x
-        per_case = np.nanmean(bias, axis=1)
+        per_case = _nanmean(bias, axis=1)
         per_case = per_case[np.isfinite(per_case)]
         b_lo, b_hi = percentile_ci(per_case[resample_cases(per_case.size, spec.n_bootstrap, rng)].mean(1),
                                  spec.ci_level) if per_case.size else (np.nan, np.nan)
         rows.append(dict(estimator=e, layer=-1, r_half=r.r_half, reliability=r.reliability, ci_low=r.ci_low,
-                         ci_high=r.ci_high, n_cases=r.n_cases, mean_effect=float(np.nanmean(x)),
-                         first3_minus_all=float(np.nanmean(bias)), bias_ci_low=b_lo, bias_ci_high=b_hi))
+                         ci_high=r.ci_high, n_cases=r.n_cases, mean_effect=float(_nanmean(x)),
+                         first3_minus_all=float(_nanmean(bias)), bias_ci_low=b_lo, bias_ci_high=b_hi))
         for li, layer in enumerate(layers):
             a, b = h[0][:, li], h[1][:, li]
             ok = np.isfinite(a) & np.isfinite(b)
@@ -410,8 +418,8 @@ def reliability_table(joined: pd.DataFrame, halves: pd.DataFrame, spec: Analysis
                 else np.nan
             rows.append(dict(estimator=e, layer=int(layer), r_half=rr, reliability=float(spearman_brown(rr)),
                              ci_low=np.nan, ci_high=np.nan, n_cases=int(ok.sum()),
-                             mean_effect=float(np.nanmean(x[:, li])),
-                             first3_minus_all=float(np.nanmean(bias[:, li])), bias_ci_low=np.nan,
+                             mean_effect=float(_nanmean(x[:, li])),
+                             first3_minus_all=float(_nanmean(bias[:, li])), bias_ci_low=np.nan,
                              bias_ci_high=np.nan))
     return pd.DataFrame(rows)
 

@@ -359,3 +359,16 @@ def test_json_bomb_from_the_command_line_has_no_traceback(tmp_path, model_dir):
                                "--stage", "facts", *TINY, "--out", str(tmp_path / "r")], capture_output=True, text=True,
                               env=env)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr and "nested" in proc.stderr, proc.stderr
+
+
+def test_report_of_an_analysis_that_kept_no_case_is_a_named_error(tmp_path):
+    """Every case below the TE floor: the report stage says so instead of failing on an empty table."""
+    from causaleval.errors import CausalEvalError
+    from experiments.stages.report import build_report
+
+    (tmp_path / "analysis").mkdir()
+    note = "6 cases excluded: TE below the floor 0.05 for at least one estimator"
+    (tmp_path / "analysis" / "summary.json").write_text(json.dumps(
+        {"variants": {"default": {"n_cases": 0, "notes": [note], "layers": []}}}))
+    with pytest.raises(CausalEvalError, match="kept no case .*TE below the floor"):
+        build_report(tmp_path)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from causaleval.analysis import load_results
+from causaleval.errors import CausalEvalError
 from causaleval.reporting.figures import write_figures
 from causaleval.reporting.tables import write_tables
 from experiments.context import StageContext
@@ -30,6 +31,11 @@ def build_report(results_dir: Path, dest_dir: Path | None = None) -> list[Path]:
     results_dir = Path(results_dir)
     dest_dir = results_dir if dest_dir is None else Path(dest_dir)
     t = load_results(results_dir)
+    default = t.summary.get("variants", {}).get("default", {})
+    if not default.get("n_cases"):
+        notes = "; ".join(default.get("notes", [])) or "no case has every estimator's effect"
+        raise CausalEvalError(f"{results_dir}: the analysis kept no case ({notes}), so there is nothing to "
+                              "report; see analysis/summary.json (excluded) and the trace stage's TE per case")
     # the heatmaps: a published heatmap run's rows (trace_heatmaps.parquet, see experiments.publish) or the
     # trace table's own heatmap cases
     trace_path = next((p for p in (results_dir / "trace_heatmaps.parquet", results_dir / "trace.parquet")
