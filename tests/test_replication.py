@@ -33,7 +33,7 @@ def test_table_has_one_column_per_model_and_each_models_numbers(tmp_path):
     assert "0.123 [" in table and "-0.027 [" in table       # each model's own H1 difference
     assert "18, 268M" in table and "30, 135M" in table
     numbers = paths[1].read_text()
-    assert r"\RepGemmaHOneDiff}{0.123}" in numbers and r"\RepSmolHOneDiff}{-0.027}" in numbers
+    assert r"\RepSecondHOneDiff}{0.123}" in numbers and r"\RepMainHOneDiff}{-0.027}" in numbers
     assert "The models disagree" in numbers                  # SmolLM2 does not support H1, this copy does
 
 
