@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from causaleval.reporting.tables import booktabs, est_ci, num, pval, tex_escape
+from causaleval.analysis import ESTIMATORS
+from causaleval.reporting.tables import LABELS, booktabs, est_ci, num, pval, tex_escape
 from causaleval.store import atomic_write_text
 
-ESTIMATORS = ("noise", "resample", "flip")
-LABELS = {"noise": "noise", "resample": "resample", "flip": "flip"}
 # the paper's names of the embedded models
 MODEL_LABELS = {"smollm2": "SmolLM2-135M", "gemma3-270m": "Gemma 3 270M"}
 # macro tags by position, so the paper's prose works whichever models are compared: the study passed as
@@ -79,9 +78,8 @@ def replication_table(studies: list[dict]) -> str:
     body.append(["noise draws / partners"] + cell(lambda s: f"{s['noise_draws']} / {s['partner_draws']}"))
     body.append(r"Reliability of the effect (split-half, Spearman--Brown) [95\% CI]")
     for e in ESTIMATORS:
-        body.append([LABELS[e]] + cell(lambda s: est_ci(s["reliability"].get(e, {}).get("reliability"),
-                                                        s["reliability"].get(e, {}).get("ci_low"),
-                                                        s["reliability"].get(e, {}).get("ci_high"), 2)))
+        rel = lambda s, k: s["reliability"].get(e, {}).get(k)   # noqa: E731
+        body.append([LABELS[e]] + cell(lambda s: est_ci(rel(s, "reliability"), rel(s, "ci_low"), rel(s, "ci_high"), 2)))
     body.append(r"$r_w$ (rewrite score) [95\% CI], one-sided $p$")
     for e in ESTIMATORS:
         body.append([LABELS[e]] + cell(lambda s: f"{est_ci(d(s, e, 'r_w'), d(s, e, 'r_w_ci_low'), d(s, e, 'r_w_ci_high'))}"
