@@ -42,12 +42,16 @@ def main(argv: list[str] | None = None) -> int:
         if not (results / "analysis" / "summary.json").is_file():
             raise CausalEvalError(f"{results} has no analysis/summary.json: pass --results DIR of a finished run "
                                   f"(or run python -m experiments.main --stage analyze --out {results} first)")
+        missing = [d for d in args.replication or [] if not (d / "analysis" / "summary.json").is_file()]
+        if missing:
+            raise CausalEvalError(f"--replication {missing[0]} has no analysis/summary.json: publish a finished run "
+                                  f"there (python -m experiments.publish --results DIR --dest {missing[0]})")
         args.paper.mkdir(parents=True, exist_ok=True)
         paths = build_report(results, args.paper)
         if args.validate is not None or not (results / "validate" / "summary.json").is_file():
             paths += validate_report(args.validate or VALIDATE_DIR, args.paper)   # else build_report did it
         others = args.replication if args.replication is not None else sorted(
-            d for d in REPLICATION_DIR.glob("*") if d.is_dir())
+            d for d in REPLICATION_DIR.glob("*") if (d / "analysis" / "summary.json").is_file())
         paths += write_replication([results, *others], args.paper)
     except CausalEvalError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -50,3 +50,11 @@ def test_fewer_than_two_studies_write_nothing(tmp_path):
     assert write_replication([tmp_path / "missing"], tmp_path) == []
     with pytest.raises(FileNotFoundError, match="no analysis/summary.json"):
         study_facts(tmp_path)
+
+
+def test_paper_names_a_replication_folder_without_a_finished_run(tmp_path, capsys):
+    from experiments import paper
+
+    assert paper.main(["--results", str(STUDY), "--paper", str(tmp_path / "p"),
+                       "--replication", str(tmp_path / "nothing")]) == 2
+    assert "--replication" in capsys.readouterr().err
