@@ -67,6 +67,17 @@ def localisation_rows(profiles: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=KEYS + [*METRICS, "argmax_layers", "te", "n_layers"])
 
 
+def rows_without_layers(profiles: pd.DataFrame, localisation: pd.DataFrame, exclude=(0,), window: int = 1) -> pd.DataFrame:
+    """:func:`localisation_rows` of the edits in ``localisation`` (window ``window``) with the layers
+    ``exclude`` left out of every profile: where does the effect peak among the other layers?  (On the
+    embedded models the layer-0 MLP carries a large effect for every fact, whatever was planted, so it
+    takes most misses.)  Chance hit@1 is then 1/(L − |exclude|); planted layers in ``exclude`` are dropped."""
+    keys = localisation.loc[localisation.window == window, KEYS].drop_duplicates()
+    keys = keys[~keys.planted_layer.isin(list(exclude))]
+    kept = profiles[(profiles.window == window) & ~profiles.layer.isin(list(exclude))].merge(keys, on=KEYS)
+    return localisation_rows(kept)
+
+
 def per_fact(rows: pd.DataFrame, metric: str, by: list[str]) -> pd.DataFrame:
     """The mean of ``metric`` per fact within each group of ``by`` (over the fact's planted layers)."""
     return rows.groupby(by + ["case_id"], as_index=False)[metric].mean()

@@ -272,3 +272,19 @@ def test_validate_settings_are_checked_and_layers_spread_over_the_model():
     assert validate.validate_layers_for(resolve("smoke", validate_layer_count=4), 4) == [0, 1, 2]
     assert validate.validate_layers_for(resolve("smoke", validate_layers=[5, 2]), 30) == [2, 5]
     assert resolve("study").validate_facts >= 50
+
+
+def test_rows_without_layer0_read_the_peak_among_the_other_layers():
+    """A profile that peaks at layer 0 and is second at the planted layer: a miss with layer 0, a hit without."""
+    from causaleval.validation import localisation_rows, rows_without_layers
+
+    ie = np.array([0.9, 0.1, 0.5, 0.2])
+    profiles = pd.DataFrame(dict(case_id=1, relation_id="P17", estimator="noise", window=1, planted_layer=2,
+                                 layer=np.arange(4), ie=ie, ie_unedited=0.0, te=1.0))
+    planted0 = profiles.assign(planted_layer=0)           # a planted layer that is excluded is dropped
+    both = pd.concat([profiles, planted0, profiles.assign(window=5)], ignore_index=True)
+    loc = localisation_rows(both)
+    assert loc[(loc.window == 1) & (loc.planted_layer == 2)].hit1.item() == 0.0
+    rows = rows_without_layers(both, loc, exclude=(0,))
+    assert len(rows) == 1 and rows.planted_layer.item() == 2 and rows.window.item() == 1
+    assert rows.hit1.item() == 1.0 and rows.n_layers.item() == 3 and rows.argmax_layers.item() == [2]
