@@ -341,6 +341,9 @@ def _run_locked(args: argparse.Namespace, argv: list[str] | None, cfg: StudyConf
         mod.run(ctx)
         completed[name] = {"seconds": round(time.time() - t0, 1),
                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        merged = out_dir / f"{name}_merged_from.json"      # written by experiments.merge_edits
+        if merged.is_file():
+            completed[name]["merged_from"] = json.loads(merged.read_text(encoding="utf-8"))
         save_info()
         print(f"[{name}] done in {time.time() - t0:.1f} s")
     if missing:

@@ -11,7 +11,8 @@ folders of their own, then::
 The first command checks that every folder was made with the target's settings (apart from
 ``edit_layers``) on the same facts, that the parts' layers are disjoint and together are the target's
 edit layers, and writes one ``edit_parts/<case_id>.parquet`` per case into the target; the second finds
-every part done and writes ``edits.parquet`` and its summaries as usual.
+every part done and writes ``edits.parquet`` and its summaries as usual, and records the source runs
+(folders, layers, seconds) in ``run.json`` under ``completed_stages.edit.merged_from``.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ from pathlib import Path
 import pandas as pd
 
 from causaleval.errors import ResultsError
-from causaleval.store import atomic_write_parquet, file_sha256
+from causaleval.store import atomic_write_json, atomic_write_parquet, file_sha256
 from experiments.config import StudyConfig
 from experiments.context import edit_layers_for
 from experiments.main import result_keys
+
+
+MERGED = "edit_merged_from.json"
 
 
 def _run_info(folder: Path) -> dict:
@@ -54,8 +58,11 @@ def merge_edits(into: Path, sources: list[Path]) -> list[Path]:
     want = _layers(target)
     seen: dict[int, Path] = {}
     frames: list[pd.DataFrame] = []
+    record = []
     for src in sources:
         info = _run_info(src)
+        record.append({"folder": str(src), "layers": _layers(info),
+                       "seconds": info.get("completed_stages", {}).get("edit", {}).get("seconds")})
         diff = {k: (info["config"].get(k), target["config"].get(k)) for k in keys
                 if info["config"].get(k) != target["config"].get(k)}
         if diff:
@@ -83,6 +90,8 @@ def merge_edits(into: Path, sources: list[Path]) -> list[Path]:
         path = into / "edit_parts" / f"{int(case_id)}.parquet"
         atomic_write_parquet(path, rows.reset_index(drop=True))
         written.append(path)
+    # the target's edit stage copies this into run.json (completed_stages.edit.merged_from)
+    atomic_write_json(into / MERGED, record)
     return written
 
 

@@ -58,3 +58,16 @@ def test_paper_names_a_replication_folder_without_a_finished_run(tmp_path, capsy
     assert paper.main(["--results", str(STUDY), "--paper", str(tmp_path / "p"),
                        "--replication", str(tmp_path / "nothing")]) == 2
     assert "--replication" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (STUDY / "analysis" / "summary.json").is_file(), reason="no committed study in paper/study")
+def test_a_merged_edit_stage_counts_its_source_runs_time(tmp_path):
+    other = _second_model(tmp_path, "does not support H1: flip exceeds noise by at most 0.05", -0.01)
+    (other / "run.json").write_text(json.dumps({"completed_stages": {
+        "trace": {"seconds": 600.0},
+        "edit": {"seconds": 60.0, "merged_from": [{"folder": "a", "layers": [0], "seconds": 1200.0},
+                                                   {"folder": "b", "layers": [2], "seconds": 1800.0}]}}}))
+    facts = study_facts(other)
+    assert facts["seconds"]["edit"] == 3060.0 and facts["split"] == {"edit": 2}
+    table = write_replication([STUDY, other], tmp_path / "out")[0].read_text()
+    assert "51 (sum of 2 parallel runs)" in table and "not run" in table      # Gemma copy has no support stage

@@ -55,9 +55,20 @@ def study_facts(folder: Path) -> dict:
         "h1_delta_r2": v.get("h1_delta_r2", {}).get("rewrite_score", {}),
         "reliability": v.get("reliability", {}),
         "auroc": support.get("auroc_mean_over_layers", {}),
-        "seconds": {k: s.get("seconds") for k, s in stages.items()},
+        # a stage merged from runs of its own (experiments.merge_edits) counts their time as well
+        "seconds": {k: (s.get("seconds") or 0) + sum(m.get("seconds") or 0 for m in s.get("merged_from", []))
+                    for k, s in stages.items()},
+        "split": {k: len(s["merged_from"]) for k, s in stages.items() if s.get("merged_from")},
         "reused": {k for k, s in stages.items() if s.get("reused_from")},
     }
+
+
+def _how(s: dict, stage: str) -> str:
+    if stage in s["reused"]:
+        return " (reused)"
+    if s.get("split", {}).get(stage):
+        return f" (sum of {s['split'][stage]} parallel runs)"
+    return ""
 
 
 def _label(s: dict) -> str:
@@ -102,8 +113,7 @@ def replication_table(studies: list[dict]) -> str:
             body.append([arm] + cell(lambda s: num(s["auroc"].get(arm), 2)))
     body.append("Wall time, minutes (a 2-core CPU machine)")
     for stage in ("trace", "edit", "support"):
-        body.append([stage] + cell(lambda s: (f"{s['seconds'][stage] / 60:.0f}" + (" (reused)" if stage in s["reused"]
-                                                                                   else ""))
+        body.append([stage] + cell(lambda s: (f"{s['seconds'][stage] / 60:.0f}" + _how(s, stage))
                                    if s["seconds"].get(stage) else "not run"))
     caption = (r"The study on two model families side by side. Every number is computed as in "
                r"Tables~\ref{tab:r2}--\ref{tab:h1} from that model's own run: $r_w$ the within-layer "
