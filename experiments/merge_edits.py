@@ -61,6 +61,8 @@ def merge_edits(into: Path, sources: list[Path]) -> list[Path]:
     record = []
     for src in sources:
         info = _run_info(src)
+        # seconds: the source's last edit-stage run (a resumed run counts only its own part);
+        # edit_seconds: the compute time of all its edits (the sum of edits.parquet's seconds)
         record.append({"folder": str(src), "layers": _layers(info),
                        "seconds": info.get("completed_stages", {}).get("edit", {}).get("seconds")})
         diff = {k: (info["config"].get(k), target["config"].get(k)) for k in keys
@@ -73,6 +75,7 @@ def merge_edits(into: Path, sources: list[Path]) -> list[Path]:
         if not edits.is_file():
             raise ResultsError(f"{edits} is missing: finish the edit stage in {src} first")
         frame = pd.read_parquet(edits)
+        record[-1]["edit_seconds"] = round(float(frame.seconds.sum()), 1)
         for layer in sorted(set(frame.layer.astype(int))):
             if layer in seen:
                 raise ResultsError(f"layer {layer} is edited in both {seen[layer]} and {src}; the sources' "

@@ -41,7 +41,7 @@ def test_split_layers_merge_to_the_single_run(tmp_path, monkeypatch):
     written = merge_edits(target.out_dir, [tmp_path / "a", tmp_path / "b"])
     assert sorted(p.name for p in written) == ["1.parquet", "2.parquet"]
     record = json.loads((target.out_dir / "edit_merged_from.json").read_text())
-    assert [r["layers"] for r in record] == [[0, 3], [2]]
+    assert [r["layers"] for r in record] == [[0, 3], [2]] and all(r["edit_seconds"] > 0 for r in record)
     edit.run(target)                      # every part is done: only assembles
     got = pd.read_parquet(target.out_dir / "edits.parquet").drop(columns="seconds")
     want = pd.read_parquet(whole.out_dir / "edits.parquet").drop(columns="seconds")

@@ -65,9 +65,9 @@ def test_a_merged_edit_stage_counts_its_source_runs_time(tmp_path):
     other = _second_model(tmp_path, "does not support H1: flip exceeds noise by at most 0.05", -0.01)
     (other / "run.json").write_text(json.dumps({"completed_stages": {
         "trace": {"seconds": 600.0},
-        "edit": {"seconds": 60.0, "merged_from": [{"folder": "a", "layers": [0], "seconds": 1200.0},
+        "edit": {"seconds": 60.0, "merged_from": [{"folder": "a", "layers": [0], "seconds": 600.0, "edit_seconds": 1200.0},
                                                    {"folder": "b", "layers": [2], "seconds": 1800.0}]}}}))
     facts = study_facts(other)
     assert facts["seconds"]["edit"] == 3060.0 and facts["split"] == {"edit": 2}
     table = write_replication([STUDY, other], tmp_path / "out")[0].read_text()
-    assert "51 (sum of 2 parallel runs)" in table and "not run" in table      # Gemma copy has no support stage
+    assert "51 (edits' compute time, 2 parallel runs)" in table and "not run" in table      # Gemma copy has no support stage

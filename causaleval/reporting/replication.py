@@ -55,8 +55,9 @@ def study_facts(folder: Path) -> dict:
         "h1_delta_r2": v.get("h1_delta_r2", {}).get("rewrite_score", {}),
         "reliability": v.get("reliability", {}),
         "auroc": support.get("auroc_mean_over_layers", {}),
-        # a stage merged from runs of its own (experiments.merge_edits) counts their time as well
-        "seconds": {k: (s.get("seconds") or 0) + sum(m.get("seconds") or 0 for m in s.get("merged_from", []))
+        # a stage merged from runs of its own (experiments.merge_edits) counts their edits' compute time
+        "seconds": {k: (s.get("seconds") or 0) + sum(m.get("edit_seconds") or m.get("seconds") or 0
+                                                     for m in s.get("merged_from", []))
                     for k, s in stages.items()},
         "split": {k: len(s["merged_from"]) for k, s in stages.items() if s.get("merged_from")},
         "reused": {k for k, s in stages.items() if s.get("reused_from")},
@@ -67,7 +68,7 @@ def _how(s: dict, stage: str) -> str:
     if stage in s["reused"]:
         return " (reused)"
     if s.get("split", {}).get(stage):
-        return f" (sum of {s['split'][stage]} parallel runs)"
+        return f" (edits' compute time, {s['split'][stage]} parallel runs)"
     return ""
 
 
