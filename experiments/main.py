@@ -34,6 +34,11 @@ def result_keys(cfg: StudyConfig) -> list[str]:
     return [k for k in cfg.to_dict() if k not in NOT_RESULT_KEYS and not k.endswith("batch_size")]
 
 
+def merged_from_path(out_dir: Path, stage: str) -> Path:
+    """Where a stage merged from separate runs (experiments.merge_edits) lists them; run.json copies it."""
+    return Path(out_dir) / f"{stage}_merged_from.json"
+
+
 def stage_module(name: str):
     """The module of a stage, or None while it is not built yet."""
     try:
@@ -341,7 +346,7 @@ def _run_locked(args: argparse.Namespace, argv: list[str] | None, cfg: StudyConf
         mod.run(ctx)
         completed[name] = {"seconds": round(time.time() - t0, 1),
                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        merged = out_dir / f"{name}_merged_from.json"      # written by experiments.merge_edits
+        merged = merged_from_path(out_dir, name)      # written by experiments.merge_edits
         if merged.is_file():
             completed[name]["merged_from"] = json.loads(merged.read_text(encoding="utf-8"))
         save_info()

@@ -27,10 +27,7 @@ from causaleval.errors import ResultsError
 from causaleval.store import atomic_write_json, atomic_write_parquet, file_sha256
 from experiments.config import StudyConfig
 from experiments.context import edit_layers_for
-from experiments.main import result_keys
-
-
-MERGED = "edit_merged_from.json"
+from experiments.main import merged_from_path, result_keys
 
 
 def _run_info(folder: Path) -> dict:
@@ -94,7 +91,7 @@ def merge_edits(into: Path, sources: list[Path]) -> list[Path]:
         atomic_write_parquet(path, rows.reset_index(drop=True))
         written.append(path)
     # the target's edit stage copies this into run.json (completed_stages.edit.merged_from)
-    atomic_write_json(into / MERGED, record)
+    atomic_write_json(merged_from_path(into, "edit"), record)
     return written
 
 
