@@ -72,7 +72,7 @@ def merge_edits(into: Path, sources: list[Path]) -> list[Path]:
         if not edits.is_file():
             raise ResultsError(f"{edits} is missing: finish the edit stage in {src} first")
         frame = pd.read_parquet(edits)
-        record[-1]["edit_seconds"] = round(float(frame.seconds.sum()), 1)
+        record[-1]["edit_seconds"] = float(frame.seconds.sum())  # unrounded: tiny runs take milliseconds
         for layer in sorted(set(frame.layer.astype(int))):
             if layer in seen:
                 raise ResultsError(f"layer {layer} is edited in both {seen[layer]} and {src}; the sources' "
