@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 
-from causaleval.analysis import (AnalysisError, AnalysisSpec, analyze, case_layer_arrays, headline,
+from causaleval.analysis import (AnalysisError, AnalysisSpec, analyze, case_layer_arrays, half_effects, headline,
                                  localisation_effects, load_results, summary_dict, weighted_r2, williams_t,
                                  write_results)
 from causaleval.inference.correlation import fisher_ci, williams_abs
@@ -152,6 +152,28 @@ def test_reliability_is_one_without_draw_noise_and_drops_with_it(tables):
     r2 = noisy.r2.set_index("estimator")
     assert np.allclose(r2.r_w_disattenuated, r2.r_w / np.sqrt(r2.reliability))
     assert noisy.h1.loc[noisy.h1.measure == "r_w", "diff_disattenuated"].notna().all()
+
+
+def test_a_half_whose_te_averages_below_the_floor_does_not_sink_the_reliability(tables):
+    """A fact whose odd draws almost fail to corrupt (half-TE 0.002 though its TE is above the floor):
+    its odd half's fraction restored is IE/0.002, an outlier that alone drags the split-half correlation
+    down.  The half is undefined below the TE floor, as a case is in the analysis."""
+    spec = AnalysisSpec(n_bootstrap=100, n_permutations=99, power_reps=20, seed=1, scores=("rewrite_score",))
+    draws = _draws_from(tables["trace"], 6, 0.0)
+    te = draws.groupby(["estimator", "case_id"]).te.first()
+    est, case = te[te > 0.2].index[0]
+    odd = (draws.estimator == est) & (draws.case_id == case) & (draws.draw % 2 == 1)
+    even = (draws.estimator == est) & (draws.case_id == case) & (draws.draw % 2 == 0)
+    draws.loc[odd, "te"] = 0.002
+    draws.loc[even, "te"] = 2 * te[(est, case)] - 0.002        # the mean over all draws is unchanged
+    rel = analyze(tables["trace"], tables["edits"], spec, draws).reliability.set_index(["estimator", "layer"])
+    assert rel.loc[(est, -1), "reliability"] > 0.99
+    halves = half_effects(draws, tables["trace"], spec)
+    assert halves[(halves.estimator == est) & (halves.case_id == case) & (halves.half == "b")].effect.isna().all()
+    no_floor = AnalysisSpec(n_bootstrap=100, n_permutations=99, power_reps=20, seed=1, scores=("rewrite_score",),
+                            te_floor=0.0)
+    rel0 = analyze(tables["trace"], tables["edits"], no_floor, draws).reliability.set_index(["estimator", "layer"])
+    assert rel0.loc[(est, -1), "reliability"] < 0.9
 
 
 def test_split_half_reliability_recovers_a_known_reliability():
