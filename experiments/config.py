@@ -33,6 +33,7 @@ class StudyConfig:
     trust_remote_code: bool = False
     relations: list[str] | None = None
     max_facts: int | None = None      # known facts used by trace/edit (first n after a seeded shuffle)
+    exclude_facts_from: list[str] | None = None  # results folders whose studied facts this run leaves out (held out)
     batch_size: int = 64
     # where per-case work runs: "local" (in-process) or "ray"
     backend: str = "local"
@@ -102,6 +103,9 @@ HELP: dict[str, str] = {
     "trust_remote_code": "let a model folder's own code run",
     "relations": "relation ids to keep (built-in facts, or the relation_id of --facts records)",
     "max_facts": "known facts studied (a seeded sample); null = all",
+    "exclude_facts_from": "results folders (e.g. paper/study) whose studied cases are left out of this run's "
+                          "studied facts (a held-out sample); the partner pool, noise scale and support "
+                          "reference still use every known fact",
     "batch_size": "prompts per forward pass (speed only)",
     "backend": "local or ray",
     "ray_address": "address of an existing Ray cluster; null = start one here",
@@ -379,6 +383,7 @@ RULES: dict[str, Rule] = {
     "workers": Rule(low=1, high=4_096),
     "shard_size": Rule(low=1, high=MAX_CASES),
     "relations": Rule(nonempty=True, distinct=True),
+    "exclude_facts_from": Rule(nonempty=True, distinct=True),
     "noise_draws": Rule(low=1, high=MAX_DRAWS),
     "partner_draws": Rule(low=1, high=MAX_DRAWS),
     "trace_window": Rule(low=1, high=MAX_LAYERS),         # and at most the model's depth (validate_layers)
@@ -459,6 +464,8 @@ def validate(cfg: StudyConfig) -> None:
                                        "built-in geography facts")
     if cfg.out is not None:
         check_out(cfg.out)
+    for folder in cfg.exclude_facts_from or ():
+        excluded_case_ids(folder)
     for key in cfg.rome_hparams:
         if key in ROME_STUDY_SETTINGS:
             raise ConfigError(f"rome_hparams.{key}: set {ROME_STUDY_SETTINGS[key]} instead")
@@ -503,6 +510,29 @@ def check_out(out: str) -> None:
         raise _bad("out", out, f"{base} is a file, so the folder cannot be created")
     if base is not None and not os.access(base, os.W_OK | os.X_OK):
         raise _bad("out", out, f"{base} is not writable")
+
+
+# tables of a results folder that name its studied cases, in the order they are looked for
+CASE_TABLES = ("trace_cases.parquet", "edits.parquet")
+
+
+def excluded_case_ids(folder: str) -> set[str]:
+    """The case ids a results folder studied (its trace's cases, or else its edits' cases)."""
+    import pandas as pd
+
+    path = Path(folder)
+    if not path.is_dir():
+        raise _bad("exclude_facts_from", folder, "is not a results folder; name the folder of an earlier run "
+                                                 "(e.g. paper/study)")
+    for name in CASE_TABLES:
+        if (path / name).is_file():
+            try:
+                return set(pd.read_parquet(path / name, columns=["case_id"]).case_id.astype(str))
+            except Exception as err:  # noqa: BLE001 - any unreadable table is the same user error
+                raise _bad("exclude_facts_from", folder, f"{name} cannot be read ({type(err).__name__}); "
+                                                         "rerun that folder's trace stage") from err
+    raise _bad("exclude_facts_from", folder, f"holds neither {' nor '.join(CASE_TABLES)}; name the folder "
+                                             "of a run that traced or edited its facts")
 
 
 def validate_layers(cfg: StudyConfig, n_layers: int) -> None:

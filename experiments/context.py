@@ -61,8 +61,17 @@ class StageContext:
     @cached_property
     def study_facts(self) -> list[Fact]:
         """The known facts this run studies: ``max_facts`` of them (all when None), stratified over relations
-        (:func:`stratified_sample`), in case order."""
+        (:func:`stratified_sample`), in case order; cases studied by the ``exclude_facts_from`` folders are
+        left out first (a held-out sample)."""
         facts = self.known_facts
+        if self.config.exclude_facts_from:
+            from experiments.config import excluded_case_ids
+
+            out = set().union(*(excluded_case_ids(d) for d in self.config.exclude_facts_from))
+            facts = [f for f in facts if str(f.case_id) not in out]
+            if not facts:
+                raise DataError(f"every known fact was studied by {', '.join(self.config.exclude_facts_from)} "
+                                "(exclude_facts_from), so no held-out fact is left; drop a folder or add facts")
         n = self.config.max_facts
         if n is not None and n > len(facts):
             print(f"max_facts {n}: {len(facts)} facts are known to the model; studying all {len(facts)}")

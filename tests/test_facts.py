@@ -114,3 +114,30 @@ def test_known_filter_marks_top1(tiny_gpt2, facts):
     # batching does not change the result
     again = known_filter(tiny_gpt2, subset, batch_size=64, progress=False)
     assert (abs(again.p_true.to_numpy() - table.p_true.to_numpy()) < 1e-5).all()
+
+
+def test_exclude_facts_from_leaves_out_the_named_runs_cases(tmp_path):
+    """A held-out sample: the cases of the named folder's trace are not studied; the pool is untouched."""
+    import pandas as pd
+
+    from causaleval.errors import ConfigError
+    from experiments.config import resolve, validate
+    from experiments.context import StageContext
+
+    facts = build_facts(seed=0)
+    first = tmp_path / "first"
+    first.mkdir()
+    pd.DataFrame({"case_id": [f.case_id for f in facts[:5]]}).to_parquet(first / "trace_cases.parquet")
+    cfg = resolve("smoke", max_facts=None, exclude_facts_from=[str(first)])
+    validate(cfg)
+    ctx = StageContext(cfg, tmp_path / "run")
+    ctx.__dict__["known_facts"] = facts[:8]
+    studied = [f.case_id for f in ctx.study_facts]
+    assert studied == [f.case_id for f in facts[5:8]]
+    assert len(ctx.known_facts) == 8          # partners, ν and the support reference still see every fact
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="exclude_facts_from.*holds neither trace_cases.parquet"):
+        validate(resolve("smoke", exclude_facts_from=[str(empty)]))
+    with pytest.raises(ConfigError, match="exclude_facts_from.*is not a results folder"):
+        validate(resolve("smoke", exclude_facts_from=[str(tmp_path / "nope")]))
