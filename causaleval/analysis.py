@@ -45,7 +45,7 @@ from causaleval.inference.directional import resample_cases, within_layer_r
 from causaleval.inference.h1 import MEANINGFUL, MEASURES, PRIMARY, minimum_detectable_difference, swap_test, verdict
 from causaleval.inference.regression import case_permutation_test, signed_r2_parts, weighted_r2
 from causaleval.inference.reliability import half_correlation, spearman_brown, split_half
-from causaleval.store import atomic_write_json, atomic_write_parquet
+from causaleval.runs.store import atomic_write_json, atomic_write_parquet
 
 ESTIMATORS: tuple[str, ...] = ("noise", "resample", "flip")
 SCORES: tuple[str, ...] = ("rewrite_score", "paraphrase_score", "neighborhood_score")

@@ -10,7 +10,7 @@
   weights bitwise on exit.
 * :func:`run_study` runs the study (``python -m experiments.main``) from Python.
 
-The caller's model and tokenizer are never changed: see :mod:`causaleval.wrapping`.
+The caller's model and tokenizer are never changed: see :mod:`causaleval.model.wrapping`.
 """
 
 from __future__ import annotations
@@ -23,18 +23,27 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from causaleval.counterfact import Fact
-from causaleval.edit_scores import EditScores, edit_scores, prepare_probes, probs_after
+from causaleval.data.counterfact import Fact
+from causaleval.data.tokens import answer_ids, encode_prompt
+from causaleval.editing.rome import (
+    AppliedEdit,
+    EditResult,
+    RomeHyperParams,
+    SecondMoments,
+    apply_edit,
+    compute_edit,
+    default_contexts,
+    hparams_for,
+    prepare_edit,
+)
+from causaleval.editing.scores import EditScores, edit_scores, prepare_probes, probs_after
 from causaleval.errors import CausalEvalError, DataError
-from causaleval.estimands import SiteGrid
-from causaleval.models import ModelBundle
-from causaleval.patching import TraceTables, case_sites, case_tables, trace_case
-from causaleval.rome import (AppliedEdit, EditResult, RomeHyperParams, SecondMoments, apply_edit, compute_edit,
-                             default_contexts, hparams_for, prepare_edit)
-from causaleval.sites import check_layer
-from causaleval.tokens import answer_ids, encode_prompt
-from causaleval.wrapping import wrapped
-from estimators import flip_scrubbing, noise_tracing, resample_scrubbing
+from causaleval.estimators import flip_scrubbing, noise_tracing, resample_scrubbing
+from causaleval.model.loading import ModelBundle
+from causaleval.model.sites import check_layer
+from causaleval.model.wrapping import wrapped
+from causaleval.patching.core import TraceTables, case_sites, case_tables, trace_case
+from causaleval.patching.estimands import SiteGrid
 
 ESTIMATORS = ("flip", "noise", "resample")
 DIRECTIONS = ("denoise", "noise")
@@ -157,7 +166,7 @@ def trace(model, tokenizer, prompt: str, subject: str, answer: str, estimator: s
     ``estimator``: ``"flip"`` (partners with a different answer token; metrics p and ld),
     ``"resample"`` (any partners; metric p) or ``"noise"`` (Gaussian noise of scale ``nu`` on the subject
     embeddings, default ν = 3 × the std of the given subjects' token embeddings; metric p).
-    ``partners``: (subject, answer) pairs or :class:`~causaleval.counterfact.Fact` objects, each put into
+    ``partners``: (subject, answer) pairs or :class:`~causaleval.data.counterfact.Fact` objects, each put into
     ``prompt``.  ``direction``: ``"denoise"`` (clean → corrupted), ``"noise"`` (corrupted → clean) or
     ``"both"``.  ``component``: ``"mlp"``, ``"attn"`` or ``"residual"``; ``window`` layers centred at each
     of ``layers`` (default 10 for mlp/attn, capped at the model's depth, and 1 for residual;
@@ -292,7 +301,7 @@ def edit(model, tokenizer, request, layer: int | None = None, hparams: RomeHyper
          stats: SecondMoments | None = None, contexts: list[str] | None = None, seed: int = 0) -> EditOutcome:
     """Compute the ROME edit of ``request`` at ``layer`` (default: the family's layer) and score it.
 
-    ``hparams`` defaults to :func:`causaleval.rome.hparams_for` of the model's family; the second moments
+    ``hparams`` defaults to :func:`causaleval.editing.rome.hparams_for` of the model's family; the second moments
     C = E[k kᵀ] (``stats``) and the context texts are computed from the model and cached under
     ``$CAUSALEVAL_CACHE`` unless given.  The model is edited only while scoring and inside
     :meth:`EditOutcome.applied`."""

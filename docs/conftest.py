@@ -2,7 +2,7 @@
 
 import pytest
 
-from causaleval.testing import isolated_cache
+from causaleval.model.testing import isolated_cache
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ A stage describes its work as a :class:`CaseJob`:
   (``shared`` holds dataset-level quantities the driver computed, e.g. the noise scale ν);
 * ``work(state, facts) -> iterable of (key, DataFrame)`` computes the parts of a shard of cases.
 
-The driver writes every finished part atomically into a :class:`~causaleval.parts.PartStore`, so
+The driver writes every finished part atomically into a :class:`~causaleval.runs.parts.PartStore`, so
 both backends share one resumable store and a rerun computes only the missing parts.  On Ray, each
 worker (an actor: one per GPU, or per CPU slot) loads the model once and takes shards of cases; an
 actor that dies is restarted and its shard retried (``max_restarts``/``max_task_retries``), and since
@@ -22,10 +22,10 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 from tqdm.auto import tqdm
 
-from causaleval.counterfact import Fact
+from causaleval.data.counterfact import Fact
 from causaleval.errors import CausalEvalError
-from causaleval.models import ModelBundle, load_model
-from causaleval.parts import PartStore
+from causaleval.model.loading import ModelBundle, load_model
+from causaleval.runs.parts import PartStore
 
 Setup = Callable[[ModelBundle, Any, dict], Any]
 Work = Callable[[Any, list[Fact]], Iterable[tuple[str, pd.DataFrame]]]

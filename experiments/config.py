@@ -14,8 +14,8 @@ import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from causaleval.checks import Rule, link_problem
 from causaleval.errors import CausalEvalError, ConfigError
+from causaleval.runs.checks import Rule, link_problem
 
 
 @dataclass
@@ -301,7 +301,7 @@ def parse_set(items: list[str]) -> dict:
 
 
 def _rome_overrides(values: dict) -> dict:
-    from causaleval.rome.hparams import coerce_override
+    from causaleval.editing.rome.hparams import coerce_override
 
     return {k: coerce_override(k, v) for k, v in values.items()}
 
@@ -435,8 +435,8 @@ def _is_floaty(value) -> bool:
 
 def validate(cfg: StudyConfig) -> None:
     """Range and choice checks of every setting; a ConfigError names the first bad one."""
-    from causaleval.models import DTYPES
-    from causaleval.rome.hparams import KEY_MODES, RomeHyperParams
+    from causaleval.editing.rome.hparams import KEY_MODES, RomeHyperParams
+    from causaleval.model.loading import DTYPES
 
     check_rules(cfg)
     choices = {"dtype": sorted(DTYPES), "backend": ["local", "ray"], "rome_key_mode": list(KEY_MODES),
@@ -450,7 +450,7 @@ def validate(cfg: StudyConfig) -> None:
         if wrong or not value or len(set(value)) != len(value):
             raise _bad(key, value, f"give distinct values from {', '.join(allowed)}")
     if cfg.relations and cfg.facts is None:
-        from causaleval.geofacts import RELATIONS
+        from causaleval.data.geofacts import RELATIONS
 
         wrong = [r for r in cfg.relations if r not in RELATIONS]
         if wrong:

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from causaleval.counterfact import Fact, facts_from_jsonl, load_counterfact
+from causaleval.data.counterfact import Fact, facts_from_jsonl, load_counterfact
+from causaleval.data.geofacts import build_facts
 from causaleval.errors import CausalEvalError, DataError
-from causaleval.geofacts import build_facts
-from causaleval.models import ModelBundle, load_model
+from causaleval.model.loading import ModelBundle, load_model
 from experiments.config import StudyConfig
 
 
@@ -117,7 +117,7 @@ def edit_layers_for(config: StudyConfig, n_layers: int) -> list[int]:
 def run_case_job(ctx: StageContext, job, facts: list[Fact], parts_dir: str, shard_size: int | None = None) -> list[str]:
     """Run a stage's per-case job on the configured backend into ``<out>/<parts_dir>``; returns part keys.
     ``shard_size``: cases per shard (default ``config.shard_size``)."""
-    from causaleval.parts import PartStore
+    from causaleval.runs.parts import PartStore
     from experiments.backends import run_job
 
     c = ctx.config

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from causaleval.errors import CausalEvalError, ConfigError, ResultsError
-from causaleval.locks import FileLock
-from causaleval.store import atomic_write_json, file_sha256, provenance, remove_stale_temps, unreadable
+from causaleval.runs.locks import FileLock
+from causaleval.runs.store import atomic_write_json, file_sha256, provenance, remove_stale_temps, unreadable
 from experiments import config as config_mod
 from experiments.config import PRESETS, StudyConfig, resolve
 from experiments.context import StageContext, edit_layers_for
@@ -129,7 +129,7 @@ def rome_settings(path: str) -> dict:
     """Study settings from a ROME/EasyEdit hparams file: its statistics size and context texts map to the
     study's own settings, the other shared hyperparameters go to ``rome_hparams``; ``layers`` is not used
     (the study edits every layer of edit_layers)."""
-    from causaleval.rome.hparams import import_rome_hparams
+    from causaleval.editing.rome.hparams import import_rome_hparams
     from experiments.stages.edit import context_lengths
 
     imported = import_rome_hparams(path)
@@ -228,7 +228,7 @@ def corrupt_outputs(out_dir: Path) -> dict[Path, tuple[str, str]]:
 
 def validate_inputs(cfg: StudyConfig, ctx: StageContext, need_facts: bool) -> None:
     """Everything that can be checked before the model loads: settings, device, model files and depth, facts."""
-    from causaleval.models import model_config
+    from causaleval.model.loading import model_config
 
     n_layers = int(model_config(cfg.model, cfg.trust_remote_code).num_hidden_layers)
     config_mod.validate_layers(cfg, n_layers)

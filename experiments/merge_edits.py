@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from causaleval.errors import ResultsError
-from causaleval.store import atomic_write_json, atomic_write_parquet, file_sha256
+from causaleval.runs.store import atomic_write_json, atomic_write_parquet, file_sha256
 from experiments.config import StudyConfig
 from experiments.context import edit_layers_for
 from experiments.main import merged_from_path, result_keys

@@ -1,6 +1,6 @@
 import pytest
 
-from causaleval.testing import FAMILY_CONFIGS, tiny_model
+from causaleval.model.testing import FAMILY_CONFIGS, tiny_model
 
 FAMILIES = tuple(FAMILY_CONFIGS)
 

@@ -1,16 +1,27 @@
-"""The hypothesis tests (Hase et al. 2023 design) on synthetic tables whose truth is known (causaleval.synthetic)."""
+"""The hypothesis tests (Hase et al. 2023 design) on synthetic tables whose truth is known (causaleval.inference.synthetic)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 
-from causaleval.analysis import (AnalysisError, AnalysisSpec, analyze, case_layer_arrays, half_effects, headline,
-                                 localisation_effects, load_results, summary_dict, weighted_r2, williams_t,
-                                 write_results)
+from causaleval.analysis import (
+    AnalysisError,
+    AnalysisSpec,
+    analyze,
+    case_layer_arrays,
+    half_effects,
+    headline,
+    load_results,
+    localisation_effects,
+    summary_dict,
+    weighted_r2,
+    williams_t,
+    write_results,
+)
 from causaleval.inference.correlation import fisher_ci, williams_abs
 from causaleval.inference.regression import delta_r2_many, f_test
-from causaleval.synthetic import SyntheticSpec, synthetic_tables
+from causaleval.inference.synthetic import SyntheticSpec, synthetic_tables
 
 SPEC = AnalysisSpec(n_bootstrap=200, n_permutations=199, power_reps=100, seed=1)
 

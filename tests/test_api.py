@@ -11,11 +11,11 @@ import torch
 
 import causaleval
 from causaleval.api import ArgumentError, study_argv
-from causaleval.counterfact import Fact
+from causaleval.data.counterfact import Fact
+from causaleval.editing.rome.hparams import hparams_for
 from causaleval.errors import CausalEvalError, DataError, SiteError
-from causaleval.rome.hparams import hparams_for
-from causaleval.testing import tiny_model
-from estimators import ESTIMATORS, flip_scrubbing, resample_scrubbing
+from causaleval.estimators import ESTIMATORS, flip_scrubbing, resample_scrubbing
+from causaleval.model.testing import tiny_model
 
 PROMPT, SUBJECT, ANSWER = "The capital of France is", "France", "Paris"
 PARTNERS = [("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Chile", "Santiago"), ("Peru", "Lima")]

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
-from causaleval.geofacts import build_facts
-from causaleval.models import load_model
-from causaleval.parts import PartStore
-from causaleval.testing import tiny_model
-from causaleval.tokens import answer_ids, encode_prompt
+from causaleval.data.geofacts import build_facts
+from causaleval.data.tokens import answer_ids, encode_prompt
+from causaleval.model.loading import load_model
+from causaleval.model.testing import tiny_model
+from causaleval.runs.parts import PartStore
 from experiments.backends import CaseJob, run_job
 from experiments.config import StudyConfig
 
@@ -113,8 +113,8 @@ def test_sigkilled_run_resumes_only_missing_parts(saved_tiny, tmp_path):
         import sys
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from test_backends import _setup, _work, FACTS
-        from causaleval.models import load_model
-        from causaleval.parts import PartStore
+        from causaleval.model.loading import load_model
+        from causaleval.runs.parts import PartStore
         from experiments.backends import CaseJob, run_job
         from experiments.config import StudyConfig
         delay = float(sys.argv[1])

@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-from causaleval.geofacts import build_facts
-from causaleval.testing import save_tiny_model
+from causaleval.data.geofacts import build_facts
+from causaleval.model.testing import save_tiny_model
 from experiments.main import main
 
 

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from causaleval.estimands import SiteGrid
-from causaleval.geofacts import build_facts
-from causaleval.patching import trace_cases
-from causaleval.testing import tiny_model
-from estimators import flip_scrubbing, noise_tracing, resample_scrubbing
+from causaleval.data.geofacts import build_facts
+from causaleval.estimators import flip_scrubbing, noise_tracing, resample_scrubbing
+from causaleval.model.testing import tiny_model
+from causaleval.patching.core import trace_cases
+from causaleval.patching.estimands import SiteGrid
 
 GRIDS = (SiteGrid("mlp", window=3), SiteGrid("residual", layers=(0, 2)))
 _FACTS = build_facts(seed=0)

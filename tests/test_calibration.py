@@ -1,11 +1,11 @@
-"""Calibration of the study's tests (causaleval.calibration), with independent and with dependent rows.
+"""Calibration of the study's tests (causaleval.inference.calibration), with independent and with dependent rows.
 
 Under no signal, each test the study reports as evidence must reject at α = 0.05 in a share of replicate
 studies inside the 99 % binomial Monte-Carlo band of a valid level-α test: on synthetic studies with
 independent rows and with a per-fact random effect (a fact's rows correlated across layers), at 12 and
 50 clusters, and on the committed real study with its score profiles permuted across whole facts.  With
 a planted difference, power must rise with the number of clusters, and each H1 interval must cover the
-truth in at least the nominal share of studies.  (The full table: ``python -m causaleval.calibration
+truth in at least the nominal share of studies.  (The full table: ``python -m causaleval.inference.calibration
 --real paper/study``.)
 """
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from causaleval.calibration import VALID, CalibrationSpec, calibration_table, mc_band, real_arrays
+from causaleval.inference.calibration import VALID, CalibrationSpec, calibration_table, mc_band, real_arrays
 from causaleval.inference.h1 import minimum_detectable_difference
-from causaleval.synthetic import SyntheticSpec, synthetic_arrays
+from causaleval.inference.synthetic import SyntheticSpec, synthetic_arrays
 
 CAL = CalibrationSpec(reps=200, n_perm=99, n_boot=99, signal=0.02, seed=3)
 STUDY = Path(__file__).resolve().parents[1] / "paper" / "study"

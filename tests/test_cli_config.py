@@ -8,8 +8,8 @@ import stat
 import pandas as pd
 import pytest
 
-from causaleval.rome.hparams import RomeHyperParams, import_rome_hparams
-from causaleval.store import atomic_write_json, atomic_write_parquet, provenance
+from causaleval.editing.rome.hparams import RomeHyperParams, import_rome_hparams
+from causaleval.runs.store import atomic_write_json, atomic_write_parquet, provenance
 from experiments.config import HELP, StudyConfig, parse_set, resolve
 from experiments.main import build_parser, main, parse_args
 
@@ -140,7 +140,7 @@ def test_rome_hparams_flag_sets_study_settings(capsys, tmp_path):
 
 
 def test_rome_hparams_reach_the_edit_stage():
-    from causaleval.testing import tiny_model
+    from causaleval.model.testing import tiny_model
     from experiments.stages.edit import _hparams
 
     cfg = resolve("smoke", rome_context_texts=2, rome_hparams={"v_lr": 0.125, "kl_factor": 0.5})
@@ -177,7 +177,7 @@ def test_provenance_records_git_argv_platform_and_facts_hash(tmp_path):
     assert info["packages"]["transformers"]
     if info["git"]:   # in a git checkout: a 40-hex commit and a dirty flag
         assert len(info["git"]["commit"]) == 40 and isinstance(info["git"]["dirty"], bool)
-    from causaleval.store import git_state
+    from causaleval.runs.store import git_state
 
     assert git_state(tmp_path) == {}      # not a checkout: tolerated
 

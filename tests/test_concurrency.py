@@ -1,6 +1,6 @@
 """Concurrent processes: one run per results folder (a lock a dead run does not leave stuck), and the model
 and ROME statistics caches built once, never seen half-written.  Real subprocesses, synchronised at named
-fault points (causaleval.faults), so nothing depends on timing."""
+fault points (causaleval.runs.faults), so nothing depends on timing."""
 
 import json
 import os
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from causaleval.geofacts import build_facts
-from causaleval.testing import save_tiny_model
+from causaleval.data.geofacts import build_facts
+from causaleval.model.testing import save_tiny_model
 
 pytestmark = pytest.mark.slow      # ~30 s each: every subprocess imports torch and transformers
 
@@ -94,8 +94,8 @@ def test_a_killed_run_leaves_no_stuck_lock_and_no_half_written_file(tmp_path, mo
 BUILD = """
 import os, sys
 from pathlib import Path
-from causaleval.models import build_once, check_weight_files
-from causaleval.testing import save_tiny_model
+from causaleval.model.loading import build_once, check_weight_files
+from causaleval.model.testing import save_tiny_model
 
 def build(tmp):
     save_tiny_model(tmp)
@@ -141,9 +141,9 @@ def test_a_builder_killed_mid_build_leaves_no_partial_cache(tmp_path):
 
 STATS = """
 import json
-from causaleval.rome.hparams import RomeHyperParams
-from causaleval.rome.stats import SecondMoments
-from causaleval.testing import tiny_model
+from causaleval.editing.rome.hparams import RomeHyperParams
+from causaleval.editing.rome.stats import SecondMoments
+from causaleval.model.testing import tiny_model
 
 stats = SecondMoments(tiny_model("gpt2"), RomeHyperParams(stat_tokens=256, stat_seq_len=32, stat_batch=8))
 stats.ensure([0, 2])

@@ -11,10 +11,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from causaleval.counterfact import Fact
-from causaleval.edit_scores import build_probes, edit_scores, harmonic_mean, prepare_probes, probs_after, summarise
-from causaleval.testing import tiny_model
-from causaleval.tokens import answer_ids
+from causaleval.data.counterfact import Fact
+from causaleval.data.tokens import answer_ids
+from causaleval.editing.scores import build_probes, edit_scores, harmonic_mean, prepare_probes, probs_after, summarise
+from causaleval.model.testing import tiny_model
 
 KIND = ["prompt", "paraphrase", "paraphrase", "neighborhood"]
 

@@ -2,12 +2,12 @@
 
 import pytest
 
+from causaleval.data.tokens import Encoded, encode_prompt
 from causaleval.errors import SiteError
-from causaleval.estimands import Estimand, SiteGrid, Support, SupportError
-from causaleval.patching import align_position, case_sites
-from causaleval.testing import tiny_model
-from causaleval.tokens import Encoded, encode_prompt
-from estimators import flip_scrubbing, noise_tracing, resample_scrubbing
+from causaleval.estimators import flip_scrubbing, noise_tracing, resample_scrubbing
+from causaleval.model.testing import tiny_model
+from causaleval.patching.core import align_position, case_sites
+from causaleval.patching.estimands import Estimand, SiteGrid, Support, SupportError
 
 
 def test_str_states_every_part_of_the_estimand():

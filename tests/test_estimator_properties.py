@@ -6,14 +6,14 @@ import torch
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from causaleval.bootstrap import bootstrap_ci
-from causaleval.estimands import SiteGrid
-from causaleval.geofacts import build_facts
-from causaleval.hooks import trace
-from causaleval.patching import Patch, patch_readout, read_logits, run_model
-from causaleval.testing import tiny_model
-from causaleval.tokens import answer_ids
-from estimators import flip_scrubbing, noise_tracing, resample_scrubbing
+from causaleval.data.geofacts import build_facts
+from causaleval.data.tokens import answer_ids
+from causaleval.estimators import flip_scrubbing, noise_tracing, resample_scrubbing
+from causaleval.inference.bootstrap import bootstrap_ci
+from causaleval.model.hooks import trace
+from causaleval.model.testing import tiny_model
+from causaleval.patching.core import Patch, patch_readout, read_logits, run_model
+from causaleval.patching.estimands import SiteGrid
 
 SETTINGS = settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck),
                     phases=(Phase.explicit, Phase.reuse, Phase.generate))

@@ -6,9 +6,9 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from causaleval.counterfact import Fact, write_jsonl
+from causaleval.data.counterfact import Fact, write_jsonl
+from causaleval.data.geofacts import build_facts
 from causaleval.errors import SiteError
-from causaleval.geofacts import build_facts
 from experiments.config import resolve
 from experiments.context import StageContext
 from experiments.stages import trace as trace_stage

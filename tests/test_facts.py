@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from causaleval.counterfact import Fact, load_counterfact
+from causaleval.data.counterfact import Fact, load_counterfact
+from causaleval.data.geofacts import RELATIONS, build_facts
+from causaleval.data.known import known_filter
 from causaleval.errors import DataError
-from causaleval.geofacts import RELATIONS, build_facts
-from causaleval.known import known_filter
 
 
 @pytest.fixture(scope="module")

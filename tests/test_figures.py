@@ -15,8 +15,8 @@ from matplotlib.container import ErrorbarContainer
 from matplotlib.patches import Rectangle
 
 from causaleval.analysis import AnalysisSpec, load_results
+from causaleval.inference.synthetic import SyntheticSpec, synthetic_tables, write_synthetic_results
 from causaleval.reporting import figures, heatmaps
-from causaleval.synthetic import SyntheticSpec, synthetic_tables, write_synthetic_results
 from experiments.stages.analyze import analyze_folder
 
 PAPER = Path(__file__).resolve().parents[1] / "paper" / "main.tex"

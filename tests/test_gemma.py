@@ -4,15 +4,15 @@ post-sublayer norms, √d-scaled input embeddings, sliding-window layers, final-
 import pytest
 import torch
 
+from causaleval.data.tokens import pad_batch
+from causaleval.editing.suffix import capture_block_inputs, logits_at_positions, run_from
 from causaleval.errors import ModelNotFoundError, SiteError
-from causaleval.hooks import trace
-from causaleval.models import load_model, logits_at
-from causaleval.patching import Patch, patch_readout, read_logits, run_model
-from causaleval.rome.suffix import capture_block_inputs, logits_at_positions, run_from
-from causaleval.sites import embedding_scale, input_embeddings
-from causaleval.testing import SLIDING_WINDOW, tiny_model
-from causaleval.tokens import pad_batch
-from estimators import noise_tracing
+from causaleval.estimators import noise_tracing
+from causaleval.model.hooks import trace
+from causaleval.model.loading import load_model, logits_at
+from causaleval.model.sites import embedding_scale, input_embeddings
+from causaleval.model.testing import SLIDING_WINDOW, tiny_model
+from causaleval.patching.core import Patch, patch_readout, read_logits, run_model
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_noise_acts_on_the_scaled_embeddings(gemma):
     with trace(gemma.model, capture=[gemma.family.layer_path(0)], capture_inputs=[gemma.family.layer_path(0)]) as st:
         gemma.model(ids[None])
     torch.testing.assert_close(input_embeddings(gemma.model, gemma.family, ids), st[f"{gemma.family.layer_path(0)}:in"][0])
-    from causaleval.geofacts import build_facts
+    from causaleval.data.geofacts import build_facts
 
     facts = [f for f in build_facts(seed=0) if f.relation_id == "P36"][:20]
     nu = noise_tracing.noise_scale(gemma, facts)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from causaleval.estimands import SiteGrid
-from causaleval.geofacts import build_facts
-from causaleval.models import EMBEDDED_MODELS, logits_at
-from causaleval.patching import trace_cases
-from causaleval.tokens import answer_ids, encode_prompt, pad_batch
-from estimators import noise_tracing
+from causaleval.data.geofacts import build_facts
+from causaleval.data.tokens import answer_ids, encode_prompt, pad_batch
+from causaleval.estimators import noise_tracing
+from causaleval.model.loading import EMBEDDED_MODELS, logits_at
+from causaleval.patching.core import trace_cases
+from causaleval.patching.estimands import SiteGrid
 
 pytestmark = [
     pytest.mark.slow,
@@ -25,7 +25,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def gemma():
-    from causaleval.models import load_model
+    from causaleval.model.loading import load_model
 
     return load_model("gemma3-270m")
 
@@ -82,7 +82,7 @@ def test_batched_trace_equals_one_at_a_time(gemma, known):
 
 
 def test_rome_edit_changes_the_answer_and_restores_bitwise(gemma, known, tmp_path, monkeypatch):
-    from causaleval.rome import SecondMoments, apply_edit, default_contexts, hparams_for, rome_edit
+    from causaleval.editing.rome import SecondMoments, apply_edit, default_contexts, hparams_for, rome_edit
 
     monkeypatch.setenv("CAUSALEVAL_CACHE", str(tmp_path))    # statistics and contexts: not the user's cache
     fact = known[0]

@@ -1,5 +1,5 @@
 """Kill anywhere, resume, same tables: a smoke run on a tiny saved model is SIGKILLed at named points in the
-trace, edit and support stages and inside the analysis' atomic writer (causaleval.faults), resumed after each
+trace, edit and support stages and inside the analysis' atomic writer (causaleval.runs.faults), resumed after each
 kill, and every parquet table of the resumed folder equals an uninterrupted run's."""
 
 import os
@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from causaleval.testing import save_tiny_model
+from causaleval.model.testing import save_tiny_model
 
 # The tiny random model knows no fact, so the driver marks every fact known (as tests/test_results_files.py does).
 # Its total effects are ~1e-5, so every case falls below the analysis' TE floor, and the report of an analysis

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from causaleval.counterfact import Fact, write_jsonl
+from causaleval.data.counterfact import Fact, write_jsonl
 from causaleval.errors import ResultsError
-from causaleval.testing import tiny_model
+from causaleval.model.testing import tiny_model
 from experiments.config import resolve
 from experiments.context import StageContext
 from experiments.merge_edits import merge_edits

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
+from causaleval.data.tokens import encode_prompt, pad_batch
 from causaleval.errors import ModelNotFoundError, SiteError, UnsupportedArchitectureError
-from causaleval.hooks import trace
-from causaleval.models import load_model, logits_at
-from causaleval.sites import down_proj_weight_out_in, family_for, window_layers
-from causaleval.tokens import encode_prompt, pad_batch
+from causaleval.model.hooks import trace
+from causaleval.model.loading import load_model, logits_at
+from causaleval.model.sites import down_proj_weight_out_in, family_for, window_layers
 
 
 def _ids(bundle, text="The capital of France is"):

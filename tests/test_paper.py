@@ -10,7 +10,7 @@ import pytest
 
 from causaleval.analysis import AnalysisSpec
 from causaleval.errors import CausalEvalError
-from causaleval.synthetic import SyntheticSpec, write_synthetic_results
+from causaleval.inference.synthetic import SyntheticSpec, write_synthetic_results
 from experiments import paper
 from experiments.stages.analyze import analyze_folder
 

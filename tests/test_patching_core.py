@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from causaleval.errors import SiteError
-from causaleval.hooks import trace
-from causaleval.patching import Patch, patch_readout, position_groups, read_logits, run_model
+from causaleval.model.hooks import trace
+from causaleval.patching.core import Patch, patch_readout, position_groups, read_logits, run_model
 
 
 def _full_patch(bundle, ids, patch):

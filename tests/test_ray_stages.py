@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from causaleval.counterfact import write_jsonl
-from causaleval.geofacts import build_facts
-from causaleval.models import load_model
-from causaleval.testing import tiny_model
+from causaleval.data.counterfact import write_jsonl
+from causaleval.data.geofacts import build_facts
+from causaleval.model.loading import load_model
+from causaleval.model.testing import tiny_model
 from experiments.config import resolve
 from experiments.context import StageContext
 from experiments.stages import edit, trace

@@ -4,9 +4,9 @@ import re
 
 import pytest
 
-from causaleval.analysis import AnalysisSpec, load_results
+from causaleval.analysis import load_results
+from causaleval.inference.synthetic import SyntheticSpec, write_synthetic_results
 from causaleval.reporting.tables import booktabs, est_ci, pval, write_tables
-from causaleval.synthetic import SyntheticSpec, write_synthetic_results
 from experiments.config import resolve
 from experiments.context import StageContext
 from experiments.stages import analyze, report

@@ -6,10 +6,10 @@ import stat
 import pandas as pd
 import pytest
 
+from causaleval.data.geofacts import build_facts
 from causaleval.errors import ResultsError
-from causaleval.geofacts import build_facts
-from causaleval.parts import PartStore
-from causaleval.testing import save_tiny_model
+from causaleval.model.testing import save_tiny_model
+from causaleval.runs.parts import PartStore
 from experiments.backends import CaseJob, run_job
 from experiments.config import StudyConfig
 from experiments.main import main
@@ -124,7 +124,7 @@ def test_a_part_that_fails_on_read_is_a_named_error(tmp_path, monkeypatch):
 
 
 def test_datasets_cache_follows_causaleval_cache(tmp_path, monkeypatch):
-    from causaleval.counterfact import load_counterfact
+    from causaleval.data.counterfact import load_counterfact
 
     monkeypatch.setenv("CAUSALEVAL_CACHE", str(tmp_path / "cache"))
     facts = tmp_path / "cf.json"

@@ -9,17 +9,25 @@ import numpy as np
 import pytest
 import torch
 
-from causaleval.counterfact import Fact
+from causaleval.data.counterfact import Fact
+from causaleval.data.tokens import pad_batch
+from causaleval.editing.rome import (
+    SecondMoments,
+    SingularStatisticsWarning,
+    apply_edit,
+    compute_edit,
+    default_contexts,
+    hparams_for,
+    prepare_edit,
+    rome_edit,
+)
+from causaleval.editing.rome.compute import run_with_delta
+from causaleval.editing.rome.corpus import sample_ids
+from causaleval.editing.suffix import capture_block_inputs, capture_window, logits_at_positions, run_from
 from causaleval.errors import SiteError
-from causaleval.rome import (SecondMoments, SingularStatisticsWarning, apply_edit, compute_edit, default_contexts,
-                             hparams_for, prepare_edit, rome_edit)
-from causaleval.rome.compute import run_with_delta
-from causaleval.rome.corpus import sample_ids
-from causaleval.hooks import trace
-from causaleval.rome.suffix import capture_block_inputs, capture_window, logits_at_positions, run_from
-from causaleval.sites import get_module
-from causaleval.testing import FAMILY_CONFIGS, tiny_model, tiny_tokenizer, isolated_cache
-from causaleval.tokens import pad_batch
+from causaleval.model.hooks import trace
+from causaleval.model.sites import get_module
+from causaleval.model.testing import FAMILY_CONFIGS, isolated_cache, tiny_model, tiny_tokenizer
 
 FAMILIES = tuple(FAMILY_CONFIGS)
 # In a tiny random model attention barely moves information, so the subject ends the prompt, and the
@@ -134,7 +142,7 @@ def test_restore_is_bitwise_after_many_edits():
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_suffix_run_matches_full_forward(family, monkeypatch):
-    monkeypatch.setattr("causaleval.rome.suffix.VOCAB_SLICE", 7)   # several vocabulary slices (and a bias for GPT-J)
+    monkeypatch.setattr("causaleval.editing.suffix.VOCAB_SLICE", 7)   # several vocabulary slices (and a bias for GPT-J)
     b = tiny_model(family)
     ids, mask, _ = pad_batch([[5, 6, 7, 8, 9, 10], [11, 12, 13]], 0)
     cache, last = capture_block_inputs(b, ids, mask)

@@ -6,12 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from causaleval.counterfact import Fact
-from causaleval.edit_scores import prepare_probes, probs_after
-from causaleval.rome import (SecondMoments, apply_edit, compute_edits, default_contexts, hparams_for, prepare_edit,
-                             prepare_edits, sweep_case, sweep_cases)
-from causaleval.rome.compute import build_edit_batch
-from causaleval.testing import FAMILY_CONFIGS, tiny_model, isolated_cache
+from causaleval.data.counterfact import Fact
+from causaleval.editing.rome import (
+    SecondMoments,
+    apply_edit,
+    compute_edits,
+    default_contexts,
+    hparams_for,
+    prepare_edit,
+    prepare_edits,
+    sweep_case,
+    sweep_cases,
+)
+from causaleval.editing.rome.compute import build_edit_batch
+from causaleval.editing.scores import prepare_probes, probs_after
+from causaleval.model.testing import FAMILY_CONFIGS, isolated_cache, tiny_model
 
 FAMILIES = tuple(FAMILY_CONFIGS)
 # the subject at the start, in the middle and at the end of the prompt; one- and multi-token targets;
@@ -113,8 +122,8 @@ def test_subset_keeps_each_cases_rows_and_reads():
 
 @pytest.mark.slow
 def test_batched_sweep_equals_one_at_a_time_on_smollm2():
-    from causaleval.geofacts import build_facts
-    from causaleval.models import load_model
+    from causaleval.data.geofacts import build_facts
+    from causaleval.model.loading import load_model
 
     b = load_model("smollm2")
     facts = {f.relation_id: f for f in build_facts(seed=0)}   # one fact per relation
@@ -142,7 +151,7 @@ def test_span_buckets_are_an_optimal_partition_of_every_row():
     """Every row lands in exactly one group, and no split of the sorted rows costs less (brute force)."""
     import itertools
 
-    from causaleval.rome.suffix import span_buckets
+    from causaleval.editing.suffix import span_buckets
 
     rng = np.random.default_rng(0)
     for _ in range(40):

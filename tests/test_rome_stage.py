@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from causaleval.counterfact import Fact, write_jsonl
-from causaleval.testing import tiny_model
+from causaleval.data.counterfact import Fact, write_jsonl
+from causaleval.model.testing import tiny_model
 from experiments.config import resolve
 from experiments.context import StageContext
 from experiments.stages import edit

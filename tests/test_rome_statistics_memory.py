@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from causaleval.rome import stats as rome_stats
-from causaleval.rome.stats import SecondMoments, layer_moments
-from causaleval.sites import get_module
-from causaleval.testing import FAMILY_CONFIGS, tiny_model
-from causaleval.rome import hparams_for
+from causaleval.editing.rome import hparams_for
+from causaleval.editing.rome import stats as rome_stats
+from causaleval.editing.rome.stats import SecondMoments, layer_moments
+from causaleval.model.sites import get_module
+from causaleval.model.testing import FAMILY_CONFIGS, tiny_model
 
 
 @pytest.fixture(autouse=True)

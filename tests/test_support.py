@@ -9,13 +9,23 @@ import pandas as pd
 import pytest
 import torch
 
-from causaleval.counterfact import write_jsonl
-from causaleval.geofacts import build_facts
-from causaleval.support import (MASSIVE_FACTOR, OUTCOMES, RealStates, SupportDataError, answer_set, auroc,
-                                classify, clean_states, corrupted_runs, split_reference)
+from causaleval.data.counterfact import write_jsonl
+from causaleval.data.geofacts import build_facts
+from causaleval.data.tokens import answer_ids, encode_prompt
+from causaleval.estimators import flip_scrubbing, noise_tracing
+from causaleval.support import (
+    MASSIVE_FACTOR,
+    OUTCOMES,
+    RealStates,
+    SupportDataError,
+    answer_set,
+    auroc,
+    classify,
+    clean_states,
+    corrupted_runs,
+    split_reference,
+)
 from causaleval.support.report import summarise_answers, summarise_states
-from causaleval.tokens import answer_ids, encode_prompt
-from estimators import flip_scrubbing, noise_tracing
 from experiments.config import resolve
 from experiments.context import StageContext
 from experiments.stages import support as support_stage
@@ -82,7 +92,7 @@ def test_flip_draws_flip_whenever_the_partner_is_answered(tiny_llama, known):
         partners = flip_scrubbing.flip_set(tiny_llama, fact, known)
         if not partners:
             continue
-        from estimators.resample_scrubbing import partner_draws
+        from causaleval.estimators.resample_scrubbing import partner_draws
         draws = partner_draws(tiny_llama, fact, partners, 5, 0, "flip", prefer_same_length=True)
         runs = corrupted_runs(tiny_llama, draws)
         o = answer_ids(tiny_llama.tokenizer, fact.target_true)[0]

@@ -13,18 +13,18 @@ import pandas as pd
 import pytest
 import torch
 
-from causaleval.counterfact import Fact, write_jsonl
+from causaleval.data.counterfact import Fact, write_jsonl
+from causaleval.data.tokens import answer_ids
+from causaleval.editing.rome import SecondMoments, apply_edit, compute_edits, default_contexts, prepare_edits
 from causaleval.errors import CausalEvalError
+from causaleval.estimators import noise_tracing
+from causaleval.groundtruth.planted import edit_metrics, top_k_hit
 from causaleval.inference.paired import sign_flip_test
-from causaleval.rome import SecondMoments, apply_edit, compute_edits, default_contexts, prepare_edits
-from causaleval.testing import isolated_cache, tiny_model
-from causaleval.tokens import answer_ids
-from causaleval.validation import edit_metrics, top_k_hit
-from estimators import noise_tracing
+from causaleval.model.testing import isolated_cache, tiny_model
 from experiments.config import resolve
 from experiments.context import StageContext
-from experiments.stages import validate
 from experiments.publish import publish_validate
+from experiments.stages import validate
 from experiments.stages.edit import _hparams
 from experiments.stages.report import validate_report
 
@@ -276,7 +276,7 @@ def test_validate_settings_are_checked_and_layers_spread_over_the_model():
 
 def test_rows_without_layer0_read_the_peak_among_the_other_layers():
     """A profile that peaks at layer 0 and is second at the planted layer: a miss with layer 0, a hit without."""
-    from causaleval.validation import localisation_rows, rows_without_layers
+    from causaleval.groundtruth.planted import localisation_rows, rows_without_layers
 
     ie = np.array([0.9, 0.1, 0.5, 0.2])
     profiles = pd.DataFrame(dict(case_id=1, relation_id="P17", estimator="noise", window=1, planted_layer=2,

@@ -16,7 +16,7 @@ then share their per-layer location and scale.  One-sided p = (1 + #{diff* ≥ d
 Interval: the paired case bootstrap (whole cases resampled, both estimators together), percentile
 bounds: the two-sided ``level`` interval and the one-sided bounds ``lower`` / ``upper`` ("a exceeds b by
 at most ``upper`` at 95 %").  Its coverage under the null and under a planted difference, also when a
-case's rows are correlated across layers, is measured by ``causaleval.calibration`` (the former
+case's rows are correlated across layers, is measured by ``causaleval.inference.calibration`` (the former
 leave-one-case-out jackknife interval was about 1.4× too wide there).
 
 Power: :func:`minimum_detectable_difference` simulates the run's own design (its score array, missing

@@ -30,10 +30,10 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from causaleval.analysis import ESTIMATORS, AnalysisTables  # noqa: E402
-from causaleval.bootstrap import bootstrap_ci  # noqa: E402
+from causaleval.inference.bootstrap import bootstrap_ci  # noqa: E402
 from causaleval.reporting import heatmaps  # noqa: E402
 from causaleval.reporting.tables import tex_escape  # noqa: E402
-from causaleval.store import atomic_write_text  # noqa: E402
+from causaleval.runs.store import atomic_write_text  # noqa: E402
 
 COLORS = {"noise": "#666666", "resample": "#1f77b4", "flip": "#d62728"}
 MARKERS = {"noise": "o", "resample": "s", "flip": "^"}

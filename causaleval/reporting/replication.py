@@ -16,7 +16,7 @@ import pandas as pd
 
 from causaleval.analysis import ESTIMATORS
 from causaleval.reporting.tables import LABELS, booktabs, est_ci, num, pval, tex_escape
-from causaleval.store import atomic_write_text
+from causaleval.runs.store import atomic_write_text
 
 # the paper's names of the embedded models
 MODEL_LABELS = {"smollm2": "SmolLM2-135M", "gemma3-270m": "Gemma 3 270M"}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from causaleval.analysis import AnalysisTables
-from causaleval.store import atomic_write_text
+from causaleval.runs.store import atomic_write_text
 
 LABELS = {"noise": "Noise tracing", "resample": "Resample scrubbing", "flip": "Flip scrubbing"}
 SHORT = {"noise": "noise", "resample": "resample", "flip": "flip"}

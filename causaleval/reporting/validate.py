@@ -19,11 +19,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from causaleval import validation  # noqa: E402
 from causaleval.analysis import ESTIMATORS  # noqa: E402
-from causaleval.reporting.figures import COLORS, LABELS as FIG_LABELS, MARKERS, STYLE, WIDTH, save  # noqa: E402
+from causaleval.groundtruth import planted as validation  # noqa: E402
+from causaleval.reporting.figures import COLORS, MARKERS, STYLE, WIDTH, save  # noqa: E402
+from causaleval.reporting.figures import LABELS as FIG_LABELS
 from causaleval.reporting.tables import LABELS, booktabs, ci, est_ci, mnum, num, pexpr  # noqa: E402
-from causaleval.store import atomic_write_text  # noqa: E402
+from causaleval.runs.store import atomic_write_text  # noqa: E402
 
 WORDS = {1: "One", 2: "Two", 3: "Three", 4: "Four", 5: "Five", 6: "Six", 7: "Seven", 8: "Eight", 9: "Nine",
          10: "Ten"}
@@ -87,7 +88,7 @@ def _macro(name: str, value: str) -> str:
 
 def without_layer0_numbers(without) -> dict[str, str]:
     """Macros of the secondary accuracy with the layer-0 MLP left out of every window-1 profile
-    (:func:`causaleval.validation.rows_without_layers`): hit@1 per estimator and the paired differences."""
+    (:func:`causaleval.groundtruth.planted.rows_without_layers`): hit@1 per estimator and the paired differences."""
     m = {}
     acc, paired, n_layers = without if without is not None else (None, None, None)
     m["ValExclChance"] = mnum(1 / n_layers, 3) if n_layers else r"\text{n/a}"

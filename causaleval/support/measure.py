@@ -40,12 +40,12 @@ from scipy.linalg import cholesky, solve_triangular
 from sklearn.covariance import empirical_covariance, ledoit_wolf_shrinkage
 from sklearn.metrics import roc_auc_score
 
-from causaleval.counterfact import Fact
+from causaleval.data.counterfact import Fact
+from causaleval.data.tokens import answer_ids, encode_prompt
 from causaleval.errors import CausalEvalError
-from causaleval.models import ModelBundle, head_logits
-from causaleval.hooks import trace
-from causaleval.patching import Draw
-from causaleval.tokens import answer_ids, encode_prompt
+from causaleval.model.hooks import trace
+from causaleval.model.loading import ModelBundle, head_logits
+from causaleval.patching.core import Draw
 
 OUTCOMES: tuple[str, ...] = ("clean", "relation", "off")
 MASSIVE_FACTOR = 4.0   # massive: max_i |h_i| > MASSIVE_FACTOR × the reference's median max_i |h_i| (module docstring)

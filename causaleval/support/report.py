@@ -1,7 +1,7 @@
 """Summaries, LaTeX tables, macros and figures of the support diagnostics.
 
 Every share is a mean over cases of the per-case share over draws, with a percentile bootstrap CI
-resampling cases (:func:`causaleval.bootstrap.summarise_by`).  The AUROC of an arm's distances against
+resampling cases (:func:`causaleval.inference.bootstrap.summarise_by`).  The AUROC of an arm's distances against
 the held-out calibration states' (sklearn) is pooled over the arm's states; its CI resamples cases
 (the calibration states held fixed) through the mean percentile rank, which equals the AUROC.
 """
@@ -17,10 +17,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from causaleval.bootstrap import bootstrap_ci, ratio_of_means, summarise_by  # noqa: E402
+from causaleval.inference.bootstrap import bootstrap_ci, ratio_of_means, summarise_by  # noqa: E402
 from causaleval.reporting.figures import COLORS, save  # noqa: E402
 from causaleval.reporting.tables import booktabs, est_ci, num, pval  # noqa: E402
-from causaleval.store import atomic_write_text  # noqa: E402
+from causaleval.runs.store import atomic_write_text  # noqa: E402
 from causaleval.support.measure import OUTCOMES, auroc  # noqa: E402
 
 STATE_COLUMNS = ("auroc", "auroc_ci_low", "auroc_ci_high", "mean_percentile", "share_massive", "massive_ci_low",

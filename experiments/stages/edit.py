@@ -16,10 +16,10 @@ import time
 
 import pandas as pd
 
-from causaleval.edit_scores import summarise
-from causaleval.rome import SecondMoments, default_contexts, hparams_for, sweep_cases
-from causaleval.rome.hparams import RomeHyperParams
-from causaleval.store import atomic_write_json, atomic_write_parquet
+from causaleval.editing.rome import SecondMoments, default_contexts, hparams_for, sweep_cases
+from causaleval.editing.rome.hparams import RomeHyperParams
+from causaleval.editing.scores import summarise
+from causaleval.runs.store import atomic_write_json, atomic_write_parquet
 from experiments.backends import CaseJob, shards
 from experiments.context import StageContext, run_case_job
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-from causaleval.counterfact import write_jsonl
+from causaleval.data.counterfact import write_jsonl
+from causaleval.data.geofacts import RELATIONS
+from causaleval.data.known import known_filter
+from causaleval.data.tokens import check_prompt_lengths, context_length
 from causaleval.errors import DataError
-from causaleval.geofacts import RELATIONS
-from causaleval.known import known_filter
-from causaleval.store import atomic_write_parquet
-from causaleval.tokens import check_prompt_lengths, context_length
+from causaleval.runs.store import atomic_write_parquet
 from experiments.context import StageContext
 
 NAME = "facts"

@@ -45,9 +45,9 @@ def build_report(results_dir: Path, dest_dir: Path | None = None) -> list[Path]:
     if (results_dir / "run.json").is_file():
         window = json.loads((results_dir / "run.json").read_text()).get("config", {}).get("trace_window")
     paths = write_tables(t, dest_dir / "tables") + write_figures(t, dest_dir / "figures", trace, mlp_window=window)
-    if (results_dir / "calibration.csv").is_file():     # python -m causaleval.calibration --out <results>/calibration.csv
-        from causaleval.calibration import calibration_tex
-        from causaleval.store import atomic_write_text
+    if (results_dir / "calibration.csv").is_file():     # python -m causaleval.inference.calibration --out <results>/calibration.csv
+        from causaleval.inference.calibration import calibration_tex
+        from causaleval.runs.store import atomic_write_text
 
         path = dest_dir / "tables" / "calibration.tex"
         atomic_write_text(path, calibration_tex(pd.read_csv(results_dir / "calibration.csv")))

@@ -35,15 +35,23 @@ import numpy as np
 import pandas as pd
 
 from causaleval.analysis import AnalysisError, analyze
+from causaleval.data.tokens import answer_ids, encode_prompt
+from causaleval.estimators import flip_scrubbing, noise_tracing, resample_scrubbing
 from causaleval.inference.h1 import PRIMARY
-from causaleval.parts import PartStore
-from causaleval.patching import Draw
-from causaleval.store import atomic_write_json, atomic_write_parquet
-from causaleval.support import (MASSIVE_FACTOR, RealStates, answer_rows, answer_set, clean_states, corrupted_runs, peak,
-                                split_reference)
+from causaleval.patching.core import Draw
+from causaleval.runs.parts import PartStore
+from causaleval.runs.store import atomic_write_json, atomic_write_parquet
+from causaleval.support import (
+    MASSIVE_FACTOR,
+    RealStates,
+    answer_rows,
+    answer_set,
+    clean_states,
+    corrupted_runs,
+    peak,
+    split_reference,
+)
 from causaleval.support.report import summarise_answers, summarise_states, write_support_report
-from causaleval.tokens import answer_ids, encode_prompt
-from estimators import flip_scrubbing, noise_tracing, resample_scrubbing
 from experiments.backends import CaseJob
 from experiments.config import draw_seed
 from experiments.context import StageContext, run_case_job

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from causaleval.bootstrap import summarise_by
-from causaleval.estimands import SiteGrid
-from causaleval.parts import PartStore
-from causaleval.patching import TraceTables
+from causaleval.estimators import flip_scrubbing, noise_tracing, resample_scrubbing
+from causaleval.inference.bootstrap import summarise_by
+from causaleval.patching.core import TraceTables
+from causaleval.patching.estimands import SiteGrid
 from causaleval.reporting.heatmaps import trace_heatmaps
-from causaleval.store import atomic_write_json, atomic_write_parquet
-from estimators import flip_scrubbing, noise_tracing, resample_scrubbing
+from causaleval.runs.parts import PartStore
+from causaleval.runs.store import atomic_write_json, atomic_write_parquet
 from experiments.backends import CaseJob
 from experiments.config import draw_seed
 from experiments.context import StageContext, run_case_job

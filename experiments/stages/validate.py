@@ -30,16 +30,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from causaleval.counterfact import Fact
-from causaleval.estimands import SiteGrid
-from causaleval.known import next_token_logits
-from causaleval.parts import PartStore
-from causaleval.patching import TraceTables
-from causaleval.rome import SecondMoments, apply_edit, compute_edits, default_contexts, prepare_edits
-from causaleval.store import atomic_write_json, atomic_write_parquet
-from causaleval.tokens import answer_ids, encode_prompt
-from causaleval.validation import accuracy_table, argmax_histogram, localisation_rows, paired_tests
-from estimators import flip_scrubbing, noise_tracing, resample_scrubbing
+from causaleval.data.counterfact import Fact
+from causaleval.data.known import next_token_logits
+from causaleval.data.tokens import answer_ids, encode_prompt
+from causaleval.editing.rome import SecondMoments, apply_edit, compute_edits, default_contexts, prepare_edits
+from causaleval.estimators import flip_scrubbing, noise_tracing, resample_scrubbing
+from causaleval.groundtruth.planted import accuracy_table, argmax_histogram, localisation_rows, paired_tests
+from causaleval.patching.core import TraceTables
+from causaleval.patching.estimands import SiteGrid
+from causaleval.runs.parts import PartStore
+from causaleval.runs.store import atomic_write_json, atomic_write_parquet
 from experiments.backends import CaseJob
 from experiments.context import StageContext, run_case_job, stratified_sample
 from experiments.stages.edit import _hparams
