@@ -25,17 +25,8 @@ import pandas as pd
 
 from causaleval.data.counterfact import Fact
 from causaleval.data.tokens import answer_ids, encode_prompt
-from causaleval.editing.rome import (
-    AppliedEdit,
-    EditResult,
-    RomeHyperParams,
-    SecondMoments,
-    apply_edit,
-    compute_edit,
-    default_contexts,
-    hparams_for,
-    prepare_edit,
-)
+from causaleval.editing.rome import (AppliedEdit, EditResult, RomeHyperParams, SecondMoments, apply_edit, compute_edit,
+                                     default_contexts, hparams_for, prepare_edit)
 from causaleval.editing.scores import EditScores, edit_scores, prepare_probes, probs_after
 from causaleval.errors import CausalEvalError, DataError
 from causaleval.estimators import flip_scrubbing, noise_tracing, resample_scrubbing

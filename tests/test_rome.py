@@ -11,16 +11,8 @@ import torch
 
 from causaleval.data.counterfact import Fact
 from causaleval.data.tokens import pad_batch
-from causaleval.editing.rome import (
-    SecondMoments,
-    SingularStatisticsWarning,
-    apply_edit,
-    compute_edit,
-    default_contexts,
-    hparams_for,
-    prepare_edit,
-    rome_edit,
-)
+from causaleval.editing.rome import (SecondMoments, SingularStatisticsWarning, apply_edit, compute_edit,
+                                     default_contexts, hparams_for, prepare_edit, rome_edit)
 from causaleval.editing.rome.compute import run_with_delta
 from causaleval.editing.rome.corpus import sample_ids
 from causaleval.editing.suffix import capture_block_inputs, capture_window, logits_at_positions, run_from

@@ -7,17 +7,8 @@ import pytest
 import torch
 
 from causaleval.data.counterfact import Fact
-from causaleval.editing.rome import (
-    SecondMoments,
-    apply_edit,
-    compute_edits,
-    default_contexts,
-    hparams_for,
-    prepare_edit,
-    prepare_edits,
-    sweep_case,
-    sweep_cases,
-)
+from causaleval.editing.rome import (SecondMoments, apply_edit, compute_edits, default_contexts, hparams_for,
+                                     prepare_edit, prepare_edits, sweep_case, sweep_cases)
 from causaleval.editing.rome.compute import build_edit_batch
 from causaleval.editing.scores import prepare_probes, probs_after
 from causaleval.model.testing import FAMILY_CONFIGS, isolated_cache, tiny_model

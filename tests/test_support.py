@@ -13,18 +13,8 @@ from causaleval.data.counterfact import write_jsonl
 from causaleval.data.geofacts import build_facts
 from causaleval.data.tokens import answer_ids, encode_prompt
 from causaleval.estimators import flip_scrubbing, noise_tracing
-from causaleval.support import (
-    MASSIVE_FACTOR,
-    OUTCOMES,
-    RealStates,
-    SupportDataError,
-    answer_set,
-    auroc,
-    classify,
-    clean_states,
-    corrupted_runs,
-    split_reference,
-)
+from causaleval.support import (MASSIVE_FACTOR, OUTCOMES, RealStates, SupportDataError, answer_set, auroc, classify,
+                                clean_states, corrupted_runs, split_reference)
 from causaleval.support.report import summarise_answers, summarise_states
 from experiments.config import resolve
 from experiments.context import StageContext

@@ -19,16 +19,8 @@ from tqdm.auto import tqdm
 from causaleval.data.counterfact import Fact
 from causaleval.data.tokens import answer_ids, encode_prompt
 from causaleval.model.loading import ModelBundle
-from causaleval.patching.core import (
-    CaseSpec,
-    Draw,
-    TraceTables,
-    case_sites,
-    case_tables,
-    draw_seed,
-    excluded_case,
-    trace_cases,
-)
+from causaleval.patching.core import (CaseSpec, Draw, TraceTables, case_sites, case_tables, draw_seed, excluded_case,
+                                      trace_cases)
 from causaleval.patching.estimands import Estimand, SiteGrid, Support
 
 NAME = "resample"

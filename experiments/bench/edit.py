@@ -44,16 +44,8 @@ import torch
 
 from causaleval.data.counterfact import facts_from_jsonl
 from causaleval.data.tokens import encode_prompt, pad_batch
-from causaleval.editing.rome import (
-    SecondMoments,
-    apply_edit,
-    compute_edit,
-    default_contexts,
-    hparams_for,
-    prepare_edit,
-    sweep_case,
-    sweep_cases,
-)
+from causaleval.editing.rome import (SecondMoments, apply_edit, compute_edit, default_contexts, hparams_for,
+                                     prepare_edit, sweep_case, sweep_cases)
 from causaleval.editing.rome.compute import EditResult, build_edit_batch, rank_one_update
 from causaleval.editing.scores import prepare_probes
 from causaleval.model.hooks import trace

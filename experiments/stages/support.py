@@ -41,16 +41,8 @@ from causaleval.inference.h1 import PRIMARY
 from causaleval.patching.core import Draw
 from causaleval.runs.parts import PartStore
 from causaleval.runs.store import atomic_write_json, atomic_write_parquet
-from causaleval.support import (
-    MASSIVE_FACTOR,
-    RealStates,
-    answer_rows,
-    answer_set,
-    clean_states,
-    corrupted_runs,
-    peak,
-    split_reference,
-)
+from causaleval.support import (MASSIVE_FACTOR, RealStates, answer_rows, answer_set, clean_states, corrupted_runs, peak,
+                                split_reference)
 from causaleval.support.report import summarise_answers, summarise_states, write_support_report
 from experiments.backends import CaseJob
 from experiments.config import draw_seed

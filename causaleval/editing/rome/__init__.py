@@ -16,17 +16,8 @@ import time
 from typing import Sequence
 
 from causaleval.data.counterfact import Fact
-from causaleval.editing.rome.compute import (
-    AppliedEdit,
-    EditResult,
-    apply_edit,
-    compute_edit,
-    compute_edits,
-    compute_v,
-    prepare_edit,
-    prepare_edits,
-    rank_one_update,
-)
+from causaleval.editing.rome.compute import (AppliedEdit, EditResult, apply_edit, compute_edit, compute_edits,
+                                             compute_v, prepare_edit, prepare_edits, rank_one_update)
 from causaleval.editing.rome.corpus import context_texts, model_slug, rome_cache
 from causaleval.editing.rome.hparams import HPARAMS, KEY_MODES, RomeHyperParams, hparams_for
 from causaleval.editing.rome.stats import SecondMoments, SingularStatisticsWarning

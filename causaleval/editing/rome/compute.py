@@ -37,14 +37,8 @@ import torch
 from causaleval.data.counterfact import Fact
 from causaleval.data.tokens import answer_ids, encode_prompt, pad_batch
 from causaleval.editing.rome.hparams import RomeHyperParams
-from causaleval.editing.suffix import (
-    SuffixWindow,
-    logits_at_positions,
-    record_forward,
-    span_buckets,
-    unembed,
-    window_after,
-)
+from causaleval.editing.suffix import (SuffixWindow, logits_at_positions, record_forward, span_buckets, unembed,
+                                       window_after)
 from causaleval.errors import SiteError
 from causaleval.model.hooks import trace
 from causaleval.model.loading import ModelBundle
