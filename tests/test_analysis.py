@@ -5,20 +5,9 @@ import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 
-from causaleval.analysis import (
-    AnalysisError,
-    AnalysisSpec,
-    analyze,
-    case_layer_arrays,
-    half_effects,
-    headline,
-    load_results,
-    localisation_effects,
-    summary_dict,
-    weighted_r2,
-    williams_t,
-    write_results,
-)
+from causaleval.analysis import (AnalysisError, AnalysisSpec, analyze, case_layer_arrays, half_effects, headline,
+                                 load_results, localisation_effects, summary_dict, weighted_r2, williams_t,
+                                 write_results)
 from causaleval.inference.correlation import fisher_ci, williams_abs
 from causaleval.inference.regression import delta_r2_many, f_test
 from causaleval.inference.synthetic import SyntheticSpec, synthetic_tables
