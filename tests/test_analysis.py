@@ -6,10 +6,9 @@ import pytest
 import statsmodels.formula.api as smf
 
 from causaleval.analysis import (AnalysisError, AnalysisSpec, analyze, case_layer_arrays, half_effects, headline,
-                                 load_results, localisation_effects, summary_dict, weighted_r2, williams_t,
-                                 write_results)
-from causaleval.inference.correlation import fisher_ci, williams_abs
-from causaleval.inference.regression import delta_r2_many, f_test
+                                 load_results, localisation_effects, summary_dict, write_results)
+from causaleval.inference.correlation import fisher_ci, williams_abs, williams_t
+from causaleval.inference.regression import delta_r2_many, f_test, weighted_r2
 from causaleval.inference.synthetic import SyntheticSpec, synthetic_tables
 
 SPEC = AnalysisSpec(n_bootstrap=200, n_permutations=199, power_reps=100, seed=1)
