@@ -1,0 +1,269 @@
+"""The confirmatory study's machinery on tiny synthetic folders: the plan file and its checks, the refusal
+of overlapping facts, the label (confirmatory only for a committed, unchanged plan, held-out facts and
+planned settings), the plan's sha256 and commit in summary.json and run.json, the MDD command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from causaleval.analysis.plan import PlanError, load_plan
+from causaleval.inference.synthetic import SyntheticSpec, write_synthetic_results
+from experiments.confirm import CONFIRMATORY, EXPLORATORY, plan_provenance
+from experiments.stages.analyze import PLAN_RECORD, analyze_folder, plan_headline, spec_from_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = dict(n_cases=14, n_layers=12, edit_layer_step=4)      # edit layers 0, 4, 8, 11
+LAYERS = [0, 4, 8, 11]
+
+
+def synthetic_run(folder: Path, first_case: int, data_seed: int, **config) -> Path:
+    """A synthetic results folder whose case ids start at ``first_case`` and whose run.json records
+    ``config`` (held-out runs: exclude_facts_from, draws, seeds, finished stages)."""
+    write_synthetic_results(folder, SyntheticSpec(seed=data_seed, **SPEC), n_bootstrap=99)
+    for name in ("trace", "edits"):
+        t = pd.read_parquet(folder / f"{name}.parquet")
+        t["case_id"] = t.case_id - 1000 + first_case
+        t.to_parquet(folder / f"{name}.parquet", index=False)
+    info = json.loads((folder / "run.json").read_text())
+    info["config"].update(seed=0, trace_seed=None, max_facts=None, **config)
+    info["completed_stages"] = {s: {"seconds": 1.0} for s in ("facts", "trace", "edit", "support")}
+    (folder / "run.json").write_text(json.dumps(info))
+    return folder
+
+
+def plan_dict(exploratory: str, **model) -> dict:
+    plan = yaml.safe_load((ROOT / "paper" / "plan.yaml").read_text())
+    plan["primary"].update(n_permutations=99, n_bootstrap=99, power_reps=50)
+    plan["power"]["table"] = "mdd.csv"
+    design = dict(exploratory=exploratory, n_facts=None, edit_layers=LAYERS, noise_draws=10, partner_draws=5,
+                  seed=0, trace_seed=None, stages=["facts", "trace", "edit", "support"], results="held",
+                  publish="pub")
+    plan["models"] = {"synthetic": {**design, **model}}
+    return plan
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def study(tmp_path, monkeypatch):
+    """A git repository holding a committed plan, an exploratory run and a held-out run of other facts."""
+    monkeypatch.chdir(tmp_path)
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "config", "user.email", "t@example.org")
+    git(tmp_path, "config", "user.name", "t")
+    synthetic_run(tmp_path / "explore", 1000, data_seed=0)
+    synthetic_run(tmp_path / "held", 5000, data_seed=1, exclude_facts_from=["explore"])
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(plan_dict("explore"), sort_keys=False))
+    git(tmp_path, "add", "plan.yaml")
+    git(tmp_path, "commit", "-q", "-m", "plan")
+    return tmp_path
+
+
+def analyze(folder: Path, plan: Path) -> dict:
+    info = json.loads((folder / "run.json").read_text())
+    from experiments.config import StudyConfig
+
+    spec = spec_from_config(StudyConfig(n_bootstrap=99))
+    return analyze_folder(folder, spec, load_plan(plan), info["config"]["model"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# the plan file
+
+
+def test_committed_plan_loads_and_names_a_registered_measure():
+    from causaleval.inference.h1 import MEASURES
+
+    plan = load_plan(ROOT / "paper" / "plan.yaml")
+    assert plan.primary.measure in MEASURES
+    assert plan.primary.direction == "greater" and plan.primary.a == "flip" and plan.primary.b == "noise"
+    assert set(plan.models) == {"smollm2", "gemma3-270m"}
+    assert plan.models["smollm2"].exploratory == "paper/study"
+    assert plan.spec().te_floor == plan.exclusions.te_floor
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda p: p["primary"].update(measure="r_w_typo"), "primary.measure 'r_w_typo' is not a measure"),
+    (lambda p: p["primary"].update(alpha=0.9), "primary.alpha 0.9 is outside"),
+    (lambda p: p["primary"].update(direction="two-sided"), "primary.direction 'two-sided' is not one of greater"),
+    (lambda p: p["primary"].pop("margin_reason"), "primary.margin_reason is missing"),
+    (lambda p: p["primary"].update(wording="{estimator} wins"), "primary.wording has a placeholder"),
+    (lambda p: p["primary"].update(b="flip"), "primary.b 'flip' equals a"),
+    (lambda p: p.pop("question"), "question is missing"),
+    (lambda p: p.update(extra=1), "extra is not a plan field"),
+    (lambda p: p["secondary"].update(measures=["nope"]), "secondary.measures 'nope' is not a measure"),
+    (lambda p: p["exclusions"].update(te_floor="high"), "exclusions.te_floor 'high' is not a float"),
+    (lambda p: p["models"]["synthetic"].update(noise_draws=0), "models.synthetic.noise_draws 0 is outside"),
+    (lambda p: p["models"]["synthetic"].update(edit_layers=[1, 1]), "models.synthetic.edit_layers"),
+    (lambda p: p["models"]["synthetic"].update(stages=["trace"]), "must include facts"),
+    (lambda p: p.update(version=2), "version 2 is not supported"),
+])
+def test_every_bad_field_is_one_line_naming_it(tmp_path, edit, words):
+    plan = plan_dict("explore")
+    edit(plan)
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    with pytest.raises(PlanError) as err:
+        load_plan(path)
+    msg = str(err.value)
+    assert words in msg and "\n" not in msg and str(path) in msg
+
+
+def test_missing_plan_file_and_unknown_model_are_clear(tmp_path):
+    with pytest.raises(PlanError, match="file not found"):
+        load_plan(tmp_path / "nope.yaml")
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan_dict("explore")))
+    with pytest.raises(PlanError, match="models has no entry 'gpt2'"):
+        load_plan(path).model("gpt2")
+
+
+# ---------------------------------------------------------------------------------------------------
+# provenance and the label
+
+
+def test_provenance_records_sha_and_commit_and_sees_edits(study):
+    plan = study / "plan.yaml"
+    prov = plan_provenance(plan)
+    head = git(study, "rev-parse", "HEAD").strip()
+    assert prov["committed"] and prov["commit"] == head and prov["added_in"] == head
+    assert prov["sha256"] == prov["committed_sha256"]
+    plan.write_text(plan.read_text() + "# changed after the commit\n")
+    prov = plan_provenance(plan)
+    assert not prov["committed"] and any("uncommitted" in p for p in prov["problems"])
+    assert prov["sha256"] != prov["committed_sha256"]
+
+
+def test_uncommitted_plan_is_not_confirmatory(tmp_path):
+    path = tmp_path / "plan.yaml"
+    path.write_text("x: 1\n")
+    git(tmp_path, "init", "-q")
+    prov = plan_provenance(path)
+    assert not prov["committed"] and "never been committed" in prov["problems"][0]
+
+
+def test_planned_analysis_of_held_out_facts_is_confirmatory(study):
+    summary = analyze(study / "held", study / "plan.yaml")
+    rec = summary["plan"]
+    assert rec["label"] == CONFIRMATORY and rec["reasons"] == []
+    assert rec["plan"]["sha256"] == plan_provenance(study / "plan.yaml")["sha256"]
+    assert rec["plan"]["commit"] == git(study, "rev-parse", "HEAD").strip()
+    p = rec["primary"]
+    assert p["measure"] == "r_w" and p["n_cases"] >= 3 and p["layers"] == LAYERS
+    assert p["ci_low"] <= p["diff"] <= p["ci_high"] and 0 < p["p_one_sided"] <= 1
+    assert json.loads((study / "held" / PLAN_RECORD).read_text())["label"] == CONFIRMATORY
+    assert plan_headline(summary).startswith("[CONFIRMATORY] Planned primary test")
+
+
+def test_modified_plan_makes_the_analysis_exploratory(study):
+    plan = study / "plan.yaml"
+    plan.write_text(plan.read_text().replace("alpha: 0.05", "alpha: 0.1"))
+    rec = analyze(study / "held", plan)["plan"]
+    assert rec["label"] == EXPLORATORY
+    assert any("uncommitted changes" in r for r in rec["reasons"])
+    assert any("differs from the version committed" in r for r in rec["reasons"])
+
+
+@pytest.mark.parametrize("change, words", [
+    (dict(noise_draws=3), "noise_draws is 3, the plan says 10"),
+    (dict(seed=7), "seed is 7"),
+    (dict(exclude_facts_from=None), "does not name the plan's exploratory run"),
+    (dict(max_facts=10), "max_facts is 10"),
+])
+def test_settings_unlike_the_plan_make_it_exploratory(study, change, words):
+    info = json.loads((study / "held" / "run.json").read_text())
+    info["config"].update(change)
+    (study / "held" / "run.json").write_text(json.dumps(info))
+    rec = analyze(study / "held", study / "plan.yaml")["plan"]
+    assert rec["label"] == EXPLORATORY and any(words in r for r in rec["reasons"]), rec["reasons"]
+
+
+def test_other_edit_layers_or_unfinished_stages_make_it_exploratory(study):
+    edits = pd.read_parquet(study / "held" / "edits.parquet")
+    edits[edits.layer != 11].to_parquet(study / "held" / "edits.parquet", index=False)
+    info = json.loads((study / "held" / "run.json").read_text())
+    del info["completed_stages"]["support"]
+    (study / "held" / "run.json").write_text(json.dumps(info))
+    reasons = analyze(study / "held", study / "plan.yaml")["plan"]["reasons"]
+    assert any("edit layers are [0, 4, 8]" in r for r in reasons)
+    assert any("planned stages not finished: support" in r for r in reasons)
+
+
+def test_overlapping_facts_are_refused(study):
+    edits = pd.read_parquet(study / "held" / "edits.parquet")
+    edits.loc[edits.case_id == 5000, "case_id"] = 1003          # one fact the exploratory run studied
+    edits.to_parquet(study / "held" / "edits.parquet", index=False)
+    with pytest.raises(PlanError) as err:
+        analyze(study / "held", study / "plan.yaml")
+    assert "1 of its studied facts were studied by the exploratory run" in str(err.value)
+    assert "\n" not in str(err.value) and not (study / "held" / "analysis" / "summary.json").exists()
+
+
+def test_analysis_without_plan_drops_an_old_plan_record(study):
+    analyze(study / "held", study / "plan.yaml")
+    from experiments.config import StudyConfig
+
+    summary = analyze_folder(study / "held", spec_from_config(StudyConfig(n_bootstrap=99)))
+    assert "plan" not in summary and not (study / "held" / PLAN_RECORD).exists()
+
+
+def test_run_json_carries_the_plan_record(study):
+    from experiments.main import plan_entry
+
+    analyze(study / "held", study / "plan.yaml")
+    entry = plan_entry(study / "held", {})["plan"]
+    assert entry["label"] == CONFIRMATORY and len(entry["plan"]["sha256"]) == 64 and entry["plan"]["commit"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# the run-level checks (before any model loads)
+
+
+def test_confirmatory_config_must_hold_out_the_exploratory_facts(study):
+    from causaleval.errors import ConfigError
+    from experiments.config import StudyConfig, check_plan
+
+    cfg = StudyConfig(model="synthetic", plan=str(study / "plan.yaml"), exclude_facts_from=None)
+    with pytest.raises(ConfigError, match="a confirmatory run studies held-out facts only; set exclude_facts_from"):
+        check_plan(cfg)
+    check_plan(StudyConfig(model="synthetic", plan=str(study / "plan.yaml"), exclude_facts_from=["explore"]))
+
+
+def test_plan_fills_exclude_facts_from_and_refuses_an_overlapping_folder(study):
+    from causaleval.errors import ConfigError
+    from experiments.confirm import refuse_planned_overlap
+    from experiments.main import build_config, parse_args
+
+    cfg = build_config(parse_args(["--model", "synthetic", "--plan", str(study / "plan.yaml")]))
+    assert cfg.exclude_facts_from == ["explore"]
+    refuse_planned_overlap(study / "held", cfg)                    # held-out: fine
+    with pytest.raises(ConfigError, match="cannot be confirmatory"):
+        refuse_planned_overlap(study / "explore", cfg)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the minimum detectable difference of the design, before the run
+
+
+def test_plan_power_writes_the_mdd_of_the_design(study):
+    from experiments.config import StudyConfig
+    from experiments.plan_power import main as plan_power
+
+    analyze_folder(study / "explore", spec_from_config(StudyConfig(n_bootstrap=99)))  # the template's analysis
+    known = pd.DataFrame({"case_id": list(range(1000, 1014)) + list(range(2000, 2030)), "known": True})
+    known.to_parquet(study / "explore" / "facts_filter.parquet", index=False)
+    assert plan_power(["--plan", str(study / "plan.yaml")]) == 0
+    table = pd.read_csv(study / "mdd.csv")
+    primary = table[table.role == "primary"].iloc[0]
+    assert primary.measure == "r_w" and primary.n_facts_planned == 30     # 44 known − 14 studied
+    assert 0 < primary.mdd < 1 and primary.plan_sha256 == plan_provenance(study / "plan.yaml")["sha256"]
+    assert set(table.role) == {"primary", "secondary"}
