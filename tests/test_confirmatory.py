@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from causaleval.analysis import AnalysisSpec
 from causaleval.analysis.plan import PlanError, load_plan
 from causaleval.inference.synthetic import SyntheticSpec, write_synthetic_results
 from experiments.confirm import CONFIRMATORY, EXPLORATORY, plan_provenance
@@ -212,7 +213,7 @@ def test_analysis_without_plan_drops_an_old_plan_record(study):
     analyze(study / "held", study / "plan.yaml")
     from experiments.config import StudyConfig
 
-    summary = analyze_folder(study / "held", spec_from_config(StudyConfig(n_bootstrap=99)))
+    summary = analyze_folder(study / "held", AnalysisSpec(n_bootstrap=60, n_permutations=99, power_reps=50))
     assert "plan" not in summary and not (study / "held" / PLAN_RECORD).exists()
 
 
@@ -258,7 +259,7 @@ def test_plan_power_writes_the_mdd_of_the_design(study):
     from experiments.config import StudyConfig
     from experiments.plan_power import main as plan_power
 
-    analyze_folder(study / "explore", spec_from_config(StudyConfig(n_bootstrap=99)))  # the template's analysis
+    analyze_folder(study / "explore", AnalysisSpec(n_bootstrap=60, n_permutations=99, power_reps=50))  # template
     known = pd.DataFrame({"case_id": list(range(1000, 1014)) + list(range(2000, 2030)), "known": True})
     known.to_parquet(study / "explore" / "facts_filter.parquet", index=False)
     assert plan_power(["--plan", str(study / "plan.yaml")]) == 0
@@ -267,3 +268,22 @@ def test_plan_power_writes_the_mdd_of_the_design(study):
     assert primary.measure == "r_w" and primary.n_facts_planned == 30     # 44 known − 14 studied
     assert 0 < primary.mdd < 1 and primary.plan_sha256 == plan_provenance(study / "plan.yaml")["sha256"]
     assert set(table.role) == {"primary", "secondary"}
+
+
+# ---------------------------------------------------------------------------------------------------
+# the report: the primary result in the plan's words, everything else secondary
+
+
+def test_report_writes_the_primary_result_as_planned(study, tmp_path):
+    from causaleval.reporting.confirmatory import macro_tag, write_confirm_report
+
+    assert macro_tag("gemma3-270m") == "GemmaThreeTwoSevenZeroM" and macro_tag("smollm2") == "SmollmTwo"
+    rec = analyze(study / "held", study / "plan.yaml")["plan"]
+    paths = write_confirm_report(study / "held", tmp_path / "paper")
+    numbers = (tmp_path / "paper" / "tables" / "confirm_synthetic_numbers.tex").read_text()
+    assert r"\newcommand{\ConfirmSyntheticLabel}{confirmatory}" in numbers
+    assert r"\newcommand{\ConfirmSyntheticSentence}{Planned primary test: on held-out facts, flip" in numbers
+    assert rf"\newcommand{{\ConfirmSyntheticPlanSha}}{{{rec['plan']['sha256'][:12]}}}" in numbers
+    table = (tmp_path / "paper" / "tables" / "confirm_synthetic.tex").read_text()
+    assert "Primary (as planned)" in table and "Secondary" in table and len(paths) == 2
+    assert table.index("Primary (as planned)") < table.index("Secondary")
