@@ -287,3 +287,49 @@ def test_report_writes_the_primary_result_as_planned(study, tmp_path):
     table = (tmp_path / "paper" / "tables" / "confirm_synthetic.tex").read_text()
     assert "Primary (as planned)" in table and "Secondary" in table and len(paths) == 2
     assert table.index("Primary (as planned)") < table.index("Secondary")
+
+
+# ---------------------------------------------------------------------------------------------------
+# end to end through the study command: --plan on the analyze stage of a held-out run
+
+
+def test_study_command_with_plan_records_it_in_run_json(tmp_path, monkeypatch):
+    from causaleval.model.testing import save_tiny_model
+    from experiments.main import main
+
+    monkeypatch.chdir(tmp_path)
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "config", "user.email", "t@example.org")
+    git(tmp_path, "config", "user.name", "t")
+    model = str(save_tiny_model(tmp_path / "tiny"))                  # 4 layers: only its config is read
+    spec = dict(n_cases=12, n_layers=4, edit_layer_step=1)
+    for name, first, seed, extra in (("explore", 1000, 0, {}), ("held", 5000, 1, {"exclude_facts_from": ["explore"]})):
+        write_synthetic_results(tmp_path / name, SyntheticSpec(seed=seed, **spec), n_bootstrap=60)
+        for table in ("trace", "edits"):
+            t = pd.read_parquet(tmp_path / name / f"{table}.parquet")
+            t["case_id"] = t.case_id - 1000 + first
+            t.to_parquet(tmp_path / name / f"{table}.parquet", index=False)
+        info = json.loads((tmp_path / name / "run.json").read_text())
+        info["config"].update(model=model, preset="default", seed=0, trace_seed=None, max_facts=None, trace_window=2,
+                              analysis_window=3, noise_draws=10, partner_draws=5, edit_layers=[0, 1, 2, 3], **extra)
+        info["completed_stages"] = {s: {"seconds": 1.0} for s in ("facts", "trace", "edit", "support")}
+        (tmp_path / name / "run.json").write_text(json.dumps(info))
+    plan = plan_dict("explore", edit_layers=[0, 1, 2, 3])
+    plan["models"] = {"tiny": plan["models"]["synthetic"]}
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
+    git(tmp_path, "add", "plan.yaml")
+    git(tmp_path, "commit", "-q", "-m", "plan")
+    args = ["--config", "held/run.json", "--out", "held", "--stage", "analyze", "--plan", "plan.yaml", "--quiet",
+            "--set", "max_facts=null"]             # --config skips the file's nulls (the preset's value wins)
+    assert main(args) == 0
+    info = json.loads((tmp_path / "held" / "run.json").read_text())
+    assert info["plan"]["label"] == CONFIRMATORY
+    assert info["plan"]["plan"]["commit"] == git(tmp_path, "rev-parse", "HEAD").strip()
+    assert info["plan"]["plan"]["sha256"] == plan_provenance(tmp_path / "plan.yaml")["sha256"]
+    summary = json.loads((tmp_path / "held" / "analysis" / "summary.json").read_text())
+    assert summary["plan"]["plan"]["sha256"] == info["plan"]["plan"]["sha256"]
+    # the exploratory folder itself, analysed as confirmatory: refused in one line, nothing written
+    bad = ["--config", "explore/run.json", "--out", "explore", "--stage", "analyze", "--plan", "plan.yaml",
+           "--set", "exclude_facts_from=explore", "--set", "max_facts=null", "--quiet"]
+    assert main(bad) == 2
+    assert not (tmp_path / "explore" / "analysis").exists()
