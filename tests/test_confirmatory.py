@@ -333,3 +333,16 @@ def test_study_command_with_plan_records_it_in_run_json(tmp_path, monkeypatch):
            "--set", "exclude_facts_from=explore", "--set", "max_facts=null", "--quiet"]
     assert main(bad) == 2
     assert not (tmp_path / "explore" / "analysis").exists()
+
+
+def test_committed_mdd_table_was_computed_from_the_committed_plan():
+    """The pre-run MDD table must be regenerated whenever the plan changes (python -m experiments.plan_power)."""
+    from causaleval.runs.store import file_sha256
+
+    plan = load_plan(ROOT / "paper" / "plan.yaml")
+    table = pd.read_csv(ROOT / plan.mdd_table)
+    assert set(table.plan_sha256) == {file_sha256(ROOT / "paper" / "plan.yaml")}, \
+        "paper/plan.yaml changed since its MDD table was written: rerun python -m experiments.plan_power"
+    primary = table[table.role == "primary"]
+    assert set(primary.model) == set(plan.models) and (primary.measure == plan.primary.measure).all()
+    assert primary.mdd.notna().all()
