@@ -31,7 +31,8 @@ def confirm_reports(folders: list[Path], paper: Path) -> list[Path]:
     """The confirmatory table and macros of each planned run (causaleval.reporting.confirmatory)."""
     from causaleval.reporting.confirmatory import write_confirm_report
 
-    return [p for f in folders for p in write_confirm_report(f, paper)]
+    plan = PAPER_DIR / "plan.yaml"
+    return [p for f in folders for p in write_confirm_report(f, paper, plan if plan.is_file() else None)]
 
 
 def rebuilt_reliabilities(folders: list[Path], paper: Path) -> list[Path]:

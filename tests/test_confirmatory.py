@@ -279,10 +279,12 @@ def test_report_writes_the_primary_result_as_planned(study, tmp_path):
 
     assert macro_tag("gemma3-270m") == "GemmaThreeTwoSevenZeroM" and macro_tag("smollm2") == "SmollmTwo"
     rec = analyze(study / "held", study / "plan.yaml")["plan"]
+    pd.DataFrame([dict(model="synthetic", role="primary", measure="r_w", mdd=0.0625)]).to_csv(study / "mdd.csv")
     paths = write_confirm_report(study / "held", tmp_path / "paper")
     numbers = (tmp_path / "paper" / "tables" / "confirm_synthetic_numbers.tex").read_text()
     assert r"\newcommand{\ConfirmSyntheticLabel}{confirmatory}" in numbers
     assert r"\newcommand{\ConfirmSyntheticSentence}{Planned primary test: on held-out facts, flip" in numbers
+    assert r"\newcommand{\ConfirmSyntheticPlannedMDD}{0.062}" in numbers          # the pre-run table's
     assert rf"\newcommand{{\ConfirmSyntheticPlanSha}}{{{rec['plan']['sha256'][:12]}}}" in numbers
     table = (tmp_path / "paper" / "tables" / "confirm_synthetic.tex").read_text()
     assert "Primary (as planned)" in table and "Secondary" in table and len(paths) == 2

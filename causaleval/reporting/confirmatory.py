@@ -84,23 +84,32 @@ def confirm_table(record: dict, h1: pd.DataFrame) -> str:
     return booktabs(header, body, caption, f"tab:confirm-{record['model']}", align="llllrrr")
 
 
-def write_confirm_report(results_dir: Path, dest_dir: Path) -> list[Path]:
-    """Table and macros of a planned analysis of ``results_dir`` into ``dest_dir/tables`` (none without one)."""
+def write_confirm_report(results_dir: Path, dest_dir: Path, plan_path: Path | None = None) -> list[Path]:
+    """Table and macros of a planned analysis of ``results_dir`` into ``dest_dir/tables`` (none without one).
+    ``plan_path``: where the plan is now (default: the path the analysis recorded), for the pre-run MDD."""
     path = Path(results_dir) / "analysis" / "confirmatory.json"
     if not path.is_file():
         return []
     record = json.loads(path.read_text())
     h1_path = Path(results_dir) / "analysis" / "h1.parquet"
     h1 = pd.read_parquet(h1_path) if h1_path.is_file() else pd.DataFrame()
-    table = None
-    try:
-        from causaleval.analysis.plan import load_plan
-
-        table = Path(load_plan(record["plan"]["path"]).mdd_table)
-    except Exception:  # noqa: BLE001 - the plan may live elsewhere now; the pre-run MDD is then n/a
-        table = None
     name = record["model"]
     out = [Path(dest_dir) / "tables" / f"confirm_{name}.tex", Path(dest_dir) / "tables" / f"confirm_{name}_numbers.tex"]
     atomic_write_text(out[0], confirm_table(record, h1))
+    table = power_table(Path(plan_path or record["plan"]["path"]))
     atomic_write_text(out[1], confirm_numbers(record, planned_mdd(table, name, record["primary"]["measure"])))
     return out
+
+
+def power_table(plan_path: Path) -> Path | None:
+    """The plan's power table (its path is relative to the repository root, the plan's folder's parent, or
+    the working folder); None when the plan or the table is not there."""
+    from causaleval.analysis.plan import PlanError, load_plan
+
+    if not plan_path.is_file():
+        return None
+    try:
+        rel = Path(load_plan(plan_path).mdd_table)
+    except PlanError:
+        return None
+    return next((p for p in (plan_path.resolve().parent.parent / rel, rel) if p.is_file()), None)
