@@ -26,7 +26,7 @@ import pandas as pd
 from causaleval.analysis.effects import case_layer_arrays, common_rows
 from causaleval.analysis.plan import AnalysisPlan, ModelDesign, PlanError, load_plan
 from causaleval.errors import CausalEvalError
-from causaleval.inference.h1 import minimum_detectable_difference
+from causaleval.analysis.confirmatory import covariate_measures, planned_mdd
 from causaleval.runs.store import atomic_write_text, file_sha256
 
 
@@ -62,6 +62,17 @@ def design_template(plan: AnalysisPlan, m: ModelDesign) -> tuple[np.ndarray, int
     return y, planned, max(3, int(round(planned * kept))), kept
 
 
+def covariate_template(plan: AnalysisPlan, m: ModelDesign) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, fact-level covariates z) of the exploratory run on the plan's layers, for a covariate
+    measure (causaleval.analysis.withinfact.study_arrays: the same facts the analysis keeps)."""
+    from causaleval.analysis.withinfact import read_run, study_arrays
+
+    run = read_run(Path(m.exploratory))
+    arr = study_arrays(run.trace, run.edits, run.facts, plan.spec(), outcome=plan.primary.score,
+                       layers=list(m.edit_layers))
+    return arr.y, arr.z
+
+
 def power_rows(plan: AnalysisPlan, models: list[str] | None = None) -> pd.DataFrame:
     """One row per model and measure (primary first): the MDD at the plan's α and power on the design."""
     rows = []
@@ -69,16 +80,21 @@ def power_rows(plan: AnalysisPlan, models: list[str] | None = None) -> pd.DataFr
     for name in models or list(plan.models):
         m = plan.model(name)
         template, planned, expected, kept = design_template(plan, m)
-        rng = np.random.default_rng([plan.seed, 7])
-        y = template[rng.integers(0, template.shape[0], expected)]
+        draw = np.random.default_rng([plan.seed, 7]).integers(0, template.shape[0], expected)
+        y = template[draw]
         for role, measure in [("primary", p.measure)] + [("secondary", s) for s in plan.secondary_measures
                                                          if s != p.measure]:
-            pw = minimum_detectable_difference(y, p.alpha, p.power, p.power_reps, seed=plan.seed, measure=measure)
+            if measure in covariate_measures():
+                yc, z = covariate_template(plan, m)
+                pick = np.random.default_rng([plan.seed, 7]).integers(0, yc.shape[0], expected)
+                mdd = planned_mdd(yc[pick], measure, p.alpha, p.power, p.power_reps, plan.seed, z[pick])
+            else:
+                mdd = planned_mdd(y, measure, p.alpha, p.power, p.power_reps, plan.seed)
             rows.append(dict(model=name, role=role, measure=measure, score=p.score, pair=f"{p.a}-{p.b}",
                              alpha=p.alpha, power=p.power, reps=p.power_reps, n_facts_planned=planned,
                              n_facts_expected=expected, share_kept_exploratory=round(kept, 4),
                              layers=" ".join(map(str, m.edit_layers)), template=m.exploratory,
-                             template_facts=template.shape[0], mdd=pw.mdd, critical=pw.critical,
+                             template_facts=template.shape[0], mdd=mdd,
                              margin=p.margin if role == "primary" else np.nan,
                              plan_sha256=file_sha256(plan.path)))
     return pd.DataFrame(rows)

@@ -348,3 +348,21 @@ def test_committed_mdd_table_was_computed_from_the_committed_plan():
     primary = table[table.role == "primary"]
     assert set(primary.model) == set(plan.models) and (primary.measure == plan.primary.measure).all()
     assert primary.mdd.notna().all()
+
+
+@pytest.mark.skipif(not __import__("causaleval.analysis.confirmatory", fromlist=["x"]).covariate_measures(),
+                    reason="this version's causaleval.inference.h1.MEASURES has no covariate measure (they come "
+                           "with issue 28's within-fact measures)")
+def test_a_covariate_primary_measure_gets_the_facts_covariates(study):
+    from causaleval.analysis.confirmatory import covariate_measures
+
+    facts = pd.DataFrame({"case_id": range(5000, 5014), "known": True, "p_true": 0.3 + 0.04 * pd.Series(range(14))})
+    facts.to_parquet(study / "held" / "facts_filter.parquet", index=False)
+    plan = plan_dict("explore")
+    plan["primary"]["measure"] = sorted(covariate_measures())[0]
+    (study / "plan.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
+    git(study, "commit", "-q", "-am", "covariate plan")
+    rec = analyze(study / "held", study / "plan.yaml")["plan"]
+    p = rec["primary"]
+    assert rec["label"] == CONFIRMATORY and p["measure"] == plan["primary"]["measure"]
+    assert p["ci_low"] <= p["diff"] <= p["ci_high"] and 0 < p["p_one_sided"] <= 1

@@ -62,11 +62,19 @@ def analyze_folder(out_dir: Path, spec: AnalysisSpec, plan=None, model: str | No
         (out_dir / PLAN_RECORD).unlink(missing_ok=True)     # a record of an earlier planned analysis
         path = write_results(results, out_dir, run_info)
         return json.loads(path.read_text())
-    from causaleval.analysis.confirmatory import primary_result
+    from causaleval.analysis.confirmatory import covariate_measures, primary_result, primary_result_with_covariates
     from causaleval.analysis.study import _finite
     from causaleval.runs.store import atomic_write_json
 
-    record = {**status.to_dict(), "primary": primary_result(results[0].joined, plan),
+    if plan.primary.measure in covariate_measures():         # fact-level covariates from facts_filter.parquet
+        if not (out_dir / "facts_filter.parquet").is_file():
+            raise AnalysisError(f"{out_dir / 'facts_filter.parquet'} is missing: the plan's measure "
+                                f"{plan.primary.measure} needs each fact's p(o_true); rerun the facts stage")
+        primary = primary_result_with_covariates(inputs["trace"], inputs["edits"],
+                                                 pd.read_parquet(out_dir / "facts_filter.parquet"), plan)
+    else:
+        primary = primary_result(results[0].joined, plan)
+    record = {**status.to_dict(), "primary": primary,
               "secondary": "every other number of this analysis (other measures, scores, pairs, variants)"}
     # the label first: a summary.json (the stage's finished mark) never exists without it
     atomic_write_json(out_dir / PLAN_RECORD, _finite(record))
