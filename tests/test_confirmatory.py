@@ -366,3 +366,27 @@ def test_a_covariate_primary_measure_gets_the_facts_covariates(study):
     p = rec["primary"]
     assert rec["label"] == CONFIRMATORY and p["measure"] == plan["primary"]["measure"]
     assert p["ci_low"] <= p["diff"] <= p["ci_high"] and 0 < p["p_one_sided"] <= 1
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--plan", "nope.yaml"], "--plan nope.yaml: file not found"),
+    (["--plan", "paper/plan.yaml", "--model", "gpt2"], "models has no entry 'gpt2'"),
+    (["--plan", "paper/plan.yaml", "--set", "exclude_facts_from=paper/replication/gemma3-270m"],
+     "a confirmatory run studies held-out facts only; set exclude_facts_from: [paper/study]"),
+])
+def test_study_command_refuses_a_bad_plan_before_the_model_loads(args, words, capsys, monkeypatch):
+    from experiments.main import main
+
+    monkeypatch.chdir(ROOT)
+    assert main([*args, "--print-config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and len(err.splitlines()) == 1
+
+
+def test_study_command_fills_the_held_out_facts_from_the_plan(capsys, monkeypatch):
+    from experiments.main import main
+
+    monkeypatch.chdir(ROOT)
+    assert main(["--plan", "paper/plan.yaml", "--model", "gemma3-270m", "--print-config"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["exclude_facts_from"] == ["paper/replication/gemma3-270m"] and cfg["plan"] == "paper/plan.yaml"
