@@ -88,7 +88,7 @@ def refuse_overlap(out_dir: Path, design: ModelDesign) -> None:
     overlap = studied_cases(out_dir) & studied_cases(Path(design.exploratory))
     if overlap:
         raise PlanError(f"{out_dir}: {len(overlap)} of its studied facts were studied by the exploratory run "
-                        f"{design.exploratory} (e.g. case {sorted(overlap, key=str)[0]}), so it cannot be "
+                        f"{design.exploratory} (e.g. case {min(overlap, key=str)}), so it cannot be "
                         f"confirmatory; rerun into a new --out with exclude_facts_from: [{design.exploratory}]")
 
 

@@ -313,9 +313,10 @@ def describe_run(info: dict) -> str:
     return f"PID {info.get('pid')} on {info.get('host')}, started {info.get('started')}: {argv}"
 
 
-def plan_entry(out_dir: Path, info: dict) -> dict:
-    """run.json's ``plan``: the label, plan sha256 and commit of the last planned analysis (analyze stage,
-    analysis/confirmatory.json; its primary result stays in summary.json), or the earlier run.json's."""
+def plan_entry(out_dir: Path) -> dict:
+    """run.json's ``plan``: the label, reasons, plan sha256 and commit of the folder's planned analysis
+    (analysis/confirmatory.json, written by analyze with --plan; its primary result is in summary.json);
+    empty without one."""
     from experiments.stages.analyze import PLAN_RECORD
 
     path = out_dir / PLAN_RECORD
@@ -358,7 +359,7 @@ def _run_locked(args: argparse.Namespace, argv: list[str] | None, cfg: StudyConf
             "config": cfg.to_dict(), "seed": cfg.seed, **extra,
             "known_facts_sha256": file_sha256(known) if known.is_file() else None,
             "model": ctx._bundle.identity if ctx._bundle is not None else info.get("model"),
-            "completed_stages": completed, **plan_entry(out_dir, info)})
+            "completed_stages": completed, **plan_entry(out_dir)})
 
     for name in wanted:
         mod = stage_module(name)

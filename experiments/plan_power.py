@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from causaleval.analysis.confirmatory import covariate_measures, planned_mdd
 from causaleval.analysis.effects import case_layer_arrays, common_rows
 from causaleval.analysis.plan import AnalysisPlan, ModelDesign, PlanError, load_plan
 from causaleval.errors import CausalEvalError
-from causaleval.analysis.confirmatory import covariate_measures, planned_mdd
 from causaleval.runs.store import atomic_write_text, file_sha256
 
 
@@ -59,7 +59,7 @@ def design_template(plan: AnalysisPlan, m: ModelDesign) -> tuple[np.ndarray, int
     n_edit = int(pd.read_parquet(folder / "edits.parquet", columns=["case_id"]).case_id.nunique())
     kept = len(cases) / n_edit
     planned = m.n_facts if m.n_facts is not None else held_out_count(folder)
-    return y, planned, max(3, int(round(planned * kept))), kept
+    return y, planned, max(3, round(planned * kept)), kept
 
 
 def covariate_template(plan: AnalysisPlan, m: ModelDesign) -> tuple[np.ndarray, np.ndarray]:

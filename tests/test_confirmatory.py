@@ -211,8 +211,6 @@ def test_overlapping_facts_are_refused(study):
 
 def test_analysis_without_plan_drops_an_old_plan_record(study):
     analyze(study / "held", study / "plan.yaml")
-    from experiments.config import StudyConfig
-
     summary = analyze_folder(study / "held", AnalysisSpec(n_bootstrap=60, n_permutations=99, power_reps=50))
     assert "plan" not in summary and not (study / "held" / PLAN_RECORD).exists()
 
@@ -221,7 +219,7 @@ def test_run_json_carries_the_plan_record(study):
     from experiments.main import plan_entry
 
     analyze(study / "held", study / "plan.yaml")
-    entry = plan_entry(study / "held", {})["plan"]
+    entry = plan_entry(study / "held")["plan"]
     assert entry["label"] == CONFIRMATORY and len(entry["plan"]["sha256"]) == 64 and entry["plan"]["commit"]
 
 
@@ -256,7 +254,6 @@ def test_plan_fills_exclude_facts_from_and_refuses_an_overlapping_folder(study):
 
 
 def test_plan_power_writes_the_mdd_of_the_design(study):
-    from experiments.config import StudyConfig
     from experiments.plan_power import main as plan_power
 
     analyze_folder(study / "explore", AnalysisSpec(n_bootstrap=60, n_permutations=99, power_reps=50))  # template
@@ -359,7 +356,7 @@ def test_a_covariate_primary_measure_gets_the_facts_covariates(study):
     facts = pd.DataFrame({"case_id": range(5000, 5014), "known": True, "p_true": 0.3 + 0.04 * pd.Series(range(14))})
     facts.to_parquet(study / "held" / "facts_filter.parquet", index=False)
     plan = plan_dict("explore")
-    plan["primary"]["measure"] = sorted(covariate_measures())[0]
+    plan["primary"]["measure"] = min(covariate_measures())
     (study / "plan.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
     git(study, "commit", "-q", "-am", "covariate plan")
     rec = analyze(study / "held", study / "plan.yaml")["plan"]

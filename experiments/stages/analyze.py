@@ -94,7 +94,9 @@ def plan_headline(summary: dict) -> str:
     if not rec:
         return ""
     p = rec["primary"]
-    fmt = lambda x: "n/a" if x is None else f"{x:.4f}"   # noqa: E731
+    def fmt(x):
+        return "n/a" if x is None else f"{x:.4f}"
+
     return (f"[{rec['label'].upper()}] {p['wording']}\n  {p['a']} − {p['b']} = {fmt(p['diff'])} "
             f"[{fmt(p['ci_low'])}, {fmt(p['ci_high'])}], one-sided lower bound {fmt(p['lower'])}, "
             f"p = {fmt(p['p_one_sided'])}, MDD {fmt(p['mdd'])} ({p['n_cases']} facts × {p['n_layers']} layers)\n"
