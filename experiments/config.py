@@ -34,6 +34,7 @@ class StudyConfig:
     relations: list[str] | None = None
     max_facts: int | None = None      # known facts used by trace/edit (first n after a seeded shuffle)
     exclude_facts_from: list[str] | None = None  # results folders whose studied facts this run leaves out (held out)
+    plan: str | None = None           # analysis plan (paper/plan.yaml): a confirmatory run (docs/confirmatory.md)
     batch_size: int = 64
     # where per-case work runs: "local" (in-process) or "ray"
     backend: str = "local"
@@ -106,6 +107,9 @@ HELP: dict[str, str] = {
     "exclude_facts_from": "results folders (e.g. paper/study) whose studied cases are left out of this run's "
                           "studied facts (a held-out sample); the partner pool, noise scale and support "
                           "reference still use every known fact",
+    "plan": "analysis plan file (e.g. paper/plan.yaml): the run is confirmatory; its facts must be held out from "
+            "the plan's exploratory run, and analyze labels the result confirmatory or exploratory "
+            "(docs/confirmatory.md)",
     "batch_size": "prompts per forward pass (speed only)",
     "backend": "local or ray",
     "ray_address": "address of an existing Ray cluster; null = start one here",
@@ -466,6 +470,8 @@ def validate(cfg: StudyConfig) -> None:
         check_out(cfg.out)
     for folder in cfg.exclude_facts_from or ():
         excluded_case_ids(folder)
+    if cfg.plan is not None:
+        check_plan(cfg)
     for key in cfg.rome_hparams:
         if key in ROME_STUDY_SETTINGS:
             raise ConfigError(f"rome_hparams.{key}: set {ROME_STUDY_SETTINGS[key]} instead")
@@ -533,6 +539,21 @@ def excluded_case_ids(folder: str) -> set[str]:
                                                          "rerun that folder's trace stage") from err
     raise _bad("exclude_facts_from", folder, f"holds neither {' nor '.join(CASE_TABLES)}; name the folder "
                                              "of a run that traced or edited its facts")
+
+
+def check_plan(cfg: StudyConfig) -> None:
+    """A confirmatory run (``plan`` set): the plan loads, covers the model, and the run leaves out the plan's
+    exploratory facts (exclude_facts_from names that run)."""
+    from causaleval.analysis.plan import PlanError, load_plan
+
+    try:
+        design = load_plan(cfg.plan).model(Path(cfg.model).name)
+    except PlanError as err:
+        raise ConfigError(str(err)) from err
+    held_out = [Path(d).resolve() for d in cfg.exclude_facts_from or []]
+    if Path(design.exploratory).resolve() not in held_out:
+        raise ConfigError(f"--plan {cfg.plan}: a confirmatory run studies held-out facts only; set "
+                          f"exclude_facts_from: [{design.exploratory}] (the plan's exploratory run of {design.name})")
 
 
 def validate_layers(cfg: StudyConfig, n_layers: int) -> None:

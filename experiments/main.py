@@ -27,7 +27,7 @@ from experiments.context import StageContext, edit_layers_for
 STAGES = ("facts", "trace", "edit", "validate", "support", "analyze", "report")
 # Settings that do not change results; every other setting (also one added later) must match to reuse a folder.
 NOT_RESULT_KEYS = ("out", "preset", "device", "trust_remote_code", "backend", "ray_address", "workers",
-                   "shard_size", "rome_batch_cases", "trace_batch_cases")
+                   "shard_size", "rome_batch_cases", "trace_batch_cases", "plan")
 
 
 def result_keys(cfg: StudyConfig) -> list[str]:
@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: {d.backend})")
     p.add_argument("--ray-address", default=None, help="address of an existing Ray cluster (default: start a local one)")
     p.add_argument("--workers", type=int, default=None, help="Ray workers (default: one per GPU, or 2 on CPU)")
+    p.add_argument("--plan", default=None, metavar="FILE",
+                   help="analysis plan (e.g. paper/plan.yaml): a confirmatory run; analyze labels its result "
+                        "confirmatory or exploratory (docs/confirmatory.md)")
     p.add_argument("--force", action="store_true", help="recompute the chosen stage(s) even if finished")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -164,7 +167,7 @@ def build_config(args: argparse.Namespace) -> StudyConfig:
     flags = dict(model=args.model, facts=args.facts, out=args.out, device=args.device, dtype=args.dtype,
                  seed=args.seed, max_facts=args.max_facts, relations=args.relations, batch_size=args.batch_size,
                  trust_remote_code=args.trust_remote_code, backend=args.backend, edit_layers=args.edit_layers,
-                 ray_address=args.ray_address, workers=args.workers)
+                 ray_address=args.ray_address, workers=args.workers, plan=args.plan)
     from_set = config_mod.parse_set(args.settings)
     preset = args.preset or from_set.get("preset") or from_file.get("preset") or "default"
     cfg = resolve(preset)
@@ -172,7 +175,12 @@ def build_config(args: argparse.Namespace) -> StudyConfig:
         cfg = dataclasses.replace(cfg, **{k: v for k, v in layer.items() if v is not None})
     cfg = dataclasses.replace(cfg, **from_set)
     rome = {**from_file.get("rome_hparams", {}), **from_rome.get("rome_hparams", {}), **from_set.get("rome_hparams", {})}
-    return dataclasses.replace(cfg, preset=preset, rome_hparams=rome)
+    cfg = dataclasses.replace(cfg, preset=preset, rome_hparams=rome)
+    if cfg.plan and cfg.exclude_facts_from is None:       # the plan's fact set: held out from its exploratory run
+        from experiments.confirm import plan_exclusions
+
+        cfg = dataclasses.replace(cfg, exclude_facts_from=plan_exclusions(cfg.plan, cfg.model))
+    return cfg
 
 
 def out_dir_for(cfg: StudyConfig) -> Path:
@@ -305,11 +313,28 @@ def describe_run(info: dict) -> str:
     return f"PID {info.get('pid')} on {info.get('host')}, started {info.get('started')}: {argv}"
 
 
+def plan_entry(out_dir: Path) -> dict:
+    """run.json's ``plan``: the label, reasons, plan sha256 and commit of the folder's planned analysis
+    (analysis/confirmatory.json, written by analyze with --plan; its primary result is in summary.json);
+    empty without one."""
+    from experiments.stages.analyze import PLAN_RECORD
+
+    path = out_dir / PLAN_RECORD
+    if path.is_file():
+        rec = json.loads(path.read_text(encoding="utf-8"))
+        return {"plan": {k: rec.get(k) for k in ("label", "reasons", "model", "plan", "checked_at")}}
+    return {}
+
+
 def _run_locked(args: argparse.Namespace, argv: list[str] | None, cfg: StudyConfig, wanted: list[str],
                 missing: list[str], out_dir: Path) -> int:
     """The stages, run while this process holds the results folder's lock."""
     remove_stale_temps(out_dir)      # a killed run's half-written files (no other writer: we hold the lock)
     info = check_compatible(out_dir, cfg)
+    if cfg.plan:                                  # a confirmatory run: no fact of the exploratory run
+        from experiments.confirm import refuse_planned_overlap
+
+        refuse_planned_overlap(out_dir, cfg)
     completed: dict = dict(info.get("completed_stages", {}))
     if out_dir.is_dir():
         for path, (owner, why) in corrupt_outputs(out_dir).items():
@@ -334,7 +359,7 @@ def _run_locked(args: argparse.Namespace, argv: list[str] | None, cfg: StudyConf
             "config": cfg.to_dict(), "seed": cfg.seed, **extra,
             "known_facts_sha256": file_sha256(known) if known.is_file() else None,
             "model": ctx._bundle.identity if ctx._bundle is not None else info.get("model"),
-            "completed_stages": completed})
+            "completed_stages": completed, **plan_entry(out_dir)})
 
     for name in wanted:
         mod = stage_module(name)

@@ -3,7 +3,9 @@
 Uses the committed study run ``paper/study`` (or ``--results DIR``, any finished results folder), writes
 ``paper/tables`` and ``paper/figures`` from its analysis outputs without recomputing anything (and the
 validate stage's table and figure from ``paper/validate``, the committed validate run, or ``--validate DIR``; the
-side-by-side replication table from the other models' runs under ``paper/replication/<model>``), and runs ``latexmk -pdf`` in ``paper/`` when latexmk is
+side-by-side replication table from the other models' runs under ``paper/replication/<model>``; the
+confirmatory tables and macros of the planned runs under ``paper/confirm/<model>``; and, for every reported
+folder that carries a published per-draw table, its reliabilities rebuilt from those draws), and runs ``latexmk -pdf`` in ``paper/`` when latexmk is
 installed (Debian: ``apt-get install --no-install-recommends latexmk texlive-latex-base
 texlive-latex-recommended texlive-fonts-recommended``); without it, says so and exits 0.
 """
@@ -22,6 +24,38 @@ from experiments.publish import REPLICATION_DIR, STUDY_DIR, VALIDATE_DIR
 from experiments.stages.report import build_report, validate_report
 
 PAPER_DIR = Path(__file__).resolve().parents[1] / "paper"
+CONFIRM_DIR = PAPER_DIR / "confirm"      # confirmatory runs: python -m experiments.publish --draws --dest paper/confirm/<model>
+
+
+def confirm_reports(folders: list[Path], paper: Path) -> list[Path]:
+    """The confirmatory table and macros of each planned run (causaleval.reporting.confirmatory)."""
+    from causaleval.reporting.confirmatory import write_confirm_report
+
+    plan = PAPER_DIR / "plan.yaml"
+    return [p for f in folders for p in write_confirm_report(f, paper, plan if plan.is_file() else None)]
+
+
+def rebuilt_reliabilities(folders: list[Path], paper: Path) -> list[Path]:
+    """``tables/reliability_<folder>.tex`` for each folder with a published per-draw table, rebuilt from it;
+    prints how far each rebuilt pooled reliability is from the one its analysis recorded."""
+    import json
+
+    from causaleval.analysis.rebuild import largest_difference, rebuild_reliability, reliability_tex
+    from causaleval.runs.store import atomic_write_text
+
+    out = []
+    for folder in folders:
+        if not (folder / "trace_draws.parquet").is_file():
+            continue
+        rebuilt = rebuild_reliability(folder)
+        name = folder.name
+        path = paper / "tables" / f"reliability_{name}.tex"
+        atomic_write_text(path, reliability_tex(rebuilt, name))
+        gap = largest_difference(rebuilt, json.loads((folder / "analysis" / "summary.json").read_text()))
+        print(f"{folder}: reliabilities rebuilt from its per-draw table (largest difference from the recorded "
+              f"analysis: {gap:.2g})")
+        out.append(path)
+    return out
 LATEXMK = ["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "main.tex"]
 
 
@@ -36,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--replication", type=Path, action="append", default=None,
                    help="a finished run of another model to report beside --results (repeatable; default: "
                         "every folder under paper/replication)")
+    p.add_argument("--confirm", type=Path, action="append", default=None,
+                   help="a planned (confirmatory) run to report (repeatable; default: every folder under paper/confirm)")
     args = p.parse_args(argv)
     try:
         results = args.results
@@ -53,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         others = args.replication if args.replication is not None else sorted(
             d for d in REPLICATION_DIR.glob("*") if (d / "analysis" / "summary.json").is_file())
         paths += write_replication([results, *others], args.paper)
+        confirms = sorted(d for d in CONFIRM_DIR.glob("*") if (d / "analysis" / "summary.json").is_file()) \
+            if args.confirm is None else args.confirm
+        paths += confirm_reports(confirms, args.paper)
+        paths += rebuilt_reliabilities([results, *others, *confirms], args.paper)
     except CausalEvalError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

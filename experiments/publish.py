@@ -8,7 +8,11 @@ summaries (``support/{answers_summary,states_summary,reference,noise_scale}.parq
 ``summary.json``).  ``--validate`` copies instead the validate stage's compact outputs
 (``validate/{summary.json,accuracy,paired,argmax,localisation,edits,profiles}.parquet`` and ``run.json``)
 into ``paper/validate``, from which ``make paper`` rebuilds the validation table and figure.  Another model's
-study goes to ``--dest paper/replication/<model>`` (``make paper`` reports it beside ``paper/study``).  Per-draw tables, parts and model caches stay behind.  The destination is replaced
+study goes to ``--dest paper/replication/<model>`` (``make paper`` reports it beside ``paper/study``), a
+confirmatory run's to ``--dest paper/confirm/<model>``.  ``--draws`` also copies the per-draw table in compact
+form (``trace_draws.parquet``: the reliability's columns, the edit layers' rows, float32, zstd;
+causaleval.analysis.rebuild), from which ``make paper`` rebuilds every reliability.  Parts and model caches
+stay behind.  The destination is replaced
 as a whole (written beside it, then renamed), so a failed copy leaves the previous committed run.
 """
 
@@ -44,11 +48,13 @@ def heatmap_rows(trace: pd.DataFrame, analysis_window: int) -> pd.DataFrame:
     return trace[keep].reset_index(drop=True)
 
 
-def publish(results: Path, dest: Path = STUDY_DIR, heatmaps: Path | None = None) -> list[Path]:
+def publish(results: Path, dest: Path = STUDY_DIR, heatmaps: Path | None = None, draws: bool = False) -> list[Path]:
     """Copy the analysis-ready files of ``results`` into ``dest`` (replacing it); returns the copies.
     ``heatmaps``: a finished trace run (e.g. ``--set heatmap_cases=50`` on a subset) whose heatmap rows
     the paper's heatmap figure shows instead of the study's own heatmap cases (``trace_heatmaps.parquet``)."""
     results, dest = Path(results), Path(dest)
+    if draws and not (results / "trace_draws.parquet").is_file():
+        raise CausalEvalError(f"--draws: {results} has no trace_draws.parquet (its trace stage wrote none)")
     if heatmaps is not None and not (Path(heatmaps) / "trace.parquet").is_file():
         raise CausalEvalError(f"--heatmaps {heatmaps}: no trace.parquet (run its trace stage first)")
     missing = [r for r in REQUIRED if not (results / r).is_file()]
@@ -71,6 +77,12 @@ def publish(results: Path, dest: Path = STUDY_DIR, heatmaps: Path | None = None)
         rows = heatmap_rows(pd.read_parquet(Path(heatmaps) / "trace.parquet"), window)
         rows.to_parquet(staging / "trace_heatmaps.parquet", index=False)
         copied.append(dest / "trace_heatmaps.parquet")
+    if draws:
+        from causaleval.analysis.rebuild import write_compact_draws
+
+        layers = sorted(int(x) for x in pd.read_parquet(results / "edits.parquet", columns=["layer"]).layer.unique())
+        write_compact_draws(pd.read_parquet(results / "trace_draws.parquet"), staging / "trace_draws.parquet", layers)
+        copied.append(dest / "trace_draws.parquet")
     shutil.rmtree(dest, ignore_errors=True)
     staging.rename(dest)
     return copied
@@ -103,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="destination (default: paper/study, or paper/validate with --validate)")
     p.add_argument("--heatmaps", type=Path, default=None,
                    help="a finished trace run whose heatmap cases the paper's heatmap figure shows")
+    p.add_argument("--draws", action="store_true",
+                   help="also publish the per-draw table in compact form (make paper rebuilds reliabilities from it)")
     p.add_argument("--validate", action="store_true",
                    help="copy only the validate stage's compact outputs (into paper/validate)")
     args = p.parse_args(argv)
@@ -110,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.validate:
             copied = publish_validate(args.results, args.dest or VALIDATE_DIR)
         else:
-            copied = publish(args.results, args.dest or STUDY_DIR, args.heatmaps)
+            copied = publish(args.results, args.dest or STUDY_DIR, args.heatmaps, args.draws)
     except CausalEvalError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -8,6 +8,11 @@ no-signal expectations; H1 on both with intervals, one-sided bounds and p, minim
 difference and verdict; with ``trace_draws.parquet``, each effect's split-half reliability
 (``analysis/reliability.parquet``) and the disattenuated numbers; the TE floor and the excluded cases),
 then prints the headline answer.
+
+With an analysis plan (``--plan paper/plan.yaml``, setting ``plan``; docs/confirmatory.md) the analysis
+uses the plan's specification, computes the plan's primary test and writes ``analysis/confirmatory.json``
+(the label *confirmatory* or *exploratory* with its reasons, the plan's sha256 and commit, the primary
+result); summary.json carries the same under ``plan`` and run.json under ``plan``.
 """
 
 from __future__ import annotations
@@ -29,9 +34,20 @@ def spec_from_config(config) -> AnalysisSpec:
     return AnalysisSpec(window=config.analysis_window, n_bootstrap=config.n_bootstrap, seed=config.seed)
 
 
-def analyze_folder(out_dir: Path, spec: AnalysisSpec) -> dict:
-    """Run every analysis on a results folder; returns the summary (also written to analysis/summary.json)."""
+def analyze_folder(out_dir: Path, spec: AnalysisSpec, plan=None, model: str | None = None) -> dict:
+    """Run every analysis on a results folder; returns the summary (also written to analysis/summary.json).
+    With ``plan`` (an :class:`~causaleval.analysis.plan.AnalysisPlan`) and the run's ``model``: the plan's
+    spec replaces ``spec``, overlap with the exploratory facts is refused before anything is read, and the
+    label and primary result are added (``analysis/confirmatory.json``, summary.json's ``plan``)."""
     out_dir = Path(out_dir)
+    run_info = json.loads((out_dir / "run.json").read_text()) if (out_dir / "run.json").is_file() else {}
+    status = None
+    if plan is not None:
+        from experiments.confirm import confirmatory_status
+
+        status = confirmatory_status(out_dir, plan, model or run_info.get("config", {}).get("model"), run_info)
+        spec = plan.spec()
+        print(status.describe())
     inputs = {}
     for name in ("trace", "edits"):
         path = out_dir / f"{name}.parquet"
@@ -39,14 +55,61 @@ def analyze_folder(out_dir: Path, spec: AnalysisSpec) -> dict:
             raise AnalysisError(f"{path} is missing: run the {name if name == 'trace' else 'edit'} stage first "
                                 f"(python -m experiments.main --out {out_dir})")
         inputs[name] = pd.read_parquet(path)
-    run_info = json.loads((out_dir / "run.json").read_text()) if (out_dir / "run.json").is_file() else {}
     draws_path = out_dir / "trace_draws.parquet"
     draws = pd.read_parquet(draws_path) if draws_path.is_file() else None   # per-draw IE/TE: reliability
     results = analyze_all(inputs["trace"], inputs["edits"], spec, draws)
+    if status is None:
+        (out_dir / PLAN_RECORD).unlink(missing_ok=True)     # a record of an earlier planned analysis
+        path = write_results(results, out_dir, run_info)
+        return json.loads(path.read_text())
+    from causaleval.analysis.confirmatory import covariate_measures, primary_result, primary_result_with_covariates
+    from causaleval.analysis.study import _finite
+    from causaleval.runs.store import atomic_write_json
+
+    if plan.primary.measure in covariate_measures():         # fact-level covariates from facts_filter.parquet
+        if not (out_dir / "facts_filter.parquet").is_file():
+            raise AnalysisError(f"{out_dir / 'facts_filter.parquet'} is missing: the plan's measure "
+                                f"{plan.primary.measure} needs each fact's p(o_true); rerun the facts stage")
+        primary = primary_result_with_covariates(inputs["trace"], inputs["edits"],
+                                                 pd.read_parquet(out_dir / "facts_filter.parquet"), plan)
+    else:
+        primary = primary_result(results[0].joined, plan)
+    record = {**status.to_dict(), "primary": primary,
+              "secondary": "every other number of this analysis (other measures, scores, pairs, variants)"}
+    # the label first: a summary.json (the stage's finished mark) never exists without it
+    atomic_write_json(out_dir / PLAN_RECORD, _finite(record))
     path = write_results(results, out_dir, run_info)
-    return json.loads(path.read_text())
+    summary = json.loads(path.read_text())
+    summary["plan"] = _finite(record)
+    atomic_write_json(path, summary)
+    return summary
+
+
+PLAN_RECORD = "analysis/confirmatory.json"
+
+
+def plan_headline(summary: dict) -> str:
+    """The primary result in the plan's words, with its label (empty without a plan)."""
+    rec = summary.get("plan")
+    if not rec:
+        return ""
+    p = rec["primary"]
+    def fmt(x):
+        return "n/a" if x is None else f"{x:.4f}"
+
+    return (f"[{rec['label'].upper()}] {p['wording']}\n  {p['a']} − {p['b']} = {fmt(p['diff'])} "
+            f"[{fmt(p['ci_low'])}, {fmt(p['ci_high'])}], one-sided lower bound {fmt(p['lower'])}, "
+            f"p = {fmt(p['p_one_sided'])}, MDD {fmt(p['mdd'])} ({p['n_cases']} facts × {p['n_layers']} layers)\n"
+            f"  → the evidence {p['verdict']}\n  (every other number is secondary)")
 
 
 def run(ctx: StageContext) -> None:
-    summary = analyze_folder(ctx.out_dir, spec_from_config(ctx.config))
+    plan = None
+    if ctx.config.plan:
+        from causaleval.analysis.plan import load_plan
+
+        plan = load_plan(ctx.config.plan)
+    summary = analyze_folder(ctx.out_dir, spec_from_config(ctx.config), plan, Path(ctx.config.model).name)
+    if plan is not None:
+        print(plan_headline(summary))
     print(headline(summary))
