@@ -53,6 +53,9 @@ def wrapped(model, tokenizer=None, name: str | None = None) -> Iterator[ModelBun
                                      f"ModelBundle, got {type(model).__name__}")
         if tokenizer is None:
             raise ModelArgumentError("tokenizer is missing: pass the model's HuggingFace tokenizer")
+        if not callable(tokenizer) or not all(hasattr(tokenizer, a) for a in ("decode", "get_vocab", "eos_token")):
+            raise ModelArgumentError(f"tokenizer must be a HuggingFace tokenizer object (e.g. AutoTokenizer."
+                                     f"from_pretrained(folder)), got {type(tokenizer).__name__}")
         label = name or getattr(model.config, "_name_or_path", "") or "custom"
         bundle = bundle_from(model, tokenizer, name=str(label))
     with frozen(bundle.model):
