@@ -115,3 +115,24 @@ def test_edit_refuses_statistics_of_another_model(tiny):
 def test_run_study_settings_get_the_config_rules(settings, match):
     with pytest.raises(ArgumentError, match=match):
         study_argv("smoke", **settings)
+
+
+def test_two_threads_tracing_one_model_get_the_sequential_results(tiny):
+    """trace/edit take a per-model lock (causaleval.model.wrapping.model_lock): a thread that finishes
+    does not put the model back into training mode (dropout on) while another is still tracing."""
+    import copy
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    model = copy.deepcopy(tiny[0]).train()          # the caller's model, in training mode with dropout
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.5
+    args = dict(prompt=PROMPT, subject=SUBJECT, answer=ANSWER, partners=PARTNERS, window=1, n_draws=3)
+    alone = causaleval.trace(model, tiny[1], estimator="flip", **args).sites
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(causaleval.trace, model, tiny[1], estimator="flip", **args) for _ in range(8)]
+        results = [f.result().sites for f in futures]
+    assert all(r.equals(alone) for r in results)
+    assert model.training
