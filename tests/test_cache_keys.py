@@ -58,3 +58,13 @@ def test_fingerprint_sees_every_element_dtype_and_name():
     assert weights_fingerprint(m2) != f
     assert weights_fingerprint(copy.deepcopy(m).double()) != f
     assert weights_fingerprint(copy.deepcopy(m)) == f
+
+
+def test_statistics_from_a_dataset_are_keyed_by_its_contents(tmp_path):
+    """A local statistics dataset edited in place (same name) must not reuse the old corpus and C."""
+    b = tiny_model("gpt2")
+    path = tmp_path / "corpus.txt"
+    path.write_text("The capital of France is Paris.\n")
+    key = SecondMoments(b, hparams_for("gpt2", 4, stat_source=str(path))).corpus_key
+    path.write_text("The capital of Italy is Rome.\n")
+    assert SecondMoments(b, hparams_for("gpt2", 4, stat_source=str(path))).corpus_key != key
