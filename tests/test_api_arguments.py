@@ -117,6 +117,14 @@ def test_run_study_settings_get_the_config_rules(settings, match):
         study_argv("smoke", **settings)
 
 
+def test_run_study_settings_of_the_right_type_pass_unchanged(tmp_path):
+    import numpy as np
+
+    argv = study_argv("smoke", facts=tmp_path / "cf.json", seed=np.int64(3), edit_layers=(0, 2), relations="P36")
+    assert argv[argv.index("--facts") + 1] == str(tmp_path / "cf.json")
+    assert argv[argv.index("--seed") + 1] == "3" and argv[argv.index("--relations") + 1] == "P36"
+
+
 def test_two_threads_tracing_one_model_get_the_sequential_results(tiny):
     """trace/edit take a per-model lock (causaleval.model.wrapping.model_lock): a thread that finishes
     does not put the model back into training mode (dropout on) while another is still tracing."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 
 from causaleval.errors import CausalEvalError
 from causaleval.runs.checks import Rule
@@ -103,6 +104,8 @@ def as_setting(key: str, value):
     if base is float:
         return as_float(key, value, RULES.get(key))
     if base is str:
+        if isinstance(value, os.PathLike):          # facts=Path(...), model=Path(...)
+            value = os.fspath(value)
         if not isinstance(value, str) or not value.strip():
             raise ArgumentError(f"{key}={_say(value)} must be a non-empty string")
         if len(value) > 4096 or "\x00" in value:
