@@ -10,7 +10,6 @@ import shutil
 import time
 
 import pytest
-import torch
 from safetensors.torch import load_file, save_file
 
 from causaleval.data.counterfact import load_counterfact

@@ -64,7 +64,7 @@ def wrapped(model, tokenizer=None, name: str | None = None) -> Iterator[ModelBun
         yield bundle
 
 
-_LOCKS: "weakref.WeakKeyDictionary[torch.nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS: weakref.WeakKeyDictionary[torch.nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 
 

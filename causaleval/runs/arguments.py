@@ -95,7 +95,7 @@ def as_setting(key: str, value):
 
     from experiments.config import RULES, _split, field_types
 
-    base, nullable = _split(field_types()[key])
+    base, _ = _split(field_types()[key])
     if value is None:
         return None
     origin = typing.get_origin(base)
