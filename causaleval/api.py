@@ -23,26 +23,23 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from causaleval.data.counterfact import Fact
-from causaleval.data.tokens import answer_ids, encode_prompt
+from causaleval.data.counterfact import Fact, text_problem
+from causaleval.data.tokens import answer_ids, check_prompt_lengths, context_length, encode_prompt
 from causaleval.editing.rome import (AppliedEdit, EditResult, RomeHyperParams, SecondMoments, apply_edit, compute_edit,
                                      default_contexts, hparams_for, prepare_edit)
 from causaleval.editing.scores import EditScores, edit_scores, prepare_probes, probs_after
-from causaleval.errors import CausalEvalError, DataError
+from causaleval.errors import DataError
 from causaleval.estimators import flip_scrubbing, noise_tracing, resample_scrubbing
 from causaleval.model.loading import ModelBundle
 from causaleval.model.sites import check_layer
 from causaleval.model.wrapping import wrapped
 from causaleval.patching.core import TraceTables, case_sites, case_tables, trace_case
 from causaleval.patching.estimands import SiteGrid
+from causaleval.runs.arguments import ArgumentError, as_float, as_instance, as_int, as_int_list, as_setting
 
 ESTIMATORS = ("flip", "noise", "resample")
 DIRECTIONS = ("denoise", "noise")
 DEFAULT_WINDOW = {"residual": 1, "mlp": 10, "attn": 10}   # Meng et al. (2022)'s trace windows
-
-
-class ArgumentError(CausalEvalError):
-    """An argument of the public API is not one of its allowed values."""
 
 
 def _choice(name: str, value, allowed: Sequence) -> None:
@@ -122,6 +119,11 @@ def _as_case(prompt: str, subject: str, answer: str) -> Fact:
     for name, v in (("prompt", prompt), ("subject", subject), ("answer", answer)):
         if not isinstance(v, str) or not v.strip():
             raise DataError(f"{name} must be a non-empty string, got {v!r}")
+        found = text_problem(v)
+        if found:
+            raise DataError(f"{name} {v[:60]!r} {found}")
+    if prompt.count("{}") > 1:
+        raise DataError(f"prompt {prompt!r} has {prompt.count('{}')} '{{}}' placeholders; give one, where the subject goes")
     if "{}" not in prompt:
         if subject not in prompt:
             raise DataError(f"subject {subject!r} does not occur in prompt {prompt!r}; give the prompt with the "
@@ -136,7 +138,8 @@ def _as_partners(case: Fact, partners: Iterable | None) -> list[Fact]:
     for i, p in enumerate(partners or (), start=1):
         if isinstance(p, Fact):
             subject, answer = p.subject, p.target_true
-        elif isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(x, str) and x.strip() for x in p):
+        elif isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(x, str) and x.strip()
+                                                                  and not text_problem(x) for x in p):
             subject, answer = p
         else:
             raise DataError(f"partner {i} ({p!r}) must be a (subject, answer) pair of non-empty strings or a Fact")
@@ -167,14 +170,18 @@ def trace(model, tokenizer, prompt: str, subject: str, answer: str, estimator: s
     _choice("direction", direction, DIRECTIONS + ("both",))
     _choice("component", component, tuple(DEFAULT_WINDOW))
     directions = DIRECTIONS if direction == "both" else (direction,)
-    if n_draws is not None and n_draws < 1:
-        raise ArgumentError(f"n_draws={n_draws} must be at least 1")
+    n_draws = None if n_draws is None else as_int("n_draws", n_draws)
+    window = None if window is None else as_int("window", window)
+    layers = None if layers is None else as_int_list("layers", layers)
+    nu = None if nu is None else as_float("nu", nu)
+    seed = as_int("seed", seed)
     case = _as_case(prompt, subject, answer)
     pool = _as_partners(case, partners)
     if estimator != "noise" and not pool:
         raise DataError(f"{estimator} scrubbing needs partners: pass partners=[(subject, answer), ...] of other "
                         "subjects for the same prompt")
     with wrapped(model, tokenizer) as bundle:
+        check_prompt_lengths(bundle.tokenizer, [case], context_length(bundle.model.config))
         window = min(DEFAULT_WINDOW[component], bundle.n_layers) if window is None else int(window)
         grid = SiteGrid(component, window, None if layers is None else tuple(int(x) for x in layers))
         layer_list = grid.layer_list(bundle.n_layers)
@@ -235,6 +242,9 @@ def _text(value, name: str) -> str:
         value = value.get("str")
     if not isinstance(value, str) or not value.strip():
         raise DataError(f"edit request field {name!r} must be a non-empty string (or {{'str': ...}}), got {value!r}")
+    found = text_problem(value)
+    if found:
+        raise DataError(f"edit request field {name!r} {found}")
     return value
 
 
@@ -260,6 +270,8 @@ def as_request(request) -> Fact:
             raise DataError(f"edit request field {key!r} must be a list of strings")
         lists[key] = list(items)
     case.target_new = _text(request["target_new"], "target_new")
+    if case.target_new.strip() == case.target_true.strip():
+        raise DataError(f"edit request: target_new {case.target_new!r} equals target_true; an edit needs a new answer")
     case.paraphrase_prompts, case.neighborhood_prompts = lists["paraphrase_prompts"], lists["neighborhood_prompts"]
     return case
 
@@ -297,7 +309,19 @@ def edit(model, tokenizer, request, layer: int | None = None, hparams: RomeHyper
     ``$CAUSALEVAL_CACHE`` unless given.  The model is edited only while scoring and inside
     :meth:`EditOutcome.applied`."""
     fact = as_request(request)
+    layer = None if layer is None else as_int("layer", layer)
+    seed = as_int("seed", seed)
+    if hparams is not None:
+        as_instance("hparams", hparams, RomeHyperParams, "a RomeHyperParams (causaleval.editing.rome.hparams_for(...))")
+    if stats is not None:
+        as_instance("stats", stats, SecondMoments, "a SecondMoments of this model, or None to compute it")
+        if stats.bundle.model is not model and stats.bundle.model is not getattr(model, "model", None):
+            raise ArgumentError("stats holds the second moments of another model; pass None (they are computed "
+                                "and cached for this model) or a SecondMoments made for this one")
+    if contexts is not None and (isinstance(contexts, str) or not all(isinstance(c, str) for c in contexts)):
+        raise ArgumentError(f"contexts must be a list of strings, got {type(contexts).__name__}")
     with wrapped(model, tokenizer) as bundle:
+        check_prompt_lengths(bundle.tokenizer, [fact], context_length(bundle.model.config))
         hp = hparams or hparams_for(bundle.family.name, bundle.n_layers)
         layer = hp.layer_for(bundle.n_layers) if layer is None else int(layer)
         check_layer(layer, bundle.n_layers)
@@ -343,6 +367,9 @@ def study_argv(preset: str = "default", out: str | Path | None = None, stage: st
     if unknown:
         raise ArgumentError(f"run_study got unknown settings {unknown}; known: {sorted(_FLAGS)} (pass other "
                             "command-line flags with extra_args=[...])")
+    settings = {key: as_setting(key, value) for key, value in settings.items()}
+    if not isinstance(preset, str) or not isinstance(stage, str):
+        raise ArgumentError(f"preset and stage must be strings, got {preset!r} and {stage!r}")
     argv = ["--preset", str(preset), "--stage", stage]
     if out is not None:
         argv += ["--out", str(out)]

@@ -8,6 +8,7 @@ key or a value of the wrong type is a :class:`ConfigError` naming the key.
 
 from __future__ import annotations
 
+import functools
 import json
 import types
 import typing
@@ -194,8 +195,12 @@ def resolve(preset: str, **overrides) -> StudyConfig:
 # typed values
 
 
+@functools.cache
 def field_types() -> dict[str, object]:
     return typing.get_type_hints(StudyConfig)
+
+
+MAX_LIST_ITEMS = 10_000      # items of one list setting (layers, relations, scales): far above any real use
 
 
 def _split(tp) -> tuple[object, bool]:
@@ -220,7 +225,10 @@ def coerce(key: str, value, tp=None):
     base, nullable = _split(tp)
     bad = ConfigError(f"setting {key!r}: {value!r} is not a valid {_type_name(tp)}")
     if isinstance(value, str) and base is not str:
-        value = _parse_text(value, base)
+        try:
+            value = _parse_text(value, base)
+        except ConfigError as err:
+            raise ConfigError(f"setting {key!r}: {err}") from err
     if value is None:
         if nullable:
             return None
@@ -248,6 +256,8 @@ def coerce(key: str, value, tp=None):
         (item,) = typing.get_args(base)
         if not isinstance(value, list):
             value = [value]
+        if len(value) > MAX_LIST_ITEMS:
+            raise ConfigError(f"setting {key!r} lists {len(value):,} values; at most {MAX_LIST_ITEMS:,} are allowed")
         return [coerce(key, v, item) for v in value]
     if base is dict or origin is dict:
         if not isinstance(value, dict):
@@ -268,6 +278,10 @@ def _parse_text(text: str, base):
         value = yaml.safe_load(s)
     except yaml.YAMLError:
         return text
+    except RecursionError as err:
+        raise ConfigError(f"value {text[:40]!r}… is nested too deeply") from err
+    except ValueError as err:        # an integer of more than 4,300 digits (Python's limit)
+        raise ConfigError(f"value {text[:40]!r}…: {str(err).split(';')[0]}") from err
     if isinstance(value, str) and base in (int, float):
         value = _number(value)
     return value
@@ -295,13 +309,48 @@ def parse_set(items: list[str]) -> dict:
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set noise_draws=5")
+        if len(value) > MAX_SET_CHARS:
+            raise ConfigError(f"--set {key}: the value has {len(value):,} characters (at most {MAX_SET_CHARS:,})")
         if key.startswith("rome_hparams."):
             out.setdefault("rome_hparams", {})[key.split(".", 1)[1]] = _parse_text(value, object)
             continue
         out[key] = coerce(key, value)
     if "rome_hparams" in out:
         out["rome_hparams"] = _rome_overrides(out["rome_hparams"])
+    _check_preset(out, "--set preset")
     return out
+
+
+MAX_SET_CHARS = 100_000
+MAX_CONFIG_BYTES = 1_000_000     # a settings file (or a run.json) is a few kB
+
+
+def _check_preset(values: dict, where: str) -> None:
+    """A preset named in --set or --config is one of PRESETS (also when --preset overrides it)."""
+    if "preset" in values and values["preset"] not in PRESETS:
+        raise ConfigError(f"{where} {values['preset']!r}: unknown preset; choose one of {sorted(PRESETS)}")
+
+
+def path_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a file system path here (too long as a whole or in one name), or None."""
+    import os
+
+    limit = os.pathconf("/", "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+    if len(value.encode("utf-8", "surrogatepass")) > 4096:
+        return f"is {len(value):,} characters long; a path or model name is at most 4,096"
+    if "\x00" in value:
+        return "holds a NUL character"
+    longest = max(value.split("/"), key=lambda part: len(part.encode("utf-8", "surrogatepass")))
+    if len(longest.encode("utf-8", "surrogatepass")) > limit:
+        return (f"has a name of {len(longest.encode('utf-8', 'surrogatepass')):,} bytes ({longest[:20]}…); the file "
+                f"system allows {limit}")
+    return None
+
+
+def check_path(flag: str, value) -> None:
+    found = path_problem(str(value))
+    if found:
+        raise ConfigError(f"{flag} {str(value)[:60]!r}…: {found}")
 
 
 def _rome_overrides(values: dict) -> dict:
@@ -314,12 +363,16 @@ def load_config_file(path: str | Path) -> dict:
     """Settings from a YAML or JSON file (a mapping of setting → value, or a run.json)."""
     import yaml
 
+    check_path("--config", path)
     path = Path(path)
     found = link_problem(path)
     if found:
         raise ConfigError(f"--config {path}: {found}; fix or remove the link, or pass the file itself")
     if not path.is_file():
         raise ConfigError(f"--config {path}: file not found")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"--config {path}: {path.stat().st_size:,} bytes; a settings file is at most "
+                          f"{MAX_CONFIG_BYTES:,} bytes")
     try:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
@@ -328,6 +381,10 @@ def load_config_file(path: str | Path) -> dict:
     except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as err:
         raise ConfigError(f"--config {path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} "
                           f"({str(err).splitlines()[0]})") from err
+    except ValueError as err:        # an integer of more than 4,300 digits (Python's limit)
+        raise ConfigError(f"--config {path}: {str(err).split(';')[0]}") from err
+    except OSError as err:
+        raise ConfigError(f"--config {path}: cannot be read ({err.strerror}); check its permissions") from err
     if isinstance(data, dict) and isinstance(data.get("config"), dict) and "completed_stages" in data:
         data = data["config"]          # the run.json of an earlier run
     if not isinstance(data, dict):
@@ -338,6 +395,7 @@ def load_config_file(path: str | Path) -> dict:
         raise ConfigError(f"--config {path}: {err}") from err
     if "rome_hparams" in out:
         out["rome_hparams"] = _rome_overrides(out["rome_hparams"])
+    _check_preset(out, f"--config {path}: preset")
     return out
 
 
@@ -442,6 +500,11 @@ def validate(cfg: StudyConfig) -> None:
     from causaleval.editing.rome.hparams import KEY_MODES, RomeHyperParams
     from causaleval.model.loading import DTYPES
 
+    for key in PATH_KEYS:
+        values = getattr(cfg, key)
+        for value in (values if isinstance(values, list) else [values]):
+            if isinstance(value, str):
+                check_path(FLAGS.get(key, key), value)
     check_rules(cfg)
     choices = {"dtype": sorted(DTYPES), "backend": ["local", "ray"], "rome_key_mode": list(KEY_MODES),
                "preset": sorted(PRESETS), "validate_positions": ["from_subject", "subject_last"]}
@@ -487,6 +550,10 @@ def validate(cfg: StudyConfig) -> None:
                                        "or a CUDA device")
 
 
+# settings that are paths (or names): checked for lengths the file system allows before any is opened
+PATH_KEYS = ("model", "facts", "out", "rome_stat_source", "exclude_facts_from")
+
+
 # settings that name files or folders, with what to do when a symbolic link on the way is broken
 PATH_SETTINGS = {"facts": "pass the CounterFact file itself",
                  "model": "pass the model folder itself", "rome_stat_source": "pass the dataset itself"}
@@ -501,11 +568,19 @@ def check_links(cfg: StudyConfig) -> None:
             raise _bad(key, value, f"{found}; fix or remove the link, or {fix}")
 
 
+VIRTUAL_FS = ("/proc", "/sys", "/dev")
+
+
 def check_out(out: str) -> None:
     """The results folder is a folder, or can be created in a writable folder."""
     import os
 
+    check_path("--out", out)
     path = Path(out)
+    virtual = next((v for v in VIRTUAL_FS if path.absolute() == Path(v) or Path(v) in path.absolute().parents), None)
+    if virtual:
+        raise _bad("out", out, f"is under {virtual}, a virtual file system that cannot hold files; choose a folder "
+                               "on a disk")
     found = link_problem(path)
     if found:
         raise _bad("out", out, f"{found}; fix or remove the link, or pass another --out")

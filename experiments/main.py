@@ -135,6 +135,7 @@ def rome_settings(path: str) -> dict:
     from causaleval.editing.rome.hparams import import_rome_hparams
     from experiments.stages.edit import context_lengths
 
+    config_mod.check_path("--rome-hparams", path)
     imported = import_rome_hparams(path)
     rest = dict(imported.overrides)
     out: dict = {}
@@ -393,6 +394,13 @@ def main(argv: list[str] | None = None) -> int:
         return run(argv)
     except CausalEvalError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.filename is None:      # not about a path the user gave
+            raise
+        # a path the file system refuses (too long, not permitted, virtual, read-only): one line, not a traceback
+        print(f"error: {str(err.filename)[:200]}: {err.strerror or err}; check the paths given to --model, --facts, "
+              "--out, --config and --rome-hparams", file=sys.stderr)
         return 2
 
 

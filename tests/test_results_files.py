@@ -123,14 +123,16 @@ def test_a_part_that_fails_on_read_is_a_named_error(tmp_path, monkeypatch):
         store.concat(["a"])
 
 
-def test_datasets_cache_follows_causaleval_cache(tmp_path, monkeypatch):
+def test_reading_facts_writes_no_cache(tmp_path, monkeypatch):
+    """Facts are read with the standard library's json (issue 34), not through a datasets cache."""
     from causaleval.data.counterfact import load_counterfact
 
     monkeypatch.setenv("CAUSALEVAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
     facts = tmp_path / "cf.json"
     facts.write_text(json.dumps([f.to_record() for f in build_facts(seed=0, relations=["P36"])[:2]]))
     assert len(load_counterfact(facts)) == 2
-    assert any((tmp_path / "cache" / "datasets").iterdir())
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "hf-datasets").exists()
 
 
 @pytest.mark.slow

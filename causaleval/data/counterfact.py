@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,26 @@ RECORD_DEPTH = 4
 MAX_DEPTH = 8
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _visible(text: str) -> bool:
+    """Whether ``text`` holds a character other than whitespace, controls and invisible format characters."""
+    return any(not ch.isspace() and unicodedata.category(ch) not in ("Cc", "Cf", "Zs", "Zl", "Zp") for ch in text)
+
+
+def text_problem(text: str) -> str | None:
+    """What makes ``text`` unusable as prompt text (a control character such as NUL, a lone surrogate), or None."""
+    bad = next((ch for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\t\n"), None)
+    if bad is not None:
+        return f"holds the control character {bad!r} at position {text.index(bad)}; remove it"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return f"holds a lone surrogate {text[err.start]!r} at position {err.start}, which is not text; fix the file's encoding"
+    return None
 
 
 @dataclass
@@ -78,20 +99,35 @@ class Fact:
             return obj[key]
 
         need(rec, "case_id", "case_id")
-        if isinstance(cid, bool) or not (isinstance(cid, int) or (isinstance(cid, str) and cid.isdigit())):
+        if isinstance(cid, bool) or not (isinstance(cid, int) or (isinstance(cid, str) and _DIGITS.fullmatch(cid))):
             raise DataError(f"{source}: case_id {cid!r} is not a non-negative integer (case ids name result "
                             "files, so they must be integers as in CounterFact)")
-        if int(cid) < 0:
-            raise DataError(f"{source}: case_id {cid!r} is negative; CounterFact case ids are integers ≥ 0")
+        if int(cid) < 0 or int(cid) >= 2**63:
+            raise DataError(f"{source}: case_id {cid!r} is out of range; CounterFact case ids are integers from 0 "
+                            "to 2^63 − 1")
         rw = need(rec, "requested_rewrite", "requested_rewrite")
         prompt = need(rw, "prompt", "requested_rewrite.prompt")
         subject = need(rw, "subject", "requested_rewrite.subject")
         true = need(need(rw, "target_true", "requested_rewrite.target_true"), "str", "requested_rewrite.target_true.str")
         new = need(need(rw, "target_new", "requested_rewrite.target_new"), "str", "requested_rewrite.target_new.str")
         relation = rw.get("relation_id", "unknown")
+        if not isinstance(relation, str) or not _visible(relation):
+            raise DataError(f"{where}: field 'requested_rewrite.relation_id' must be a non-empty string such as "
+                            f"'P36', got {relation!r}")
         for name, value in (("prompt", prompt), ("subject", subject), ("target_true.str", true), ("target_new.str", new)):
-            if not isinstance(value, str) or not value.strip():
+            if not isinstance(value, str) or not _visible(value):
                 raise DataError(f"{where}: field 'requested_rewrite.{name}' must be a non-empty string, got {value!r}")
+        for name, value in (("prompt", prompt), ("subject", subject), ("target_true.str", true),
+                            ("target_new.str", new), ("relation_id", relation)):
+            found = text_problem(value)
+            if found:
+                raise DataError(f"{where}: field 'requested_rewrite.{name}' {found}")
+        if prompt.count("{}") > 1:
+            raise DataError(f"{where}: field 'requested_rewrite.prompt' {prompt!r} has {prompt.count('{}')} '{{}}' "
+                            "placeholders; it needs exactly one, where the subject goes")
+        if true.strip() == new.strip():
+            raise DataError(f"{where}: target_new {new!r} equals target_true; an edit needs a new answer that "
+                            "differs from the true one")
         for name, value, limit in (("prompt", prompt, MAX_PROMPT_CHARS), ("subject", subject, MAX_SUBJECT_CHARS),
                                    ("target_true.str", true, MAX_SUBJECT_CHARS),
                                    ("target_new.str", new, MAX_SUBJECT_CHARS)):
@@ -106,6 +142,9 @@ class Fact:
         for name, value in (("paraphrase_prompts", paraphrases), ("neighborhood_prompts", neighbours)):
             if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
                 raise DataError(f"{where}: field '{name}' must be a list of strings")
+            found = next((f for f in map(text_problem, value) if f), None)
+            if found:
+                raise DataError(f"{where}: field '{name}' holds a prompt that {found}")
             if any(len(p) > MAX_PROMPT_CHARS for p in value):
                 raise DataError(f"{where}: field '{name}' holds a prompt of more than {MAX_PROMPT_CHARS:,} "
                                 "characters; fix or drop this record")
@@ -117,24 +156,13 @@ class Fact:
 
 
 def load_counterfact(path: str | Path) -> list[Fact]:
-    """Read a local CounterFact JSON (a list of records) or JSON-lines file via ``datasets``."""
+    """Read a local CounterFact JSON (a list of records) or JSON-lines file."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"CounterFact file {path} does not exist. Pass the path of a local copy with --facts "
                         "(e.g. counterfact.json from the ROME release), or omit --facts to use the built-in geography facts.")
-    _check_json(path)
-    import datasets
-
-    from causaleval.model.loading import cache_dir
-
-    datasets.disable_progress_bars()
-    try:
-        ds = datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(cache_dir() / "datasets"))
-    except Exception as err:  # noqa: BLE001 - arrow raises many types for malformed files
-        raise DataError(f"{path}: could not be read as CounterFact records ({type(err).__name__}: {err})") from err
-    if len(ds) == 0:
-        raise DataError(f"{path}: contains no records")
-    facts = [Fact.from_record(rec, source=str(path)) for rec in ds]
+    records = _records(path)
+    facts = [Fact.from_record(rec, source=str(path)) for rec in records]
     seen: set[int] = set()
     for f in facts:
         if f.case_id in seen:
@@ -143,35 +171,51 @@ def load_counterfact(path: str | Path) -> list[Fact]:
     return facts
 
 
-def _check_json(path: Path) -> None:
-    """Fail early, with the file's name, on text that is neither JSON nor JSON lines."""
+def _records(path: Path) -> list[dict]:
+    """The records of a JSON list or JSON-lines file, each a JSON object; anything else is a DataError naming
+    the file (read with the standard library: no other shape ever reaches a parser that could crash)."""
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: is not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8 JSON") from err
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err.strerror}); check its permissions") from err
     depth = nesting_depth(text)
     if depth > MAX_DEPTH:
         raise DataError(f"{path}: JSON nested {depth:,} levels deep; a CounterFact record needs "
                         f"{RECORD_DEPTH} (limit {MAX_DEPTH}), so this is not a CounterFact file")
-    head = text[:1 << 20]
-    stripped = head.lstrip()
+    stripped = text.lstrip()
     if not stripped:
         raise DataError(f"{path}: is empty; it should hold a JSON list of CounterFact records")
-    if stripped[0] == "[":
-        if len(head) < (1 << 20):
-            try:
-                data = json.loads(head)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}: is not valid JSON ({err})") from err
-            if not data:
-                raise DataError(f"{path}: contains no records")
-        return
-    first = stripped.splitlines()[0]
     try:
-        json.loads(first)
+        if stripped[0] == "[":
+            data = json.loads(text)
+        else:
+            data = []
+            for number, line in enumerate(text.splitlines(), 1):
+                if line.strip():
+                    try:
+                        data.append(json.loads(line))
+                    except json.JSONDecodeError as err:
+                        if number == 1 and stripped[0] != "{":
+                            raise DataError(f"{path}: is not JSON or JSON lines ({err}); expected CounterFact "
+                                            "records") from err
+                        raise DataError(f"{path}: line {number} is not JSON ({err})") from err
     except json.JSONDecodeError as err:
-        raise DataError(f"{path}: is not JSON or JSON lines ({err}); expected CounterFact records") from err
+        raise DataError(f"{path}: is not valid JSON ({err})") from err
+    except (ValueError, RecursionError) as err:        # e.g. an integer of more than 4,300 digits
+        raise DataError(f"{path}: holds a value that cannot be read ({str(err).splitlines()[0]})") from err
+    if not isinstance(data, list):
+        raise DataError(f"{path}: holds a JSON {type(data).__name__}, expected a list of CounterFact records "
+                        "(or one record per line)")
+    if not data:
+        raise DataError(f"{path}: contains no records")
+    for i, rec in enumerate(data):
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}: record {i + 1} is {'null' if rec is None else type(rec).__name__}, expected "
+                            "a JSON object (a CounterFact record)")
+    return data
 
 
 def nesting_depth(text: str) -> int:

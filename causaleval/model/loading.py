@@ -317,17 +317,51 @@ def load_model(
         model_config(name, trust_remote_code)
         folder = _source_folder(name, trust_remote_code)
         identity.update(weights_identity(folder))
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()        # the load report is replaced by check_loading_info's one line
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=DTYPES[dtype], local_files_only=True, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, SafetensorError) as err:
+        model, info = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=DTYPES[dtype], local_files_only=True, trust_remote_code=trust_remote_code,
+            output_loading_info=True, ignore_mismatched_sizes=True)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
         raise ModelFileError(f"model folder {folder}: weights could not be loaded ({str(err).splitlines()[0]})") from err
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    check_loading_info(folder, info)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, TypeError) as err:
         raise ModelFileError(f"model folder {folder}: no usable tokenizer ({str(err).splitlines()[0]}); copy the "
                              "tokenizer files with the model") from err
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        raise ModelFileError(f"model folder {folder}: the tokenizer has {len(tokenizer):,} tokens but the embedding "
+                             f"matrix only {rows:,} rows; the tokenizer files belong to another model, copy the "
+                             "matching ones")
     return bundle_from(model, tokenizer, name=name, device=device, identity=identity)
+
+
+def _listed(keys, limit: int = 5) -> str:
+    keys = [k if isinstance(k, str) else f"{k[0]} (file {tuple(k[1])}, config {tuple(k[2])})" for k in keys]
+    keys = sorted(keys)
+    more = f" and {len(keys) - limit:,} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def check_loading_info(folder: Path, info: dict) -> None:
+    """Refuse a model whose checkpoint lacks tensors the config asks for (transformers would initialise them
+    at random) or holds tensors of other shapes than the config's (another size or vocabulary)."""
+    missing, mismatched = info.get("missing_keys") or (), info.get("mismatched_keys") or ()
+    if missing:
+        raise ModelFileError(f"model folder {folder}: {len(missing):,} weight tensor(s) the config asks for are not "
+                             f"in the safetensors files ({_listed(missing)}); transformers would initialise them at "
+                             "random. Copy the complete weights, or fix config.json (e.g. its number of layers)")
+    if mismatched:
+        raise ModelFileError(f"model folder {folder}: {len(mismatched):,} weight tensor(s) have other shapes than "
+                             f"config.json says ({_listed(mismatched)}); config.json belongs to another model size or "
+                             "vocabulary, copy the matching one")
 
 
 def bundle_from(model, tokenizer, name: str = "custom", device: str | None = None,

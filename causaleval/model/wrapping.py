@@ -9,6 +9,8 @@ The model is never moved, and the bundle holds a copy of the tokenizer (:func:`c
 
 from __future__ import annotations
 
+import threading
+import weakref
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -53,7 +55,28 @@ def wrapped(model, tokenizer=None, name: str | None = None) -> Iterator[ModelBun
                                      f"ModelBundle, got {type(model).__name__}")
         if tokenizer is None:
             raise ModelArgumentError("tokenizer is missing: pass the model's HuggingFace tokenizer")
+        if not callable(tokenizer) or not all(hasattr(tokenizer, a) for a in ("decode", "get_vocab", "eos_token")):
+            raise ModelArgumentError(f"tokenizer must be a HuggingFace tokenizer object (e.g. AutoTokenizer."
+                                     f"from_pretrained(folder)), got {type(tokenizer).__name__}")
         label = name or getattr(model.config, "_name_or_path", "") or "custom"
         bundle = bundle_from(model, tokenizer, name=str(label))
-    with frozen(bundle.model):
+    with model_lock(bundle.model), frozen(bundle.model):
         yield bundle
+
+
+_LOCKS: weakref.WeakKeyDictionary[torch.nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: torch.nn.Module) -> threading.RLock:
+    """The lock that serialises the package's uses of one model across threads.
+
+    A model is not shared between threads: its training flags, ``requires_grad`` flags and (while an edit is
+    scored) its weights are changed for the duration of a call.  ``trace`` and ``edit`` take this lock, so two
+    threads calling them on one model wait for each other instead of interfering; the caller's own forward
+    passes and an ``EditOutcome.applied()`` block are not covered: run those in one thread."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock

@@ -182,6 +182,8 @@ def h1_table(t: AnalysisTables) -> str:
         if not _info(t, variant).get("comparative", True):
             continue
         h1 = _variant(t.h1, variant)
+        if h1.empty:          # a small run (too few facts or layers for any H1 test): nothing in this variant
+            continue
         if variant != "default":
             h1 = h1[(h1.a == "flip") & (h1.b == "noise") & (h1.score == "rewrite_score")]
         if h1.empty:
@@ -208,6 +210,8 @@ def h1_table(t: AnalysisTables) -> str:
                r"only and compare nothing.")
     header = [r"$a - b$", "Score", "Measure", r"$T_a$", r"$T_b$", r"Difference [95\% CI]", "Upper",
               r"$p$ (one-sided)", "MDD", r"$n$"]
+    if not body:
+        body = ["No H1 test could be computed: too few facts or edit layers in this run (see analysis/summary.json)"]
     return booktabs(header, body, caption, "tab:h1", align="lllrrlrrrr")
 
 

@@ -49,6 +49,11 @@ def load(folder: Path) -> dict:
     return out
 
 
+def _windows(acc: pd.DataFrame) -> list:
+    """The traced windows of an accuracy table; none when no planted edit succeeded (an empty table)."""
+    return sorted(acc.window.unique()) if not acc.empty and "window" in acc else []
+
+
 def _ests(frame: pd.DataFrame) -> list[str]:
     return [e for e in ESTIMATORS if e in set(frame.estimator)]
 
@@ -57,7 +62,10 @@ def validate_table(acc: pd.DataFrame, summary: dict) -> str:
     """Accuracy per estimator × window × planted layer (and over all planted layers)."""
     header = ["Estimator", r"$l$", r"hit@1", r"hit@3", r"$|\hat l - l|$", r"mass at $l$", r"IE added at $l$"]
     body: list = []
-    for window in sorted(acc.window.unique()):
+    if not _windows(acc):
+        body.append(f"No planted edit succeeded ({summary.get('n_success', 0)} of {summary.get('n_edits', 'n/a')}), "
+                    "so localisation accuracy cannot be reported")
+    for window in _windows(acc):
         body.append(f"MLP window {int(window)}")
         for est in _ests(acc):
             g = acc[(acc.estimator == est) & (acc.window == window)].sort_values("planted_layer")
@@ -124,7 +132,7 @@ def validate_numbers(acc: pd.DataFrame, paired: pd.DataFrame, hist: pd.DataFrame
          "ValSuccessMax": mnum(max(rates.values()) if rates else None, 2),
          "ValChance": mnum(summary.get("chance_hit1"), 3), "ValNPerm": str(summary.get("n_permutations", "n/a")),
          "ValMinutes": mnum((summary.get("seconds") or float("nan")) / 60, 0)}
-    for window in sorted(acc.window.unique()):
+    for window in _windows(acc):
         word = WORDS.get(int(window))
         if word is None:
             continue
@@ -163,7 +171,7 @@ def validate_numbers(acc: pd.DataFrame, paired: pd.DataFrame, hist: pd.DataFrame
 def validate_figure(acc: pd.DataFrame, hist: pd.DataFrame, summary: dict):
     """Top: hit@1 per planted layer per estimator (CIs; dotted: chance 1/L); bottom: the share of edits
     whose argmax lands at each layer, pooled over planted layers (dotted: the planted layers)."""
-    windows = sorted(acc.window.unique())
+    windows = _windows(acc)
     planted = summary.get("planted_layers", [])
     n_layers = int(summary.get("n_layers", 1))
     step = float(np.min(np.diff(planted))) if len(planted) > 1 else 1.0

@@ -25,17 +25,42 @@ from causaleval.errors import DataError
 from causaleval.model.loading import ModelBundle, cache_dir
 from causaleval.runs.store import atomic_write_json
 
-_SLUG_IGNORE = ("device",)
+_SLUG_IGNORE = ("device", "weights_fingerprint", "tokenizer_fingerprint")   # the last two: in "_weights"
 
 
 def model_slug(bundle: ModelBundle) -> str:
-    """``<name>-<hash>``: the hash covers the model identity (minus the device) and a weight fingerprint."""
+    """``<name>-<hash>``: the name of the model's cache folder (statistics, corpus, context texts).
+
+    The hash covers the model identity (minus the device: name, dtype, family, shapes) and its weights:
+    a model loaded from files (:func:`causaleval.model.loading.load_model`) by its safetensors files'
+    sha256 (in ``identity["weights_sha256"]``); a model passed in memory (the Python API) by a
+    fingerprint of every parameter and buffer and of its tokenizer's vocabulary
+    (:func:`causaleval.model.fingerprint.weights_fingerprint`), so two models that differ in any weight
+    never share statistics.  The fingerprint is taken once per bundle (the API makes one per call).
+    Reuse is intended in one case: a bundle keeps its key while an edit is applied to it, so an edit
+    computed inside another edit's context uses the unedited model's C (as ROME's sequential edits do)."""
     ident = {k: v for k, v in bundle.identity.items() if k not in _SLUG_IGNORE}
+    if "weights_sha256" not in ident:
+        ident["_weights"] = memory_fingerprint(bundle)
     emb = bundle.model.get_input_embeddings().weight
     ident["_fingerprint"] = f"{float(emb.detach().double().sum()):.12e}/{float(emb.detach().double().abs().sum()):.12e}"
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(bundle.name)).name) or "model"
     return f"{name}-{digest}"
+
+
+def memory_fingerprint(bundle: ModelBundle) -> str:
+    """Fingerprint of an in-memory model's weights and tokenizer vocabulary, remembered in ``bundle.identity``."""
+    if "weights_fingerprint" not in bundle.identity:
+        from causaleval.model.fingerprint import weights_fingerprint
+
+        tok = bundle.tokenizer
+        vocab = json.dumps(sorted(tok.get_vocab().items()), ensure_ascii=False)
+        special = [tok.bos_token_id, tok.eos_token_id, getattr(tok, "unk_token_id", None)]
+        tok_hash = hashlib.sha256((vocab + json.dumps(special)).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        bundle.identity["weights_fingerprint"] = weights_fingerprint(bundle.model)
+        bundle.identity["tokenizer_fingerprint"] = f"sha256-{tok_hash}"
+    return f"{bundle.identity['weights_fingerprint']}/{bundle.identity['tokenizer_fingerprint']}"
 
 
 def rome_cache(bundle: ModelBundle) -> Path:

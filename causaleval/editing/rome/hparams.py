@@ -188,9 +188,18 @@ def import_rome_hparams(path) -> ImportedHparams:
     if not path.is_file():
         raise CausalEvalError(f"ROME hparams file {path} not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))    # JSON is YAML
+        text = path.read_text(encoding="utf-8")
+        from causaleval.data.counterfact import nesting_depth
+
+        if nesting_depth(text) > 16:       # refused before the parser recurses (a JSON bomb)
+            raise RecursionError
+        data = yaml.safe_load(text)    # JSON is YAML
     except (UnicodeDecodeError, yaml.YAMLError) as err:
         raise CausalEvalError(f"ROME hparams file {path}: not valid JSON/YAML ({str(err).splitlines()[0]})") from err
+    except RecursionError as err:
+        raise CausalEvalError(f"ROME hparams file {path}: nested too deeply to be a hyperparameters file") from err
+    except (ValueError, OSError) as err:      # an integer of more than 4,300 digits; an unreadable file
+        raise CausalEvalError(f"ROME hparams file {path}: cannot be read ({str(err).splitlines()[0][:200]})") from err
     if not isinstance(data, dict):
         raise CausalEvalError(f"ROME hparams file {path}: expected a mapping of hyperparameters")
     where = f"ROME hparams file {path}"

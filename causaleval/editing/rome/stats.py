@@ -158,6 +158,10 @@ class SecondMoments:
         self.root = rome_cache(bundle)
         src = hparams.stat_source
         src_key = "model" if src == "model" else "data_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(src).name)
+        if src != "model" and Path(src).is_file():       # a dataset changed in place gets a new key
+            from causaleval.runs.store import file_sha256
+
+            src_key += "-" + file_sha256(Path(src))[:12]
         self.corpus_key = f"{src_key}-seed{self.seed}-n{hparams.stat_tokens}-T{hparams.stat_seq_len}"
         self._c: dict[int, torch.Tensor] = {}
         self._inv: dict[int, torch.Tensor] = {}
