@@ -160,12 +160,18 @@ def rome_settings(path: str) -> dict:
 def build_config(args: argparse.Namespace) -> StudyConfig:
     """Preset, then --config, then --rome-hparams, then the flags, then --set (later wins)."""
     from_file = config_mod.load_config_file(args.config) if args.config else {}
+    if from_file.pop("trust_remote_code", None):      # a shared file (a run.json) must not run a model's code
+        print(f"warning: --config {args.config}: trust_remote_code is ignored in a settings file; pass "
+              "--trust-remote-code on the command line to let the model folder's code run", file=sys.stderr)
     from_rome = rome_settings(args.rome_hparams) if args.rome_hparams else {}
     flags = dict(model=args.model, facts=args.facts, out=args.out, device=args.device, dtype=args.dtype,
                  seed=args.seed, max_facts=args.max_facts, relations=args.relations, batch_size=args.batch_size,
                  trust_remote_code=args.trust_remote_code, backend=args.backend, edit_layers=args.edit_layers,
                  ray_address=args.ray_address, workers=args.workers)
     from_set = config_mod.parse_set(args.settings)
+    if "trust_remote_code" in from_set:
+        raise ConfigError("--set trust_remote_code: a model folder's code runs only with the flag "
+                          "--trust-remote-code (or the API argument trust_remote_code=True)")
     preset = args.preset or from_set.get("preset") or from_file.get("preset") or "default"
     cfg = resolve(preset)
     for layer in (from_file, from_rome, flags):
