@@ -47,3 +47,83 @@ def test_trust_remote_code_by_set_is_refused(capsys):
     assert main(["--set", "trust_remote_code=true", "--print-config"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--set trust_remote_code" in err[0] and "--trust-remote-code" in err[0]
+
+
+# --- the user's own files in --out --------------------------------------------------------------------------
+
+def _facts_file(tmp_path, n=3):
+    from causaleval.data.geofacts import build_facts
+
+    path = tmp_path / "cf.json"
+    path.write_text(json.dumps([f.to_record() for f in build_facts(seed=0, relations=["P36"])[:n]]))
+    return path
+
+
+def _argv(model_dir, facts, out, stage="facts"):
+    return ["--model", str(model_dir), "--facts", str(facts), "--stage", stage, "--out", str(out), "--quiet",
+            "--preset", "smoke", "--set", "trace_layers=0,3", "--set", "trace_window=2", "--set", "analysis_window=3"]
+
+
+USER_FILES = {"factsheet.json": '{"mine": 1}', "edit_log.jsonl": '{"edit": 1}\n', "analysis/notes.json": '{"n": 2}',
+              ".thesis.tmp-backup": "draft", "sub/.draft.tmp-1": "draft"}
+
+
+def _user_folder(out, files=USER_FILES):
+    for rel, text in files.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text(text)
+
+
+def _intact(out, files=USER_FILES):
+    return {rel: (out / rel).read_text() if (out / rel).is_file() else None for rel in files} == files
+
+
+@pytest.mark.parametrize("garbage", [False, True], ids=["readable", "unreadable"])
+def test_user_files_survive_a_run_that_fails_validation(tmp_path, model_dir, capsys, garbage):
+    out = tmp_path / "mine"
+    files = dict(USER_FILES, **({"edit_log.jsonl": "not json at all", "analysis/notes.json": "{"} if garbage else {}))
+    _user_folder(out, files)
+    argv = _argv(model_dir, _facts_file(tmp_path), out, stage="all") + ["--max-facts", "50"]   # 3 facts: refused
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert ("no record of writing it" in err) if garbage else ("max_facts" in err or "max-facts" in err), err
+    assert _intact(out, files)
+
+
+def test_user_files_survive_a_finished_run(tmp_path, model_dir, monkeypatch, capsys):
+    import pandas as pd
+
+    from experiments.stages import facts as facts_stage
+
+    monkeypatch.setattr(facts_stage, "known_filter", lambda bundle, facts, **k: pd.DataFrame(
+        [{"case_id": f.case_id, "relation_id": f.relation_id, "p_true": 0.5, "clean_top1": "x", "clean_top1_id": 0,
+          "true_first_id": 0, "known": True} for f in facts]))
+    out = tmp_path / "mine"
+    _user_folder(out)
+    assert main(_argv(model_dir, _facts_file(tmp_path), out)) == 0
+    assert main(_argv(model_dir, _facts_file(tmp_path), out)) == 0      # a rerun (stale-temp cleanup) too
+    assert _intact(out) and (out / "facts.jsonl").is_file()
+
+
+def test_a_run_never_replaces_a_file_it_did_not_write(tmp_path, model_dir, capsys):
+    out = tmp_path / "mine"
+    _user_folder(out, {"facts.jsonl": '{"my": "facts"}\n'})
+    assert main(_argv(model_dir, _facts_file(tmp_path), out)) == 2
+    err = capsys.readouterr().err
+    assert "facts.jsonl, which causaleval did not write" in err and len(err.strip().splitlines()) == 1
+    assert (out / "facts.jsonl").read_text() == '{"my": "facts"}\n'
+
+
+def test_stale_temps_removed_are_only_the_recorded_ones(tmp_path):
+    from causaleval.runs import manifest
+    from causaleval.runs.store import atomic_write_json, remove_stale_temps
+
+    atomic_write_json(tmp_path / "a.json", {"x": 1})
+    killed = tmp_path / ".b.json.tmp-abc123"          # a writer killed after creating its temporary file
+    killed.write_text("half")
+    manifest.note_temp(killed)
+    mine = tmp_path / ".c.json.tmp-keepme"            # looks like one, but the package never wrote it
+    mine.write_text("user")
+    assert remove_stale_temps(tmp_path) == [killed]
+    assert mine.is_file() and not killed.exists() and (tmp_path / "a.json").is_file()

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from causaleval.analysis import AnalysisError, AnalysisSpec, analyze_all, headline, write_results
+from causaleval.runs.store import read_parquet_checked
 from experiments.context import StageContext
 
 NAME = "analyze"
@@ -38,10 +39,10 @@ def analyze_folder(out_dir: Path, spec: AnalysisSpec) -> dict:
         if not path.is_file():
             raise AnalysisError(f"{path} is missing: run the {name if name == 'trace' else 'edit'} stage first "
                                 f"(python -m experiments.main --out {out_dir})")
-        inputs[name] = pd.read_parquet(path)
+        inputs[name] = read_parquet_checked(path)
     run_info = json.loads((out_dir / "run.json").read_text()) if (out_dir / "run.json").is_file() else {}
     draws_path = out_dir / "trace_draws.parquet"
-    draws = pd.read_parquet(draws_path) if draws_path.is_file() else None   # per-draw IE/TE: reliability
+    draws = read_parquet_checked(draws_path) if draws_path.is_file() else None   # per-draw IE/TE: reliability
     results = analyze_all(inputs["trace"], inputs["edits"], spec, draws)
     path = write_results(results, out_dir, run_info)
     return json.loads(path.read_text())
