@@ -27,9 +27,16 @@ def model_dir(tmp_path_factory):
 
 
 def _flip(path, where=1 / 3):
-    """Change one byte inside the data (the parquet footer still reads)."""
+    """Change one byte: of a parquet file, the last byte of the first column's data (its footer still reads);
+    of another file, the byte at fraction ``where``."""
     data = bytearray(path.read_bytes())
     i = int(len(data) * where)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        col = pq.read_metadata(path).row_group(0).column(0)
+        start = col.dictionary_page_offset if col.has_dictionary_page else col.data_page_offset
+        i = start + col.total_compressed_size - 1
     data[i] ^= 0xFF
     path.write_bytes(bytes(data))
 
@@ -218,7 +225,10 @@ def test_a_stage_output_with_a_flipped_byte_is_named_and_recomputed(tmp_path, mo
     assert cli.main(argv) == 0
     path = tmp_path / "r" / "facts_filter.parquet"
     before = pd.read_parquet(path)
-    _flip(path, 0.2)
+    _flip(path)
+    import pyarrow.parquet as pq
+
+    pq.read_metadata(path)                              # the old check (footer only) passes
     capsys.readouterr()
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
