@@ -127,3 +127,30 @@ def test_stale_temps_removed_are_only_the_recorded_ones(tmp_path):
     mine.write_text("user")
     assert remove_stale_temps(tmp_path) == [killed]
     assert mine.is_file() and not killed.exists() and (tmp_path / "a.json").is_file()
+
+
+def test_a_folder_written_before_the_manifest_is_resumed(tmp_path, model_dir, monkeypatch, capsys):
+    """A run started by an earlier version (no manifest, no invalidated_stages) resumes with the new code."""
+    import pandas as pd
+
+    from causaleval.runs import manifest
+    from experiments.stages import facts as facts_stage
+
+    monkeypatch.setattr(facts_stage, "known_filter", lambda bundle, facts, **k: pd.DataFrame(
+        [{"case_id": f.case_id, "relation_id": f.relation_id, "p_true": 0.5, "clean_top1": "x", "clean_top1_id": 0,
+          "true_first_id": 0, "known": True} for f in facts]))
+    out = tmp_path / "old"
+    argv = _argv(model_dir, _facts_file(tmp_path), out)
+    assert main(argv) == 0
+    for m in out.rglob(manifest.MANIFEST):
+        m.unlink()
+    info = json.loads((out / "run.json").read_text())
+    info.pop("invalidated_stages")
+    (out / "run.json").write_text(json.dumps(info))
+    (out / ".facts.jsonl.tmp-old123").write_text("half")      # an old killed writer's temporary file
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "[facts] already finished" in capsys.readouterr().out
+    assert (out / ".facts.jsonl.tmp-old123").is_file()       # not recorded: left alone
+    assert main([*argv, "--force"]) == 0                      # recomputed over the unrecorded outputs
+    assert manifest.is_recorded(out / "facts.jsonl")

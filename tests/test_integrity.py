@@ -244,3 +244,12 @@ def test_the_analysis_never_reads_an_unverified_table(tmp_path):
     _flip(tmp_path / "edits.parquet")
     with pytest.raises(ResultsError, match=r"edits\.parquet is corrupt \(sha256 differs"):
         analyze_folder(tmp_path, spec_from_config(StudyConfig()))
+
+
+def test_a_writer_killed_between_record_and_rename_leaves_a_valid_file(tmp_path):
+    path = tmp_path / "run.json"
+    atomic_write_json(path, {"v": 1})
+    manifest.record(path, "0" * 64, 3)             # the next write's record; killed before its rename
+    assert unreadable(path) is None                # the previous, complete file is still accepted
+    path.write_text('{"v": 2}')                     # anything else is not
+    assert "sha256 differs" in unreadable(path) or "bytes where" in unreadable(path)

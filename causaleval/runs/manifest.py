@@ -6,7 +6,9 @@ the temporary file is renamed into place (the last record of a name wins).  Henc
 
 * a file is the package's own exactly when it has a record: only such files are ever deleted or replaced
   as corrupt, and only recorded temporary files are removed as a killed writer's leftovers;
-* a file whose bytes differ from its record (truncated, a flipped byte) is named and recomputed;
+* a file whose bytes differ from its record (truncated, a flipped byte) is named and recomputed; the
+  record before the last one is accepted too, since a writer killed between its record and its rename
+  leaves the previous, complete file in place;
 * a file of a folder written before manifests existed (or a file the package did not write) has no record:
   it is accepted unverified, with a note.
 
@@ -86,6 +88,7 @@ def entries(folder: Path) -> tuple[dict[str, dict], set[str]]:
         except ValueError:
             continue                                   # a torn line of a killed writer
         if isinstance(entry, dict) and isinstance(entry.get("file"), str):
+            entry["previous"] = files.get(entry["file"], {}).get("sha256")
             files[entry["file"]] = entry
         elif isinstance(entry, dict) and isinstance(entry.get("temp"), str):
             temps.add(entry["temp"])
@@ -112,9 +115,12 @@ def mismatch(path: Path) -> str | None:
                      "causaleval); accepted unverified", folder, path.name)
         return None
     size = path.stat().st_size
-    if size != rec.get("size"):
+    if rec.get("previous") is None and size != rec.get("size"):
         return f"{size} bytes where {rec.get('size')} were written (truncated or changed)"
-    if file_sha256(path) != rec.get("sha256"):
+    digest = file_sha256(path)
+    if digest not in (rec.get("sha256"), rec.get("previous")):
+        if size != rec.get("size"):
+            return f"{size} bytes where {rec.get('size')} were written (truncated or changed)"
         return f"sha256 differs from the one recorded when it was written ({str(rec.get('sha256'))[:12]}…)"
     return None
 
