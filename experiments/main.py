@@ -369,9 +369,6 @@ def _run_locked(args: argparse.Namespace, argv: list[str] | None, cfg: StudyConf
     # every input is checked before anything in the folder is deleted
     validate_inputs(cfg, ctx, need_facts="facts" in wanted and (args.force or not is_done("facts")))
     remove_stale_temps(out_dir)      # a killed run's recorded temporary files (no other writer: we hold the lock)
-    for path, (owner, why) in corrupt.items():
-        print(f"[{owner}] {path} is corrupt ({why}); deleting it, the {owner} stage recomputes it")
-        path.unlink()
     facts_file = cfg.facts if cfg.facts else None
     extra = provenance(argv if argv is not None else sys.argv[1:], facts_file)
 
@@ -383,6 +380,11 @@ def _run_locked(args: argparse.Namespace, argv: list[str] | None, cfg: StudyConf
             "model": ctx._bundle.identity if ctx._bundle is not None else info.get("model"),
             "completed_stages": completed, "invalidated_stages": invalidated})
 
+    for path, (owner, why) in corrupt.items():
+        print(f"[{owner}] {path} is corrupt ({why}); deleting it, the {owner} stage recomputes it")
+        path.unlink()
+    if corrupt:
+        save_info()        # the stages that lost an output are no longer finished, even if this run stops early
     for name in wanted:
         mod = stage_module(name)
         if is_done(name) and not args.force:
