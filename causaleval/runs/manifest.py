@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = ".causaleval-manifest.jsonl"
 
-_cache: dict[Path, tuple[tuple[int, int], dict[str, dict], set[str]]] = {}
+_cache: dict[Path, tuple[int, dict[str, dict], set[str]]] = {}
 _noted: set[Path] = set()
 
 
@@ -38,8 +38,7 @@ def _append(folder: Path, entry: dict) -> None:
     os.umask(current)
     fd = os.open(Path(folder) / MANIFEST, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666 & ~current)
     try:
-        os.write(fd, line)
-        os.fsync(fd)
+        os.write(fd, line)      # no fsync: a killed process loses nothing written; as the atomic writers
     finally:
         os.close(fd)
 
@@ -69,30 +68,36 @@ def file_sha256(path: Path) -> str:
 
 
 def entries(folder: Path) -> tuple[dict[str, dict], set[str]]:
-    """The records of ``folder``: file name → its last record, and the temporary file names."""
+    """The records of ``folder``: file name → its last record, and the temporary file names.
+
+    The manifest only grows, so a folder's parsed records are kept and only lines appended since are read."""
     folder = Path(folder).absolute()
     path = folder / MANIFEST
     try:
-        st = path.stat()
+        size = path.stat().st_size
     except FileNotFoundError:
+        _cache.pop(folder, None)
         return {}, set()
-    key = (st.st_mtime_ns, st.st_size)
-    hit = _cache.get(folder)
-    if hit is not None and hit[0] == key:
-        return hit[1], hit[2]
-    files: dict[str, dict] = {}
-    temps: set[str] = set()
-    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue                                   # a torn line of a killed writer
-        if isinstance(entry, dict) and isinstance(entry.get("file"), str):
-            entry["previous"] = files.get(entry["file"], {}).get("sha256")
-            files[entry["file"]] = entry
-        elif isinstance(entry, dict) and isinstance(entry.get("temp"), str):
-            temps.add(entry["temp"])
-    _cache[folder] = (key, files, temps)
+    offset, files, temps = _cache.get(folder, (0, {}, set()))
+    if size < offset:                                   # replaced by a shorter file: read it again
+        offset, files, temps = 0, {}, set()
+    if size > offset:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            chunk = fh.read(size - offset)
+        complete = chunk[:chunk.rfind(b"\n") + 1]       # a line still being written is read next time
+        offset += len(complete)
+        for line in complete.decode("utf-8", errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue                               # a torn line of a killed writer
+            if isinstance(entry, dict) and isinstance(entry.get("file"), str):
+                entry["previous"] = files.get(entry["file"], {}).get("sha256")
+                files[entry["file"]] = entry
+            elif isinstance(entry, dict) and isinstance(entry.get("temp"), str):
+                temps.add(entry["temp"])
+        _cache[folder] = (offset, files, temps)
     return files, temps
 
 

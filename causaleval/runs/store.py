@@ -83,8 +83,6 @@ def atomic_write_parquet(path: Path, frame: pd.DataFrame) -> None:
         manifest.note_temp(Path(tmp))
         os.chmod(tmp, umask_mode())   # mkstemp creates 0600
         frame.to_parquet(tmp, index=False)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
         manifest.record(path, manifest.file_sha256(Path(tmp)), os.path.getsize(tmp))
         point(f"write.{path.name}")
         os.replace(tmp, path)
