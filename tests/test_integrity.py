@@ -15,7 +15,13 @@ from causaleval.errors import ResultsError
 from causaleval.model.testing import isolated_cache, save_tiny_model, tiny_model
 from causaleval.runs import manifest
 from causaleval.runs.parts import PartStore
-from causaleval.runs.store import atomic_write_json, atomic_write_parquet, atomic_write_text, read_parquet_checked, unreadable
+from causaleval.runs.store import (
+    atomic_write_json,
+    atomic_write_parquet,
+    atomic_write_text,
+    read_parquet_checked,
+    unreadable,
+)
 from experiments import main as cli
 from experiments.backends import CaseJob, run_job
 from experiments.config import StudyConfig

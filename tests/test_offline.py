@@ -48,8 +48,9 @@ def test_reading_facts_tries_no_network(tmp_path, imports):
 
 
 def test_import_sets_the_offline_switches():
-    out = subprocess.run([sys.executable, "-c", "import os, causaleval; from causaleval.offline import SWITCHES; "
-                          "print(all(os.environ[k] == v for k, v in SWITCHES.items()))"],
+    code = ("import os, causaleval; from causaleval.offline import SWITCHES; "
+            "print(all(os.environ[k] == v for k, v in SWITCHES.items()))")
+    out = subprocess.run([sys.executable, "-c", code],
                          cwd=ROOT, env={k: v for k, v in os.environ.items() if not k.startswith("HF_")},
                          capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "True", out.stderr[-2000:]

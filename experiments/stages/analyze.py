@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
 
 from causaleval.analysis import AnalysisError, AnalysisSpec, analyze_all, headline, write_results
 from causaleval.runs.store import read_parquet_checked
