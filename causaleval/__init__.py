@@ -22,6 +22,10 @@ from __future__ import annotations
 
 import importlib
 
+from causaleval.offline import go_offline
+
+go_offline()      # before transformers / datasets are imported: no network at run time
+
 __version__ = "0.1.0"
 
 _EXPORTS = {

@@ -28,7 +28,7 @@ class StudyConfig:
     out: str | None = None            # results folder; None = results/<model>
     preset: str = "default"
     seed: int = 0                     # the fact sample, ROME context texts and bootstrap/permutation streams
-    trace_seed: int | None = None     # noise draws and partners of trace/support; None = seed
+    trace_seed: int | None = None     # noise draws and partners of trace/support/validate; None = seed
     device: str = "cpu"
     dtype: str = "float32"
     trust_remote_code: bool = False
@@ -98,7 +98,7 @@ HELP: dict[str, str] = {
     "preset": "the preset the other values start from",
     "seed": "seed of the fact sample, ROME context texts, bootstraps and permutations (and of the draws when "
             "trace_seed is null)",
-    "trace_seed": "seed of the noise draws and partner subjects (trace and support); null = seed. Another "
+    "trace_seed": "seed of the noise draws and partner subjects (trace, support and validate); null = seed. Another "
                   "trace_seed on the same facts is a test-retest of the localisers",
     "device": "torch device: cpu, cuda, cuda:N or mps",
     "dtype": "weights dtype: float32, bfloat16 or float16",

@@ -19,6 +19,7 @@ class StageContext:
     config: StudyConfig
     out_dir: Path
     progress: bool = True
+    recompute: bool = False      # recompute the stage's finished parts instead of reusing them (--force)
     _bundle: ModelBundle | None = field(default=None, repr=False)
 
     @property
@@ -121,6 +122,6 @@ def run_case_job(ctx: StageContext, job, facts: list[Fact], parts_dir: str, shar
     from experiments.backends import run_job
 
     c = ctx.config
-    return run_job(job, facts, PartStore(ctx.out_dir / parts_dir), c, lambda: ctx.bundle, backend=c.backend,
+    return run_job(job, facts, PartStore(ctx.out_dir / parts_dir, recompute=ctx.recompute), c, lambda: ctx.bundle, backend=c.backend,
                    progress=ctx.progress, shard_size=shard_size or c.shard_size,
                    **({"workers": c.workers, "address": c.ray_address} if c.backend == "ray" else {}))

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from causaleval.errors import CausalEvalError, ConfigError, ResultsError
+from causaleval.runs import manifest
 from causaleval.runs.locks import FileLock
 from causaleval.runs.store import atomic_write_json, file_sha256, provenance, remove_stale_temps, unreadable
 from experiments import config as config_mod
@@ -164,12 +165,18 @@ def rome_settings(path: str) -> dict:
 def build_config(args: argparse.Namespace) -> StudyConfig:
     """Preset, then --config, then --rome-hparams, then the flags, then --set (later wins)."""
     from_file = config_mod.load_config_file(args.config) if args.config else {}
+    if from_file.pop("trust_remote_code", None):      # a shared file (a run.json) must not run a model's code
+        print(f"warning: --config {args.config}: trust_remote_code is ignored in a settings file; pass "
+              "--trust-remote-code on the command line to let the model folder's code run", file=sys.stderr)
     from_rome = rome_settings(args.rome_hparams) if args.rome_hparams else {}
     flags = dict(model=args.model, facts=args.facts, out=args.out, device=args.device, dtype=args.dtype,
                  seed=args.seed, max_facts=args.max_facts, relations=args.relations, batch_size=args.batch_size,
                  trust_remote_code=args.trust_remote_code, backend=args.backend, edit_layers=args.edit_layers,
                  ray_address=args.ray_address, workers=args.workers, plan=args.plan)
     from_set = config_mod.parse_set(args.settings)
+    if "trust_remote_code" in from_set:
+        raise ConfigError("--set trust_remote_code: a model folder's code runs only with the flag "
+                          "--trust-remote-code (or the API argument trust_remote_code=True)")
     preset = args.preset or from_set.get("preset") or from_file.get("preset") or "default"
     cfg = resolve(preset)
     for layer in (from_file, from_rome, flags):
@@ -215,24 +222,54 @@ def check_compatible(out_dir: Path, cfg: StudyConfig) -> dict:
 
 
 # which stage writes a file (by its path in the results folder)
-OWNERS = (("facts", "facts"), ("trace", "trace"), ("edit", "edit"), ("validate/", "validate"), ("analysis/", "analyze"))
+OWNERS = (("facts", "facts"), ("trace", "trace"), ("edit", "edit"), ("validate/", "validate"), ("support/", "support"),
+          ("analysis/", "analyze"))
+PARTS = {"trace": "trace_parts", "edit": "edit_parts", "validate": "validate_parts", "support": "support_parts"}
+# the stages whose outputs a stage reads (docs/design.md#stages): recomputing one invalidates the finished
+# stages that depend on it, directly or not
+DEPENDS = {"facts": (), "trace": ("facts",), "edit": ("facts",), "validate": ("facts",),
+           "support": ("facts", "trace", "edit"), "analyze": ("trace", "edit"),
+           "report": ("analyze", "trace", "support", "validate")}
+
+
+def dependents(stage: str) -> list[str]:
+    """The stages that read ``stage``'s outputs, directly or through another stage, in run order."""
+    found: set[str] = set()
+    grew = True
+    while grew:
+        grew = False
+        for name, needs in DEPENDS.items():
+            if name not in found and (stage in needs or found & set(needs)):
+                found.add(name)
+                grew = True
+    return [s for s in STAGES if s in found]
 
 
 def corrupt_outputs(out_dir: Path) -> dict[Path, tuple[str, str]]:
-    """Stage outputs (parquet, JSON, JSON lines) in a results folder that cannot be read: path → (stage, why)."""
+    """Stage outputs (parquet, JSON, JSON lines) in a results folder that cannot be used — their bytes differ
+    from the checksum recorded when they were written, or they do not read: path → (stage, why)."""
     found = {}
     for path in sorted(out_dir.rglob("*")):
         rel = path.relative_to(out_dir).as_posix()
         if not path.is_file() or path.suffix not in (".parquet", ".json", ".jsonl") or rel == "run.json" \
                 or path.name.startswith("."):
             continue
-        if rel.startswith(("trace_parts/", "edit_parts/", "validate_parts/")):
+        if rel.startswith(tuple(f"{p}/" for p in PARTS.values())):
             continue      # parts: the part store itself names and recomputes a corrupt one
         owner = next((stage for prefix, stage in OWNERS if rel.startswith(prefix)), None)
         why = unreadable(path) if owner else None
         if why is not None:
             found[path] = (owner, why)
     return found
+
+
+def foreign_outputs(out_dir: Path, stages: list[str]) -> list[Path]:
+    """Files at the paths ``stages`` write that the package has no record of writing, in a folder that is no
+    results folder yet (no run.json): a run would replace them."""
+    if (out_dir / "run.json").is_file():
+        return []
+    return [out_dir / o for s in stages for o in stage_module(s).OUTPUTS
+            if (out_dir / o).is_file() and not manifest.is_recorded(out_dir / o)]
 
 
 def validate_inputs(cfg: StudyConfig, ctx: StageContext, need_facts: bool) -> None:
@@ -330,27 +367,34 @@ def plan_entry(out_dir: Path) -> dict:
 def _run_locked(args: argparse.Namespace, argv: list[str] | None, cfg: StudyConfig, wanted: list[str],
                 missing: list[str], out_dir: Path) -> int:
     """The stages, run while this process holds the results folder's lock."""
-    remove_stale_temps(out_dir)      # a killed run's half-written files (no other writer: we hold the lock)
     info = check_compatible(out_dir, cfg)
     if cfg.plan:                                  # a confirmatory run: no fact of the exploratory run
         from experiments.confirm import refuse_planned_overlap
 
         refuse_planned_overlap(out_dir, cfg)
     completed: dict = dict(info.get("completed_stages", {}))
-    if out_dir.is_dir():
-        for path, (owner, why) in corrupt_outputs(out_dir).items():
-            if owner not in wanted:
-                raise ResultsError(f"{path} is corrupt ({why}); recompute it with --stage {owner} --force "
-                                   f"--out {out_dir}, or delete it")
-            print(f"[{owner}] {path} is corrupt ({why}); deleting it, the {owner} stage recomputes it")
-            path.unlink()
-            completed.pop(owner, None)
+    invalidated: list = list(info.get("invalidated_stages", []))     # finished parts to recompute
+    foreign = foreign_outputs(out_dir, wanted)
+    if foreign:
+        raise ResultsError(f"--out {out_dir} holds {', '.join(p.name for p in foreign[:3])}, which causaleval did not "
+                           "write; a run would replace it: choose another --out (an empty or new folder)")
+    corrupt = corrupt_outputs(out_dir)
+    for path, (owner, why) in corrupt.items():
+        if not manifest.is_recorded(path):       # not the package's own file (or written before checksums were)
+            raise ResultsError(f"{path} cannot be read ({why}) and causaleval has no record of writing it, so it is "
+                               f"left as it is: move or delete it, or choose another --out")
+        if owner not in wanted:
+            raise ResultsError(f"{path} is corrupt ({why}); recompute it with --stage {owner} --force "
+                               f"--out {out_dir}, or delete it")
+        completed.pop(owner, None)
 
     def is_done(name: str) -> bool:
         return name in completed and all((out_dir / o).exists() for o in stage_module(name).OUTPUTS)
 
     ctx = StageContext(config=cfg, out_dir=out_dir, progress=not args.quiet)
+    # every input is checked before anything in the folder is deleted
     validate_inputs(cfg, ctx, need_facts="facts" in wanted and (args.force or not is_done("facts")))
+    remove_stale_temps(out_dir)      # a killed run's recorded temporary files (no other writer: we hold the lock)
     facts_file = cfg.facts if cfg.facts else None
     extra = provenance(argv if argv is not None else sys.argv[1:], facts_file)
 
@@ -360,8 +404,13 @@ def _run_locked(args: argparse.Namespace, argv: list[str] | None, cfg: StudyConf
             "config": cfg.to_dict(), "seed": cfg.seed, **extra,
             "known_facts_sha256": file_sha256(known) if known.is_file() else None,
             "model": ctx._bundle.identity if ctx._bundle is not None else info.get("model"),
-            "completed_stages": completed, **plan_entry(out_dir)})
+            "completed_stages": completed, "invalidated_stages": invalidated, **plan_entry(out_dir)})
 
+    for path, (owner, why) in corrupt.items():
+        print(f"[{owner}] {path} is corrupt ({why}); deleting it, the {owner} stage recomputes it")
+        path.unlink()
+    if corrupt:
+        save_info()        # the stages that lost an output are no longer finished, even if this run stops early
     for name in wanted:
         mod = stage_module(name)
         if is_done(name) and not args.force:
@@ -369,7 +418,15 @@ def _run_locked(args: argparse.Namespace, argv: list[str] | None, cfg: StudyConf
             continue
         print(f"[{name}] running → {out_dir}")
         t0 = time.time()
+        ctx.recompute = args.force or name in invalidated
+        for later in dependents(name):           # their inputs change: they are no longer finished
+            if later in completed:
+                completed.pop(later)
+                invalidated += [later] if later not in invalidated else []
+                print(f"[{name}] the finished {later} stage reads its outputs; it is recomputed when it runs next")
         mod.run(ctx)
+        if name in invalidated:
+            invalidated.remove(name)
         completed[name] = {"seconds": round(time.time() - t0, 1),
                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         merged = merged_from_path(out_dir, name)      # written by experiments.merge_edits

@@ -64,9 +64,11 @@ def publish(results: Path, dest: Path = STUDY_DIR, heatmaps: Path | None = None,
     staging = dest.with_name(dest.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     copied = []
-    for rel in REQUIRED + OPTIONAL + tuple(str(p.relative_to(results)) for p in (results / "analysis").iterdir()):
+    for rel in REQUIRED + OPTIONAL + tuple(str(p.relative_to(results)) for p in (results / "analysis").iterdir()
+                                           if not p.name.startswith(".")):      # not the folder's manifest
         src = results / rel
         if src.is_file() and not (staging / rel).exists():
+            _check(src)
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, staging / rel)
             copied.append(dest / rel)
@@ -88,6 +90,16 @@ def publish(results: Path, dest: Path = STUDY_DIR, heatmaps: Path | None = None,
     return copied
 
 
+def _check(path: Path) -> None:
+    """Publish only files that match the checksum recorded when they were written."""
+    from causaleval.runs.store import unreadable
+
+    why = unreadable(path)
+    if why is not None:
+        raise CausalEvalError(f"{path} is corrupt ({why}); rerun the stage that writes it with --force before "
+                              "publishing")
+
+
 def publish_validate(results: Path, dest: Path = VALIDATE_DIR) -> list[Path]:
     """Copy the validate stage's compact outputs of ``results`` (and its run.json) into ``dest``, replacing it."""
     results, dest = Path(results), Path(dest)
@@ -101,6 +113,7 @@ def publish_validate(results: Path, dest: Path = VALIDATE_DIR) -> list[Path]:
     copied = []
     for name, path in [(n, src / n) for n in VALIDATE_FILES] + [("run.json", results / "run.json")]:
         if path.is_file():
+            _check(path)
             shutil.copyfile(path, staging / name)
             copied.append(dest / name)
     shutil.rmtree(dest, ignore_errors=True)

@@ -227,7 +227,9 @@ def test_corrupt_run_json_is_named(tmp_path, model_dir, capsys):
 def test_corrupt_stage_output_not_rerun_is_named(tmp_path, model_dir, capsys, force):
     out = tmp_path / "r"
     out.mkdir()
-    (out / "trace_summary.parquet").write_bytes(b"PAR1 garbage")
+    from causaleval.runs.store import atomic_write_bytes
+
+    atomic_write_bytes(out / "trace_summary.parquet", b"PAR1 garbage")     # written (recorded) by the package
     argv = ["--model", str(model_dir), "--out", str(out), "--stage", "analyze", "--set", "trace_layers=0", *TINY]
     code, err = _run(argv + (["--force"] if force else []), capsys)
     assert code == 2 and "trace_summary.parquet is corrupt" in err and "--stage trace" in err

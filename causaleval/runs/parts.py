@@ -2,7 +2,8 @@
 
 A long stage splits its work into parts (one per case, say).  A part is finished exactly when its
 file exists and reads, so a run killed at any moment loses at most the parts in flight, and a rerun
-computes only the missing ones; a truncated or overwritten part file counts as missing (it is logged
+computes only the missing ones; a truncated or overwritten part file, or one whose bytes differ from the
+checksum recorded when it was written (:mod:`causaleval.runs.manifest`), counts as missing (it is logged
 by name and recomputed), so it never enters a table.  Files are named by key, so a part cannot be
 stored twice.
 """
@@ -25,8 +26,13 @@ _SAFE = re.compile(r"^[A-Za-z0-9_.=-]+$")
 
 
 class PartStore:
-    def __init__(self, folder: str | Path):
+    """``recompute``: every part counts as missing until this store writes it (``--force``: a stage's
+    parts are recomputed, not reused)."""
+
+    def __init__(self, folder: str | Path, recompute: bool = False):
         self.folder = Path(folder)
+        self.recompute = recompute
+        self._written: set[str] = set()
 
     def path(self, key: str) -> Path:
         if not _SAFE.match(key):
@@ -35,7 +41,7 @@ class PartStore:
 
     def is_done(self, key: str) -> bool:
         path = self.path(key)
-        if not path.is_file():
+        if not path.is_file() or (self.recompute and key not in self._written):
             return False
         why = unreadable(path)
         if why is not None:
@@ -48,10 +54,14 @@ class PartStore:
 
     def write(self, key: str, frame: pd.DataFrame) -> None:
         atomic_write_parquet(self.path(key), frame)
+        self._written.add(key)
         point(f"part.{self.folder.name}")
 
     def read(self, key: str) -> pd.DataFrame:
         path = self.path(key)
+        why = unreadable(path)
+        if why is not None:
+            raise ResultsError(f"{path}: corrupt part file ({why}); rerun the stage to recompute it")
         try:
             return pd.read_parquet(path)
         except Exception as err:  # noqa: BLE001 - pyarrow raises many types for a damaged file

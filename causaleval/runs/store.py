@@ -7,7 +7,6 @@ folder on a shared filesystem is readable by the group and by Ray workers of oth
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from causaleval.runs import manifest
 from causaleval.runs.faults import point
 
 TRACKED_PACKAGES = ("causaleval", "torch", "transformers", "datasets", "numpy", "scipy", "statsmodels",
@@ -29,8 +29,11 @@ TMP_MARK = ".tmp-"      # temporary files of the atomic writers are named .<name
 
 
 def remove_stale_temps(folder: Path) -> list[Path]:
-    """Delete the temporary files a killed writer left in ``folder`` (call only while no writer is live)."""
-    stale = [p for p in Path(folder).rglob(f".*{TMP_MARK}*") if p.is_file()]
+    """Delete the temporary files a killed writer left in ``folder`` (call only while no writer is live).
+
+    Only temporary files recorded in a manifest (:mod:`causaleval.runs.manifest`) are removed: a file of the
+    user's that merely looks like one (``.draft.tmp-1``) is never touched."""
+    stale = manifest.recorded_temps(folder)
     for p in stale:
         p.unlink()
     return stale
@@ -48,11 +51,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TMP_MARK}")
     try:
+        manifest.note_temp(Path(tmp))
         os.chmod(tmp, umask_mode())   # mkstemp creates 0600
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        manifest.record(path, manifest.bytes_sha256(data), len(data))
         point(f"write.{path.name}")
         os.replace(tmp, path)
     except BaseException:
@@ -75,8 +80,10 @@ def atomic_write_parquet(path: Path, frame: pd.DataFrame) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TMP_MARK}", suffix=".parquet")
     os.close(fd)
     try:
+        manifest.note_temp(Path(tmp))
         os.chmod(tmp, umask_mode())   # mkstemp creates 0600
         frame.to_parquet(tmp, index=False)
+        manifest.record(path, manifest.file_sha256(Path(tmp)), os.path.getsize(tmp))
         point(f"write.{path.name}")
         os.replace(tmp, path)
     except BaseException:
@@ -95,12 +102,7 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+file_sha256 = manifest.file_sha256
 
 
 def git_state(folder: Path | None = None) -> dict:
@@ -145,11 +147,19 @@ def provenance(argv: list[str] | None = None, facts_file: str | Path | None = No
 
 
 def unreadable(path: Path) -> str | None:
-    """Why a result file cannot be used (truncated, garbage), or None when it reads.
+    """Why a result file cannot be used (its bytes differ from the checksum recorded when it was written,
+    it is truncated, garbage), or None when it reads.
 
-    Parquet: the footer and schema are read (cheap; a truncated or overwritten file has no valid
-    footer).  JSON / JSON lines: the whole file is parsed."""
+    Every file with a record in its folder's manifest is checked against its size and sha256 (a file
+    without one is accepted unverified, with a note).  Then parquet: the footer and schema are read;
+    JSON / JSON lines: the whole file is parsed."""
     path = Path(path)
+    try:
+        changed = manifest.mismatch(path)
+    except OSError as err:
+        return f"{type(err).__name__}: {err.strerror or err}"
+    if changed is not None:
+        return changed
     try:
         if path.suffix == ".parquet":
             import pyarrow.parquet as pq
@@ -164,3 +174,15 @@ def unreadable(path: Path) -> str | None:
     except Exception as err:  # noqa: BLE001 - pyarrow, json and decoding raise many types
         return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
     return None
+
+
+def read_parquet_checked(path: Path) -> pd.DataFrame:
+    """``pd.read_parquet(path)`` after :func:`unreadable` found nothing wrong; else a ResultsError naming the file
+    and the stage to recompute."""
+    from causaleval.errors import ResultsError
+
+    path = Path(path)
+    why = unreadable(path)
+    if why is not None:
+        raise ResultsError(f"{path} is corrupt ({why}); rerun the stage that writes it (with --force) or delete it")
+    return pd.read_parquet(path)

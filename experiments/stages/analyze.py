@@ -20,9 +20,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
 
 from causaleval.analysis import AnalysisError, AnalysisSpec, analyze_all, headline, write_results
+from causaleval.runs.store import read_parquet_checked
 from experiments.context import StageContext
 
 NAME = "analyze"
@@ -54,9 +54,9 @@ def analyze_folder(out_dir: Path, spec: AnalysisSpec, plan=None, model: str | No
         if not path.is_file():
             raise AnalysisError(f"{path} is missing: run the {name if name == 'trace' else 'edit'} stage first "
                                 f"(python -m experiments.main --out {out_dir})")
-        inputs[name] = pd.read_parquet(path)
+        inputs[name] = read_parquet_checked(path)
     draws_path = out_dir / "trace_draws.parquet"
-    draws = pd.read_parquet(draws_path) if draws_path.is_file() else None   # per-draw IE/TE: reliability
+    draws = read_parquet_checked(draws_path) if draws_path.is_file() else None   # per-draw IE/TE: reliability
     results = analyze_all(inputs["trace"], inputs["edits"], spec, draws)
     if status is None:
         (out_dir / PLAN_RECORD).unlink(missing_ok=True)     # a record of an earlier planned analysis
@@ -71,7 +71,7 @@ def analyze_folder(out_dir: Path, spec: AnalysisSpec, plan=None, model: str | No
             raise AnalysisError(f"{out_dir / 'facts_filter.parquet'} is missing: the plan's measure "
                                 f"{plan.primary.measure} needs each fact's p(o_true); rerun the facts stage")
         primary = primary_result_with_covariates(inputs["trace"], inputs["edits"],
-                                                 pd.read_parquet(out_dir / "facts_filter.parquet"), plan)
+                                                 read_parquet_checked(out_dir / "facts_filter.parquet"), plan)
     else:
         primary = primary_result(results[0].joined, plan)
     record = {**status.to_dict(), "primary": primary,

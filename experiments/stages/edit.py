@@ -19,6 +19,7 @@ import pandas as pd
 from causaleval.editing.rome import SecondMoments, default_contexts, hparams_for, sweep_cases
 from causaleval.editing.rome.hparams import RomeHyperParams
 from causaleval.editing.scores import summarise
+from causaleval.runs.parts import PartStore
 from causaleval.runs.store import atomic_write_json, atomic_write_parquet
 from experiments.backends import CaseJob, shards
 from experiments.context import StageContext, run_case_job
@@ -86,7 +87,8 @@ def run(ctx: StageContext) -> None:
     job = CaseJob(f"ROME edits ({len(layers)} layers)", _setup, _work, shared={"layers": layers},
                   batch=max(1, cfg.rome_batch_cases))
     keys = run_case_job(ctx, job, ctx.study_facts, "edit_parts")
-    frames = [pd.read_parquet(ctx.out_dir / "edit_parts" / f"{k}.parquet") for k in keys]
+    store = PartStore(ctx.out_dir / "edit_parts")
+    frames = [store.read(k) for k in keys]
     edits = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
     atomic_write_parquet(ctx.out_dir / "edit_summary.parquet", summarise(edits))
     atomic_write_parquet(ctx.out_dir / "edits.parquet", edits)

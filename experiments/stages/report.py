@@ -18,6 +18,7 @@ from causaleval.analysis import load_results
 from causaleval.errors import CausalEvalError
 from causaleval.reporting.figures import write_figures
 from causaleval.reporting.tables import write_tables
+from causaleval.runs.store import read_parquet_checked
 from experiments.context import StageContext
 
 NAME = "report"
@@ -40,7 +41,7 @@ def build_report(results_dir: Path, dest_dir: Path | None = None) -> list[Path]:
     # trace table's own heatmap cases
     trace_path = next((p for p in (results_dir / "trace_heatmaps.parquet", results_dir / "trace.parquet")
                        if p.is_file()), None)
-    trace = pd.read_parquet(trace_path) if trace_path is not None else None
+    trace = read_parquet_checked(trace_path) if trace_path is not None else None
     window = None
     if (results_dir / "run.json").is_file():
         window = json.loads((results_dir / "run.json").read_text()).get("config", {}).get("trace_window")
@@ -76,7 +77,7 @@ def support_report(results_dir: Path, dest_dir: Path | None = None) -> list[Path
         return []
     from causaleval.support.report import write_support_report
 
-    frames = {n: pd.read_parquet(folder / f"{n}.parquet")
+    frames = {n: read_parquet_checked(folder / f"{n}.parquet")
               for n in ("answers_summary", "states_summary", "noise_scale", "reference")}
     return write_support_report(frames["answers_summary"], frames["states_summary"], frames["noise_scale"],
                                 frames["reference"], json.loads((folder / "summary.json").read_text()),

@@ -40,7 +40,7 @@ from causaleval.estimators import flip_scrubbing, noise_tracing, resample_scrubb
 from causaleval.inference.h1 import PRIMARY
 from causaleval.patching.core import Draw
 from causaleval.runs.parts import PartStore
-from causaleval.runs.store import atomic_write_json, atomic_write_parquet
+from causaleval.runs.store import atomic_write_json, atomic_write_parquet, read_parquet_checked
 from causaleval.support import (MASSIVE_FACTOR, RealStates, answer_rows, answer_set, clean_states, corrupted_runs, peak,
                                 split_reference)
 from causaleval.support.report import summarise_answers, summarise_states, write_support_report
@@ -221,8 +221,8 @@ def noise_scale_analysis(ctx: StageContext, sigma: float) -> tuple[pd.DataFrame,
     if not (out / "trace.parquet").is_file():
         return pd.DataFrame(), "no trace.parquet and edits.parquet in the results folder: run the trace and edit stages"
     have_edits = (out / "edits.parquet").is_file()
-    edits = pd.read_parquet(out / "edits.parquet") if have_edits else None
-    trace = pd.read_parquet(out / "trace.parquet")
+    edits = read_parquet_checked(out / "edits.parquet") if have_edits else None
+    trace = read_parquet_checked(out / "trace.parquet")
     others = trace[trace.estimator != "noise"]
     grids = site_grids(ctx, False)
     edited = None if edits is None else set(edits.case_id)

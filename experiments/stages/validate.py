@@ -41,6 +41,7 @@ from causaleval.patching.estimands import SiteGrid
 from causaleval.runs.parts import PartStore
 from causaleval.runs.store import atomic_write_json, atomic_write_parquet
 from experiments.backends import CaseJob
+from experiments.config import draw_seed
 from experiments.context import StageContext, run_case_job, stratified_sample
 from experiments.stages.edit import _hparams
 
@@ -83,15 +84,16 @@ def grids(windows, positions: str = "from_subject") -> tuple[SiteGrid, ...]:
 
 
 def trace_planted(state: dict, facts: list[Fact]) -> list[TraceTables]:
-    """Every estimator on ``facts`` (planted facts) with the current weights; p(o) rows only, per case."""
+    """Every estimator on ``facts`` (planted facts) with the current weights; p(o) rows only, per case.  Noise
+    draws and partners are seeded by ``trace_seed`` (``seed`` when null), as in the trace stage."""
     c, bundle, g = state["config"], state["bundle"], state["grids"]
     out: list[list[TraceTables]] = [[] for _ in facts]
     for est in state["estimators"]:
         if est == "noise":
-            cfg = noise_tracing.NoiseTracingConfig(nu=state["nu"], n_draws=c.noise_draws, seed=c.seed, grids=g)
+            cfg = noise_tracing.NoiseTracingConfig(nu=state["nu"], n_draws=c.noise_draws, seed=draw_seed(c), grids=g)
             tables = noise_tracing.trace_facts(bundle, facts, cfg, keep_draws=False)
         else:
-            cfg = resample_scrubbing.ScrubbingConfig(n_draws=c.partner_draws, seed=c.seed, grids=g)
+            cfg = resample_scrubbing.ScrubbingConfig(n_draws=c.partner_draws, seed=draw_seed(c), grids=g)
             mod = resample_scrubbing if est == "resample" else flip_scrubbing
             tables = mod.trace_facts(bundle, facts, state["pool"], cfg, keep_draws=False)
         for k, t in enumerate(tables):

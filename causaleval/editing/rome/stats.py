@@ -148,6 +148,21 @@ def layer_moments(bundle: ModelBundle, ids: torch.Tensor, layers, key_path, dim:
             yield layer, acc.close(), acc.count
 
 
+def _load_npy(path: Path) -> np.ndarray | None:
+    """A cached array, or None (logged by name, then recomputed and rewritten) when it is missing, differs from
+    the checksum recorded when it was written, or does not load (truncated)."""
+    from causaleval.runs.store import unreadable
+
+    why = unreadable(path) if path.is_file() else "missing"
+    if why is None:
+        try:
+            return np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            why = f"{type(err).__name__}: {err}"
+    log.warning("ROME statistics cache file %s cannot be used (%s); it is recomputed", path, why)
+    return None
+
+
 class SecondMoments:
     """C per layer for one model, from a cached corpus; ``inverse(l)`` computes C⁻¹ once per layer."""
 
@@ -199,8 +214,9 @@ class SecondMoments:
         for layer in layers:
             path = self._layer_path(layer)
             # the .json is written after the .npy, so it marks a complete entry
-            if self.use_cache and path.with_suffix(".json").is_file():
-                self._c[layer] = torch.from_numpy(np.load(path, allow_pickle=False))
+            c = _load_npy(path) if self.use_cache and path.with_suffix(".json").is_file() else None
+            if c is not None:
+                self._c[layer] = torch.from_numpy(c)
                 self.provenance[layer] = json.loads(path.with_suffix(".json").read_text())
             else:
                 missing.append(layer)
@@ -248,8 +264,9 @@ class SecondMoments:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=max(layers) + 1, desc=f"ROME statistics, layers {layers}", unit="block")
-        if self.use_cache and corpus_path.with_suffix(".json").is_file():     # written after the .npy
-            ids = torch.from_numpy(np.load(corpus_path, allow_pickle=False)).long()
+        cached = _load_npy(corpus_path) if self.use_cache and corpus_path.with_suffix(".json").is_file() else None
+        if cached is not None:                                                # the .json is written after the .npy
+            ids = torch.from_numpy(cached).long()
             source = json.loads(corpus_path.with_suffix(".json").read_text())["source"]
         elif hp.stat_source == "model":
             ids = sample_ids(bundle, n_seq, hp.stat_seq_len - 1, seed=self.seed, top_k=None, batch=hp.stat_batch)
@@ -258,7 +275,7 @@ class SecondMoments:
         else:
             ids = dataset_ids(bundle.tokenizer, hp.stat_source, hp.stat_tokens, hp.stat_seq_len)
             source = f"local dataset {hp.stat_source}"
-        if self.use_cache and not corpus_path.with_suffix(".json").is_file():
+        if self.use_cache and cached is None:
             atomic_write_bytes(corpus_path, _npy_bytes(ids.numpy().astype(np.int32)))
             atomic_write_json(corpus_path.with_suffix(".json"), {
                 "source": source, "seed": self.seed, "n_tokens": int(ids.numel()), "shape": list(ids.shape),
