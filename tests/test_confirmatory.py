@@ -15,6 +15,7 @@ import yaml
 from causaleval.analysis import AnalysisSpec
 from causaleval.analysis.plan import PlanError, load_plan
 from causaleval.inference.synthetic import SyntheticSpec, write_synthetic_results
+from causaleval.runs.store import atomic_write_json, atomic_write_parquet
 from experiments.confirm import CONFIRMATORY, EXPLORATORY, plan_provenance
 from experiments.stages.analyze import PLAN_RECORD, analyze_folder, plan_headline, spec_from_config
 
@@ -30,11 +31,11 @@ def synthetic_run(folder: Path, first_case: int, data_seed: int, **config) -> Pa
     for name in ("trace", "edits"):
         t = pd.read_parquet(folder / f"{name}.parquet")
         t["case_id"] = t.case_id - 1000 + first_case
-        t.to_parquet(folder / f"{name}.parquet", index=False)
+        atomic_write_parquet(folder / f"{name}.parquet", t)
     info = json.loads((folder / "run.json").read_text())
     info["config"].update(seed=0, trace_seed=None, max_facts=None, **config)
     info["completed_stages"] = {s: {"seconds": 1.0} for s in ("facts", "trace", "edit", "support")}
-    (folder / "run.json").write_text(json.dumps(info))
+    atomic_write_json(folder / "run.json", info)
     return folder
 
 
@@ -183,17 +184,17 @@ def test_modified_plan_makes_the_analysis_exploratory(study):
 def test_settings_unlike_the_plan_make_it_exploratory(study, change, words):
     info = json.loads((study / "held" / "run.json").read_text())
     info["config"].update(change)
-    (study / "held" / "run.json").write_text(json.dumps(info))
+    atomic_write_json(study / "held" / "run.json", info)
     rec = analyze(study / "held", study / "plan.yaml")["plan"]
     assert rec["label"] == EXPLORATORY and any(words in r for r in rec["reasons"]), rec["reasons"]
 
 
 def test_other_edit_layers_or_unfinished_stages_make_it_exploratory(study):
     edits = pd.read_parquet(study / "held" / "edits.parquet")
-    edits[edits.layer != 11].to_parquet(study / "held" / "edits.parquet", index=False)
+    atomic_write_parquet(study / "held" / "edits.parquet", edits[edits.layer != 11])
     info = json.loads((study / "held" / "run.json").read_text())
     del info["completed_stages"]["support"]
-    (study / "held" / "run.json").write_text(json.dumps(info))
+    atomic_write_json(study / "held" / "run.json", info)
     reasons = analyze(study / "held", study / "plan.yaml")["plan"]["reasons"]
     assert any("edit layers are [0, 4, 8]" in r for r in reasons)
     assert any("planned stages not finished: support" in r for r in reasons)
@@ -202,7 +203,7 @@ def test_other_edit_layers_or_unfinished_stages_make_it_exploratory(study):
 def test_overlapping_facts_are_refused(study):
     edits = pd.read_parquet(study / "held" / "edits.parquet")
     edits.loc[edits.case_id == 5000, "case_id"] = 1003          # one fact the exploratory run studied
-    edits.to_parquet(study / "held" / "edits.parquet", index=False)
+    atomic_write_parquet(study / "held" / "edits.parquet", edits)
     with pytest.raises(PlanError) as err:
         analyze(study / "held", study / "plan.yaml")
     assert "1 of its studied facts were studied by the exploratory run" in str(err.value)
@@ -258,7 +259,7 @@ def test_plan_power_writes_the_mdd_of_the_design(study):
 
     analyze_folder(study / "explore", AnalysisSpec(n_bootstrap=60, n_permutations=99, power_reps=50))  # template
     known = pd.DataFrame({"case_id": list(range(1000, 1014)) + list(range(2000, 2030)), "known": True})
-    known.to_parquet(study / "explore" / "facts_filter.parquet", index=False)
+    atomic_write_parquet(study / "explore" / "facts_filter.parquet", known)
     assert plan_power(["--plan", str(study / "plan.yaml")]) == 0
     table = pd.read_csv(study / "mdd.csv")
     primary = table[table.role == "primary"].iloc[0]
@@ -307,12 +308,12 @@ def test_study_command_with_plan_records_it_in_run_json(tmp_path, monkeypatch):
         for table in ("trace", "edits"):
             t = pd.read_parquet(tmp_path / name / f"{table}.parquet")
             t["case_id"] = t.case_id - 1000 + first
-            t.to_parquet(tmp_path / name / f"{table}.parquet", index=False)
+            atomic_write_parquet(tmp_path / name / f"{table}.parquet", t)
         info = json.loads((tmp_path / name / "run.json").read_text())
         info["config"].update(model=model, preset="default", seed=0, trace_seed=None, max_facts=None, trace_window=2,
                               analysis_window=3, noise_draws=10, partner_draws=5, edit_layers=[0, 1, 2, 3], **extra)
         info["completed_stages"] = {s: {"seconds": 1.0} for s in ("facts", "trace", "edit", "support")}
-        (tmp_path / name / "run.json").write_text(json.dumps(info))
+        atomic_write_json(tmp_path / name / "run.json", info)
     plan = plan_dict("explore", edit_layers=[0, 1, 2, 3])
     plan["models"] = {"tiny": plan["models"]["synthetic"]}
     (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
@@ -354,7 +355,7 @@ def test_a_covariate_primary_measure_gets_the_facts_covariates(study):
     from causaleval.analysis.confirmatory import covariate_measures
 
     facts = pd.DataFrame({"case_id": range(5000, 5014), "known": True, "p_true": 0.3 + 0.04 * pd.Series(range(14))})
-    facts.to_parquet(study / "held" / "facts_filter.parquet", index=False)
+    atomic_write_parquet(study / "held" / "facts_filter.parquet", facts)
     plan = plan_dict("explore")
     plan["primary"]["measure"] = min(covariate_measures())
     (study / "plan.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
