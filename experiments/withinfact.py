@@ -9,6 +9,7 @@ a table already there is kept, so an interrupted run resumes; ``--force`` recomp
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -16,13 +17,40 @@ from pathlib import Path
 import pandas as pd
 
 from causaleval.analysis.golden import golden_table
+from causaleval.analysis.per_layer import per_layer_tests
 from causaleval.analysis.spec import AnalysisSpec
 from causaleval.analysis.speccurve import CurveSpec, spec_curve
+from causaleval.analysis.within_case import within_case_tests
 from causaleval.analysis.withinfact import OUTCOMES, read_run, study_arrays, withinfact_tables
 from causaleval.errors import CausalEvalError
 from causaleval.runs.store import atomic_write_parquet
 
 TABLES = ("withinfact", "withinfact_h1", "relations", "positions", "golden", "speccurve", "speccurve_joint")
+
+
+def refresh_analysis(folder: Path) -> list[Path]:
+    """Recompute ``analysis/{per_layer,within_case,argmax}.parquet`` of every variant from the committed
+    ``analysis/joined.parquet`` with the current code (they depend on nothing else; the directional
+    Williams test and the within-fact permutation nulls are newer than the committed tables)."""
+    folder = Path(folder) / "analysis"
+    joined = pd.read_parquet(folder / "joined.parquet")
+    summary = json.loads((folder / "summary.json").read_text())
+    frames: dict[str, list] = {"per_layer": [], "within_case": [], "argmax": []}
+    for name, v in summary["variants"].items():
+        raw = {k: (tuple(tuple(x) if isinstance(x, list) else x for x in val) if isinstance(val, list) else val)
+               for k, val in v["spec"].items()}
+        spec = AnalysisSpec(**raw)
+        rows = joined[joined.variant == name].drop(columns="variant")
+        pl = per_layer_tests(rows, spec, v["n_edit_cases"])
+        wc, am = within_case_tests(rows, spec, v["n_edit_cases"])
+        for key, frame in (("per_layer", pl), ("within_case", wc), ("argmax", am)):
+            if not frame.empty:
+                frames[key].append(frame.assign(variant=name))
+    paths = []
+    for key, parts in frames.items():
+        atomic_write_parquet(folder / f"{key}.parquet", pd.concat(parts, ignore_index=True))
+        paths.append(folder / f"{key}.parquet")
+    return paths
 
 
 def run_all(folder: Path, n_perm: int, n_boot: int, force: bool = False) -> list[Path]:
@@ -55,10 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--perm", type=int, default=300, help="swap / permutation draws per test")
     p.add_argument("--boot", type=int, default=300, help="bootstrap resamples per interval")
     p.add_argument("--force", action="store_true", help="recompute tables that exist")
+    p.add_argument("--refresh-analysis", action="store_true",
+                   help="only recompute analysis/{per_layer,within_case,argmax}.parquet from analysis/joined.parquet")
     a = p.parse_args(argv)
     try:
         for folder in a.run:
-            run_all(folder, a.perm, a.boot, a.force)
+            if a.refresh_analysis:
+                refresh_analysis(folder)
+            else:
+                run_all(folder, a.perm, a.boot, a.force)
     except CausalEvalError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

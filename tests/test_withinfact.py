@@ -1,15 +1,28 @@
 """The within-fact measures, their registry in H1, the golden-layer comparison and the spec curve's joint test."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 
 from causaleval.analysis.golden import golden_table, localiser_choice
-from causaleval.analysis.speccurve import joint_test, specifications
-from causaleval.analysis.withinfact import relation_share, with_margin
+from causaleval.analysis.spec import AnalysisSpec
+from causaleval.analysis.speccurve import CurveSpec, joint_test, spec_curve, specifications
+from causaleval.analysis.withinfact import (
+    estimator_table,
+    h1_table,
+    position_table,
+    read_run,
+    relation_share,
+    relation_table,
+    study_arrays,
+    with_margin,
+)
 from causaleval.inference.directional import within_layer_r
 from causaleval.inference.h1 import COVARIATE_MEASURES, MEASURES, statistic, swap_test
+from causaleval.reporting.withinfact import write_withinfact
 from causaleval.inference.withinfact import (
     r_w_adj,
     r_w_rank,
@@ -148,3 +161,41 @@ def test_relation_share_is_zero_without_and_one_with_pure_relation_effects():
     assert relation_share(y + np.arange(3), rel) == pytest.approx(1.0)
     rng = np.random.default_rng(8)
     assert relation_share(rng.normal(size=(40, 3)), rel) < 0.15
+
+
+STUDY = Path(__file__).resolve().parents[1] / "paper" / "study"
+
+
+@pytest.mark.slow
+def test_tables_spec_curve_and_report_from_the_committed_study(tmp_path):
+    """Every within-fact table on the committed SmolLM2 run (few draws, a slice of the spec grid), then
+    the paper's tables and figure from them."""
+    run = read_run(STUDY)
+    arr = study_arrays(run.trace, run.edits, run.facts, AnalysisSpec(), "rewrite_score")
+    assert arr.y.shape[1] == 9 and arr.z_names[0] == "log_p_true" and len(set(arr.relation)) >= 3
+    est = estimator_table(arr, "rewrite_score", n_boot=20, n_perm=20, measures=("r_w", "twoway_rank_adj"))
+    assert {"localiser", "baseline"} <= set(est.kind)
+    assert est[(est.measure == "twoway_rank_adj")].kind.eq("localiser").all()   # baselines vanish there
+    h1 = h1_table(arr, "rewrite_score", [("flip", "noise")], n_perm=20, n_boot=20, measures=("twoway_rank",))
+    rel = relation_table(arr, "rewrite_score", [("flip", "noise")], n_boot=10, n_perm=10, measures=("r_w",))
+    assert rel.p_heterogeneity.between(0, 1).all() and rel.relation.nunique() == len(set(arr.relation))
+    specs = specifications(measures=("r_w", "twoway_rank"), effects=("fraction",), layer_sets=("all", "working"),
+                           outcomes=("rewrite_score", "margin"))
+    curve, joint = spec_curve(run, specs=specs, curve=CurveSpec(n_perm=30, n_boot=20))
+    assert len(curve) == 2 * len(specs) and set(joint.n_specs) == {len(specs)}
+    assert curve.groupby(["measure", "token_rule", "layer_set", "outcome"]).size().eq(2).all()
+    gold = golden_table(arr.y, arr.x, arr.layers, "rewrite_score", n_boot=50)
+    assert (gold.ceiling >= gold.localiser).all() and (gold.ceiling >= gold.golden).all()
+    out = tmp_path / "run"
+    (out / "withinfact").mkdir(parents=True)
+    (out / "run.json").write_text((STUDY / "run.json").read_text())
+    frames = dict(withinfact=est, withinfact_h1=h1, relations=rel, golden=gold, speccurve=curve,
+                  speccurve_joint=joint, positions=position_table(run.trace, AnalysisSpec()))
+    for name, frame in frames.items():
+        frame.to_parquet(out / "withinfact" / f"{name}.parquet")
+    paths = write_withinfact([out], tmp_path / "paper")
+    names = {p.name for p in paths}
+    assert {"speccurve.tex", "golden.tex", "withinfact_numbers.tex", "speccurve.pdf"} <= names
+    numbers = (tmp_path / "paper" / "tables" / "withinfact_numbers.tex").read_text()
+    assert r"\SpecSmolLMFlipNoiseN}{8}" in numbers and "nan" not in numbers.lower()
+    assert write_withinfact([tmp_path / "nothing"], tmp_path / "p2") == []

@@ -93,7 +93,7 @@ def spec_curve(run: RunTables, pairs=(("flip", "noise"), ("resample", "noise")),
     table = pd.DataFrame(rows)
     if table.empty:
         raise AnalysisError("no specification of the curve could be computed from this run")
-    table["significant"] = np.where(table.diff > table.crit_high, 1, np.where(table.diff < table.crit_low, -1, 0))
+    table["significant"] = np.where(table["diff"] > table.crit_high, 1, np.where(table["diff"] < table.crit_low, -1, 0))
     joint = [joint_test(table[(table.a == a) & (table.b == b)], np.column_stack(nulls[(a, b)]), a, b)
              for a, b in pairs if nulls[(a, b)]]
     return table, pd.DataFrame(joint)

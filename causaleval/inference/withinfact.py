@@ -134,3 +134,21 @@ def r_w_rank_adj(y: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
 def twoway_rank_adj(y: np.ndarray, x: np.ndarray, z: np.ndarray) -> np.ndarray:
     """:func:`twoway_rank` with the covariates ``z`` × layer removed as well."""
     return residual_r(y, x, rank=True, fact=True, z=z)
+
+
+def within_fact_spearman(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The mean over facts of the Spearman correlation across layers of the fact's score and effect
+    profiles, each centred by its layer mean over facts (facts with a missing row or a flat profile
+    left out): the within-case table's statistic, vectorised over leading dims of ``x``."""
+    y, x = np.broadcast_arrays(np.asarray(y, float), np.asarray(x, float))
+    ok = np.isfinite(y).all(-1) & np.isfinite(x).all(-1)
+    yc = y - np.nanmean(np.where(ok[..., None], y, np.nan), -2, keepdims=True)
+    xc = x - np.nanmean(np.where(ok[..., None], x, np.nan), -2, keepdims=True)
+    ry = stats.rankdata(np.where(ok[..., None], yc, 0.0), axis=-1)
+    rx = stats.rankdata(np.where(ok[..., None], xc, 0.0), axis=-1)
+    ry, rx = ry - ry.mean(-1, keepdims=True), rx - rx.mean(-1, keepdims=True)
+    den = np.sqrt((ry * ry).sum(-1) * (rx * rx).sum(-1))
+    good = ok & (den > _TOL)
+    rho = np.where(good, (ry * rx).sum(-1) / np.where(good, den, 1.0), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return rho.sum(-1) / good.sum(-1)
