@@ -3,7 +3,8 @@ measures with baseline predictors, H1 on every measure, relations, positions of 
 layer and the specification curve, written to ``<run>/withinfact/*.parquet`` (each table atomically;
 a table already there is kept, so an interrupted run resumes; ``--force`` recomputes).
 
-    python -m experiments.withinfact --run paper/study [--perm 300] [--boot 300] [--force]
+    python -m experiments.withinfact --run paper/study [--perm 300] [--boot 300] [--outcomes ...]
+                                     [--curve-boot 0] [--force]
 """
 
 from __future__ import annotations
@@ -53,19 +54,20 @@ def refresh_analysis(folder: Path) -> list[Path]:
     return paths
 
 
-def run_all(folder: Path, n_perm: int, n_boot: int, force: bool = False) -> list[Path]:
+def run_all(folder: Path, n_perm: int, n_boot: int, force: bool = False, outcomes: tuple[str, ...] = OUTCOMES,
+            curve_boot: int = 0) -> list[Path]:
     out = Path(folder) / "withinfact"
     have = lambda names: not force and all((out / f"{n}.parquet").is_file() for n in names)
     run, spec = read_run(folder), AnalysisSpec()
     written = []
     steps = [(("withinfact", "withinfact_h1", "relations", "positions"),
-              lambda: withinfact_tables(run, spec, n_perm, n_boot)),
+              lambda: withinfact_tables(run, spec, n_perm, n_boot, outcomes)),
              (("golden",), lambda: {"golden": pd.concat(
                  [golden_table(a.y, a.x, a.layers, o, n_boot=n_boot, seed=k)
-                  for k, o in enumerate(OUTCOMES)
+                  for k, o in enumerate(outcomes)
                   for a in [study_arrays(run.trace, run.edits, run.facts, spec, o)]], ignore_index=True)}),
              (("speccurve", "speccurve_joint"), lambda: dict(zip(
-                 ("speccurve", "speccurve_joint"), spec_curve(run, curve=CurveSpec(n_perm=n_perm, n_boot=n_boot)))))]
+                 ("speccurve", "speccurve_joint"), spec_curve(run, curve=CurveSpec(n_perm=n_perm, n_boot=curve_boot)))))]
     for names, compute in steps:
         if have(names):
             continue
@@ -83,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--perm", type=int, default=300, help="swap / permutation draws per test")
     p.add_argument("--boot", type=int, default=300, help="bootstrap resamples per interval")
     p.add_argument("--force", action="store_true", help="recompute tables that exist")
+    p.add_argument("--outcomes", nargs="+", default=list(OUTCOMES), choices=OUTCOMES,
+                   help="outcomes of the measure, H1 and golden tables (the spec curve always has all)")
+    p.add_argument("--curve-boot", type=int, default=0,
+                   help="bootstrap resamples per specification (0: interval from the swap null's SD)")
     p.add_argument("--refresh-analysis", action="store_true",
                    help="only recompute analysis/{per_layer,within_case,argmax}.parquet from analysis/joined.parquet")
     a = p.parse_args(argv)
@@ -91,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             if a.refresh_analysis:
                 refresh_analysis(folder)
             else:
-                run_all(folder, a.perm, a.boot, a.force)
+                run_all(folder, a.perm, a.boot, a.force, tuple(a.outcomes), a.curve_boot)
     except CausalEvalError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

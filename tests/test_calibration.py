@@ -94,3 +94,15 @@ def test_minimum_detectable_difference_shrinks_with_n():
         b = minimum_detectable_difference(large, reps=200, measure=measure)
         assert 0 < b.mdd < a.mdd
         assert np.all(np.diff(a.power_curve) > -0.1)   # power increases with the planted loading
+
+
+def test_within_fact_tests_have_size_alpha_and_power_with_dependent_rows():
+    """The within-fact H1 measures and the within-fact Spearman tests on the per-fact random-effect
+    design (50 facts): size inside the 99 % band, and power against the planted difference (committed
+    table: ``--designs "fact effect" --clusters 50 --tests ...``, rows in paper/study/calibration.csv)."""
+    cal = CalibrationSpec(reps=100, n_perm=49, n_boot=49, signal=0.02, seed=5)
+    t = calibration_table((50,), cal, ("fact effect",), None, WITHIN_TESTS).set_index("test")
+    lo, hi = mc_band(cal.reps, cal.alpha, level=0.99)
+    for test in WITHIN_TESTS:
+        assert lo <= t.loc[test, "null_rate"] <= hi, test
+        assert t.loc[test, "power"] > 0.5, test

@@ -9,8 +9,9 @@ subject token) × layer set (all edit layers; the layers where edits work, mean 
 outcome (rewrite, paraphrase, neighbourhood score, the post-edit log-odds margin).  The attention window
 is not a choice: windows other than 5 were traced for the two heatmap facts only.
 
-Per specification: H1 = T_a − T_b with a paired case-bootstrap percentile CI and the two-sided swap
-p.  Joint inference: the *same* swap draws (one coin per fact, shared by every specification) give a
+Per specification: H1 = T_a − T_b with a paired case-bootstrap percentile CI (or, with ``n_boot = 0``,
+diff ± z·SD of its swap null, the permutation standard error: cheaper, and close where the difference
+is small) and the two-sided swap p.  Joint inference: the *same* swap draws (one coin per fact, shared by every specification) give a
 null curve per draw; its median and its share of specifications significant in each direction
 (against each specification's own null quantiles) form the null distributions of the observed median
 and shares (p = share of null draws at least as extreme).
@@ -23,6 +24,7 @@ from itertools import product
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from causaleval.analysis.spec import AnalysisError, AnalysisSpec
 from causaleval.analysis.withinfact import OUTCOMES, RunTables, study_arrays, working_layers
@@ -37,7 +39,8 @@ CHOICES = ("measure", "effect", "token_rule", "layer_set", "outcome")
 
 @dataclass(frozen=True)
 class CurveSpec:
-    """Swap draws and bootstrap resamples per specification, α of each specification's test, seed."""
+    """Swap draws and bootstrap resamples per specification (0: the interval from the swap null's SD),
+    α of each specification's test, seed."""
 
     n_perm: int = 300
     n_boot: int = 200
@@ -77,11 +80,15 @@ def spec_curve(run: RunTables, pairs=(("flip", "noise"), ("resample", "noise")),
                 za, zb = standardise_by_layer(arr.x[a]), standardise_by_layer(arr.x[b])
                 diff = float(stat(arr.y, za) - stat(arr.y, zb))
                 null = stat(arr.y, np.where(coin, zb, za)) - stat(arr.y, np.where(coin, za, zb))
-                boot = paired_bootstrap(arr.y, za, zb, curve.n_boot, np.random.default_rng([curve.seed, 2, i]),
-                                        measure, arr.z if measure in COVARIATE_MEASURES else None)
-                boot = boot[np.isfinite(boot)]
                 q = (1 - curve.level) / 2
-                lo, hi = np.quantile(boot, [q, 1 - q]) if boot.size else (np.nan, np.nan)
+                if curve.n_boot:
+                    boot = paired_bootstrap(arr.y, za, zb, curve.n_boot, np.random.default_rng([curve.seed, 2, i]),
+                                            measure, arr.z if measure in COVARIATE_MEASURES else None)
+                    boot = boot[np.isfinite(boot)]
+                    lo, hi = np.quantile(boot, [q, 1 - q]) if boot.size else (np.nan, np.nan)
+                else:
+                    half = stats.norm.ppf(1 - q) * np.nanstd(null)
+                    lo, hi = diff - half, diff + half
                 p = float((1 + np.sum(np.abs(null) >= abs(diff) - 1e-12)) / (curve.n_perm + 1))
                 nulls[(a, b)].append(null)
                 rows.append(dict(a=a, b=b, measure=measure, effect=effect, token_rule=token, layer_set=layer_set,
@@ -89,7 +96,8 @@ def spec_curve(run: RunTables, pairs=(("flip", "noise"), ("resample", "noise")),
                                  crit_low=float(np.quantile(null, curve.alpha / 2)),
                                  crit_high=float(np.quantile(null, 1 - curve.alpha / 2)),
                                  n_cases=len(arr.cases), n_layers=len(arr.layers), n_perm=curve.n_perm,
-                                 n_boot=curve.n_boot))
+                                 n_boot=curve.n_boot,
+                                 interval="case bootstrap" if curve.n_boot else "swap-null standard error"))
     table = pd.DataFrame(rows)
     if table.empty:
         raise AnalysisError("no specification of the curve could be computed from this run")

@@ -246,13 +246,16 @@ def read_run(folder: Path) -> RunTables:
 
 
 def withinfact_tables(run: RunTables, spec: AnalysisSpec = AnalysisSpec(), n_perm: int = 300, n_boot: int = 300,
-                      outcomes: tuple[str, ...] = OUTCOMES) -> dict[str, pd.DataFrame]:
-    """The estimator (with baselines), H1, relation and position tables of one run."""
+                      outcomes: tuple[str, ...] = OUTCOMES,
+                      relation_outcomes: tuple[str, ...] = ("rewrite_score",)) -> dict[str, pd.DataFrame]:
+    """The estimator (with baselines) and H1 tables of one run per outcome, the relation table per
+    ``relation_outcomes``, and the position table."""
     est, h1, rel = [], [], []
     for k, outcome in enumerate(outcomes):
         arr = study_arrays(run.trace, run.edits, run.facts, spec, outcome)
         est.append(estimator_table(arr, outcome, n_boot, n_perm, spec.seed + k))
-        h1.append(h1_table(arr, outcome, spec.pairs, n_perm, n_boot, spec.seed + k))
-        rel.append(relation_table(arr, outcome, spec.pairs, n_boot, n_perm, spec.seed + k))
+        h1.append(h1_table(arr, outcome, spec.pairs[:2], n_perm, n_boot, spec.seed + k))
+        if outcome in relation_outcomes:
+            rel.append(relation_table(arr, outcome, spec.pairs[:2], n_boot, n_perm, spec.seed + k))
     return dict(withinfact=pd.concat(est, ignore_index=True), withinfact_h1=pd.concat(h1, ignore_index=True),
                 relations=pd.concat(rel, ignore_index=True), positions=position_table(run.trace, spec))

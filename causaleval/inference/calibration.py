@@ -216,17 +216,28 @@ DESIGN_LABELS = {"iid": "independent rows", "fact effect": "per-fact random effe
 def calibration_tex(table: pd.DataFrame) -> str:
     """The calibration table as a booktabs LaTeX table: per design and number of facts, each test's
     rejection rate under the null and its power, and the H1 intervals' coverage."""
-    from causaleval.reporting.tables import booktabs, num
+    from causaleval.reporting.tables import booktabs, num, tex_escape
+
+    keys = {"r_w_rank": "$r_w$ ranks", "twoway_rank_adj": "two-way ranks adj.", "twoway_rank": "two-way ranks",
+            "twoway": "two-way", "r_w": "$r_w$", "ΔR²": r"$\Delta R^2$", "ρ": r"$\rho$"}
+
+    def label(test: str) -> str:
+        """The test's name in LaTeX: measure keys and symbols as math, the rest escaped."""
+        for i, k in enumerate(keys):
+            test = test.replace(k, f"@{i}@")
+        test = tex_escape(test)
+        for i, v in enumerate(keys.values()):
+            test = test.replace(f"@{i}@", v)
+        return test
 
     body: list = []
-    for (design, n), g in table.groupby(["design", "n_clusters"], sort=False):
+    for (design, n, _), g in table.groupby(["design", "n_clusters", "reps"], sort=False):
         r = g.iloc[0]
         body.append(f"{DESIGN_LABELS.get(design, design)}, {int(n)} facts ({int(r.reps)} studies; valid-test "
                     f"band [{r.band_low:.3f}, {r.band_high:.3f}])")
         for row in g.itertuples():
             cov = getattr(row, "ci_coverage_null", float("nan"))
-            body.append([row.test.replace("ΔR²", r"$\Delta R^2$").replace("r_w", "$r_w$")
-                         + (" (descriptive)" if row.test == "F-test" else ""),
+            body.append([label(row.test) + (" (descriptive)" if row.test == "F-test" else ""),
                          num(row.null_rate), num(row.power),
                          num(cov) if cov == cov else "--",
                          num(row.ci_coverage_planted) if cov == cov else "--"])
