@@ -70,7 +70,7 @@ def measures_table(runs: dict[str, dict], outcome: str = "rewrite_score") -> str
                r"$\log p(o_{\mathrm{true}})$, the three TEs and relation partialled out within layer. 95\% "
                r"case-bootstrap CIs. Relation row: its share of the within-layer variance of the score (raw, ranks).")
     header = [""] + [MEASURE_TEX[m] for m in measures]
-    return booktabs(header, body, caption, "tab:withinfact", align="l" + "l" * len(measures))
+    return booktabs(header, body, caption, "tab:withinfact", align="l" + "l" * len(measures), fit=True)
 
 
 def h1_measures_table(runs: dict[str, dict], outcomes=("rewrite_score", "margin")) -> str:
@@ -94,7 +94,7 @@ def h1_measures_table(runs: dict[str, dict], outcomes=("rewrite_score", "margin"
                r"p(o_{\mathrm{true}})$ (off the rewrite score's ceiling). Exploratory: no measure was fixed in "
                r"advance except $r_w$.")
     header = ["Measure", r"flip $-$ noise [95\% CI]", "$p$", r"resample $-$ noise [95\% CI]", "$p$"]
-    return booktabs(header, body, caption, "tab:withinfact-h1", align="lllll")
+    return booktabs(header, body, caption, "tab:withinfact-h1", align="lllll", fit=True)
 
 
 def golden_tex(runs: dict[str, dict], outcomes=("rewrite_score", "margin")) -> str:
@@ -123,7 +123,7 @@ def golden_tex(runs: dict[str, dict], outcomes=("rewrite_score", "margin")) -> s
                r"(golden; 10-fold cross-fitted), the per-fact best layer (ceiling) and a uniformly random edit "
                r"layer; paired differences with 95\% case-bootstrap CIs.")
     header = ["Localiser", "Mean", r"$-$ golden [95\% CI]", r"ceiling $-$ [95\% CI]", r"$-$ random [95\% CI]"]
-    return booktabs(header, body, caption, "tab:golden", align="lrlll")
+    return booktabs(header, body, caption, "tab:golden", align="lrlll", fit=True)
 
 
 def speccurve_tex(runs: dict[str, dict]) -> str:
@@ -143,7 +143,7 @@ def speccurve_tex(runs: dict[str, dict]) -> str:
                r"each direction. Joint $p$: the same swap draws applied to every specification give the null "
                r"distribution of the median and of each share.")
     header = ["Model", "H1", "Specs", "Median", r"$p$ (median)", r"Share $> 0$ ($p$)", r"Share $< 0$ ($p$)"]
-    return booktabs(header, body, caption, "tab:speccurve", align="llrrrll")
+    return booktabs(header, body, caption, "tab:speccurve", align="llrrrll", fit=True)
 
 
 def positions_tex(runs: dict[str, dict], role: str = "last") -> str:
@@ -161,6 +161,29 @@ def positions_tex(runs: dict[str, dict], role: str = "last") -> str:
                r"first subject token, the default token rule) lies on the last token of the prompt, a position "
                r"ROME never edits (it edits the last subject token).")
     return booktabs(["Layer"] + [LABELS[e] for e in ests], body, caption, "tab:positions", align="rrrr")
+
+
+def relations_tex(runs: dict[str, dict], measure: str = "r_w", outcome: str = "rewrite_score") -> str:
+    """Per model and estimator (and flip − noise): the measure within each relation [95 % CI] and the
+    heterogeneity test's p (spread of the per-relation values against relation labels permuted over facts)."""
+    rels = sorted({r for t in runs.values() for r in t["relations"].relation.unique()})
+    body: list = []
+    for model, t in runs.items():
+        r = t["relations"]
+        r = r[(r.measure == measure) & (r.outcome == outcome)]
+        body.append(tex_escape(model) + " (facts per relation: " + ", ".join(
+            f"{rel} {int(n)}" for rel, n in r.groupby("relation").n_cases.first().items()) + ")")
+        for target, g in r.groupby("target", sort=False):
+            g = g.set_index("relation")
+            body.append([LABELS.get(target, target.replace(" - ", " $-$ "))]
+                        + [est_ci(g.value[x], g.ci_low[x], g.ci_high[x], 2) if x in g.index else "--" for x in rels]
+                        + [pval(g.p_heterogeneity.iloc[0])])
+    caption = (rf"{MEASURE_TEX.get(measure, measure)} of the rewrite score within each relation (Wikidata "
+               r"property), with 95\% case-bootstrap CIs, and a test of heterogeneity across relations: the "
+               r"case-weighted spread of the per-relation values against its distribution when the relation "
+               r"labels are permuted over facts.")
+    return booktabs([""] + rels + [r"$p$ (het.)"], body, caption, "tab:relations", align="l" * (len(rels) + 1) + "r",
+                    fit=True)
 
 
 def speccurve_figure(runs: dict[str, dict], pair: tuple[str, str] = ("flip", "noise")):
@@ -239,7 +262,8 @@ def write_withinfact(folders: list[Path], dest_dir: Path) -> list[Path]:
     out = Path(dest_dir) / "tables"
     files = {"withinfact.tex": measures_table(runs), "withinfact_h1.tex": h1_measures_table(runs),
              "golden.tex": golden_tex(runs), "speccurve.tex": speccurve_tex(runs),
-             "positions.tex": positions_tex(runs), "withinfact_numbers.tex": numbers_tex(runs)}
+             "positions.tex": positions_tex(runs), "relations.tex": relations_tex(runs),
+             "withinfact_numbers.tex": numbers_tex(runs)}
     paths = []
     for name, text in files.items():
         atomic_write_text(out / name, text)
