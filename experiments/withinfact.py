@@ -22,7 +22,12 @@ from causaleval.analysis.per_layer import per_layer_tests
 from causaleval.analysis.spec import AnalysisSpec
 from causaleval.analysis.speccurve import CurveSpec, spec_curve
 from causaleval.analysis.within_case import within_case_tests
-from causaleval.analysis.withinfact import OUTCOMES, read_run, study_arrays, withinfact_tables
+from causaleval.analysis.withinfact import (
+    OUTCOMES,
+    read_run,
+    study_arrays,
+    withinfact_tables,
+)
 from causaleval.errors import CausalEvalError
 from causaleval.runs.store import atomic_write_parquet
 

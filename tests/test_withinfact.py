@@ -9,7 +9,12 @@ import statsmodels.formula.api as smf
 
 from causaleval.analysis.golden import golden_table, localiser_choice
 from causaleval.analysis.spec import AnalysisSpec
-from causaleval.analysis.speccurve import CurveSpec, joint_test, spec_curve, specifications
+from causaleval.analysis.speccurve import (
+    CurveSpec,
+    joint_test,
+    spec_curve,
+    specifications,
+)
 from causaleval.analysis.withinfact import (
     estimator_table,
     h1_table,
@@ -22,7 +27,6 @@ from causaleval.analysis.withinfact import (
 )
 from causaleval.inference.directional import within_layer_r
 from causaleval.inference.h1 import COVARIATE_MEASURES, MEASURES, statistic, swap_test
-from causaleval.reporting.withinfact import write_withinfact
 from causaleval.inference.withinfact import (
     r_w_adj,
     r_w_rank,
@@ -31,6 +35,7 @@ from causaleval.inference.withinfact import (
     twoway_rank,
     twoway_rank_adj,
 )
+from causaleval.reporting.withinfact import write_withinfact
 
 
 def _study(seed=0, n=60, layers=6, slope=0.5):

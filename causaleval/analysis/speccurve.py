@@ -27,8 +27,18 @@ import pandas as pd
 from scipy import stats
 
 from causaleval.analysis.spec import AnalysisError, AnalysisSpec
-from causaleval.analysis.withinfact import OUTCOMES, RunTables, study_arrays, working_layers
-from causaleval.inference.h1 import COVARIATE_MEASURES, paired_bootstrap, standardise_by_layer, statistic
+from causaleval.analysis.withinfact import (
+    OUTCOMES,
+    RunTables,
+    study_arrays,
+    working_layers,
+)
+from causaleval.inference.h1 import (
+    COVARIATE_MEASURES,
+    paired_bootstrap,
+    standardise_by_layer,
+    statistic,
+)
 
 SPEC_MEASURES = ("r_w", "r_w_rank", "twoway", "twoway_rank", "r_w_rank_adj", "twoway_rank_adj")
 EFFECTS = ("fraction", "raw")

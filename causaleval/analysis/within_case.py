@@ -7,7 +7,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from causaleval.analysis.effects import _case_counts, case_layer_arrays, common_rows, present_estimators
+from causaleval.analysis.effects import (
+    _case_counts,
+    case_layer_arrays,
+    common_rows,
+    present_estimators,
+)
 from causaleval.analysis.spec import AnalysisSpec
 from causaleval.inference.argmax import argmax_test
 from causaleval.inference.h1 import standardise_by_layer

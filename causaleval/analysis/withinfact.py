@@ -23,12 +23,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from causaleval.analysis.effects import case_layer_arrays, exclusions, join_effects, localisation_effects
+from causaleval.analysis.effects import (
+    case_layer_arrays,
+    exclusions,
+    join_effects,
+    localisation_effects,
+)
 from causaleval.analysis.spec import AnalysisError, AnalysisSpec
 from causaleval.inference.directional import resample_cases
-from causaleval.inference.h1 import COVARIATE_MEASURES, MEANINGFUL, MEASURES, statistic, swap_test
+from causaleval.inference.h1 import (
+    COVARIATE_MEASURES,
+    MEANINGFUL,
+    MEASURES,
+    statistic,
+    swap_test,
+)
 from causaleval.inference.withinfact import rank_within_layer
 
 MARGIN_CLIP = 1e-12
@@ -192,12 +202,16 @@ def relation_table(arr: StudyArrays, outcome: str, pairs, n_boot: int = 300, n_p
     labels = np.stack([rng.permutation(arr.relation) for _ in range(n_perm)])
     for measure in measures:
         for name, (xa, xb) in targets.items():
-            def stat(groups):
+            def stat(groups, measure=measure, xa=xa, xb=xb):
                 va = _per_relation(measure, arr.y, xa, groups)
                 return va if xb is None else va - _per_relation(measure, arr.y, xb, groups)
-            obs = stat([arr.relation == r for r in rels])
+
             sizes = np.array([(arr.relation == r).sum() for r in rels], float)
-            spread = lambda v: np.sqrt(np.average((v - np.average(v, weights=sizes)) ** 2, weights=sizes))
+
+            def spread(v, sizes=sizes):
+                return np.sqrt(np.average((v - np.average(v, weights=sizes)) ** 2, weights=sizes))
+
+            obs = stat([arr.relation == r for r in rels])
             null = np.array([spread(stat([lab == r for r in rels])) for lab in labels])
             p_het = float((1 + np.sum(null >= spread(obs) - 1e-12)) / (n_perm + 1))
             for j, r in enumerate(rels):

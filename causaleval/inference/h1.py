@@ -33,7 +33,14 @@ import numpy as np
 
 from causaleval.inference.directional import resample_cases, within_layer_r
 from causaleval.inference.regression import delta_r2, weighted_r2
-from causaleval.inference.withinfact import r_w_adj, r_w_rank, r_w_rank_adj, twoway_r, twoway_rank, twoway_rank_adj
+from causaleval.inference.withinfact import (
+    r_w_adj,
+    r_w_rank,
+    r_w_rank_adj,
+    twoway_r,
+    twoway_rank,
+    twoway_rank_adj,
+)
 
 # The registry of H1 measures (key → statistic(y, x[, z])); docs/estimands.md documents each key, an
 # analysis plan names its primary measure by key.  The keys of COVARIATE_MEASURES take the fact-level

@@ -12,7 +12,15 @@ import numpy as np
 import pandas as pd
 
 from causaleval.reporting.figures import COLORS, STYLE, WIDTH, plt, save
-from causaleval.reporting.tables import LABELS, SCORE_LABELS, booktabs, est_ci, num, pval, tex_escape
+from causaleval.reporting.tables import (
+    LABELS,
+    SCORE_LABELS,
+    booktabs,
+    est_ci,
+    num,
+    pval,
+    tex_escape,
+)
 from causaleval.runs.store import atomic_write_text
 
 MEASURE_TEX = {"r_w": "$r_w$", "r_w_rank": "$r_w$ (ranks)", "twoway": "two-way", "twoway_rank": "two-way (ranks)",
@@ -188,8 +196,8 @@ def relations_tex(runs: dict[str, dict], measure: str = "r_w", outcome: str = "r
 
 def speccurve_figure(runs: dict[str, dict], pair: tuple[str, str] = ("flip", "noise")):
     """Per model: the sorted H1 estimates with 95 % CIs (coloured by significance) above, the choice matrix below."""
-    choices = list(CHOICE_LABELS)
-    levels = [(c, v) for c in choices for v in CHOICE_LABELS[c]]
+    curves = pd.concat([t["speccurve"] for t in runs.values()])
+    levels = [(c, v) for c in CHOICE_LABELS for v in CHOICE_LABELS[c] if (curves[c] == v).any()]
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(2, len(runs), figsize=(WIDTH, 5.6), squeeze=False, sharex="col",
                                  gridspec_kw={"height_ratios": [1.0, 1.6]}, layout="constrained")
@@ -234,9 +242,9 @@ def numbers_tex(runs: dict[str, dict]) -> str:
         for m, mt in (("twoway_rank", "TwowayRank"), ("r_w_rank", "RwRank"), ("twoway_rank_adj", "TwowayRankAdj")):
             r = h[(h.outcome == "rewrite_score") & (h.measure == m) & (h.a == "flip") & (h.b == "noise")]
             if len(r):
-                mac(f"HOne{tag}{mt}", num(r["diff"].iloc[0]))
-                mac(f"HOne{tag}{mt}CI", f"[{num(r.ci_low.iloc[0])}, {num(r.ci_high.iloc[0])}]")
-                mac(f"HOne{tag}{mt}P", pval(r.p_one_sided.iloc[0]))
+                mac(f"Wf{tag}{mt}", num(r["diff"].iloc[0]))
+                mac(f"Wf{tag}{mt}CI", f"[{num(r.ci_low.iloc[0])}, {num(r.ci_high.iloc[0])}]")
+                mac(f"Wf{tag}{mt}P", pval(r.p_one_sided.iloc[0]))
         g = t["golden"]
         g = g[g.outcome == "rewrite_score"].set_index("estimator")
         if len(g):
