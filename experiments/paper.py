@@ -20,6 +20,7 @@ from pathlib import Path
 
 from causaleval.errors import CausalEvalError
 from causaleval.reporting.replication import write_replication
+from causaleval.reporting.withinfact import write_withinfact
 from experiments.publish import REPLICATION_DIR, STUDY_DIR, VALIDATE_DIR
 from experiments.stages.report import build_report, validate_report
 
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         others = args.replication if args.replication is not None else sorted(
             d for d in REPLICATION_DIR.glob("*") if (d / "analysis" / "summary.json").is_file())
         paths += write_replication([results, *others], args.paper)
+        paths += write_withinfact([results, *others], args.paper)     # python -m experiments.withinfact
         confirms = sorted(d for d in CONFIRM_DIR.glob("*") if (d / "analysis" / "summary.json").is_file()) \
             if args.confirm is None else args.confirm
         paths += confirm_reports(confirms, args.paper)

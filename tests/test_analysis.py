@@ -190,9 +190,9 @@ def test_per_layer_williams_and_correction(result):
     pl = result.per_layer[(result.per_layer.score == "rewrite_score") & (result.per_layer.a == "flip")
                           & (result.per_layer.b == "noise")]
     assert len(pl) == 6 and not pl.degenerate.any()
-    assert (pl.williams_t > 0).all() and (pl.abs_r_diff > 0).all()
+    assert (pl.williams_t > 0).all() and (pl.r_diff > 0).all()
     assert (pl.p_adj >= pl.p - 1e-15).all()
-    assert ((pl.ci_low <= pl.abs_r_diff) & (pl.abs_r_diff <= pl.ci_high)).all()
+    assert ((pl.ci_low <= pl.r_diff) & (pl.r_diff <= pl.ci_high)).all()
     assert ((pl.r_flip_ci_low < pl.r_flip) & (pl.r_flip < pl.r_flip_ci_high)).all()
 
 

@@ -14,19 +14,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from causaleval.inference.calibration import VALID, CalibrationSpec, calibration_table, mc_band, real_arrays
+from causaleval.inference.calibration import (
+    VALID,
+    WITHIN_TESTS,
+    CalibrationSpec,
+    calibration_table,
+    mc_band,
+    real_arrays,
+)
 from causaleval.inference.h1 import minimum_detectable_difference
 from causaleval.inference.synthetic import SyntheticSpec, synthetic_arrays
 
 CAL = CalibrationSpec(reps=200, n_perm=99, n_boot=99, signal=0.02, seed=3)
 STUDY = Path(__file__).resolve().parents[1] / "paper" / "study"
 SYNTHETIC = ("iid", "fact effect")
+BASE_TESTS = tuple(t for t in VALID if t not in WITHIN_TESTS)
 
 
 @pytest.fixture(scope="module")
 def table():
     real = real_arrays(STUDY)
-    return calibration_table((12, 50), CAL, SYNTHETIC + ("real table",), real).set_index(
+    return calibration_table((12, 50), CAL, SYNTHETIC + ("real table",), real, ("F-test",) + BASE_TESTS).set_index(
         ["design", "test", "n_clusters"])
 
 
@@ -37,7 +45,7 @@ def _cells(table):
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("test", VALID)
+@pytest.mark.parametrize("test", BASE_TESTS)
 def test_size_under_the_null_is_alpha(table, test):
     lo, hi = mc_band(CAL.reps, CAL.alpha, level=0.99)
     for design, n in _cells(table):
@@ -46,7 +54,7 @@ def test_size_under_the_null_is_alpha(table, test):
                                   f"(band [{lo:.3f}, {hi:.3f}])")
 
 
-@pytest.mark.parametrize("test", VALID)
+@pytest.mark.parametrize("test", BASE_TESTS)
 def test_power_rises_with_clusters(table, test):
     for design in SYNTHETIC:
         assert table.loc[(design, test, 50), "power"] > table.loc[(design, test, 12), "power"]
@@ -86,3 +94,15 @@ def test_minimum_detectable_difference_shrinks_with_n():
         b = minimum_detectable_difference(large, reps=200, measure=measure)
         assert 0 < b.mdd < a.mdd
         assert np.all(np.diff(a.power_curve) > -0.1)   # power increases with the planted loading
+
+
+def test_within_fact_tests_have_size_alpha_and_power_with_dependent_rows():
+    """The within-fact H1 measures and the within-fact Spearman tests on the per-fact random-effect
+    design (50 facts): size inside the 99 % band, and power against the planted difference (committed
+    table: ``--designs "fact effect" --clusters 50 --tests ...``, rows in paper/study/calibration.csv)."""
+    cal = CalibrationSpec(reps=100, n_perm=49, n_boot=49, signal=0.02, seed=5)
+    t = calibration_table((50,), cal, ("fact effect",), None, WITHIN_TESTS).set_index("test")
+    lo, hi = mc_band(cal.reps, cal.alpha, level=0.99)
+    for test in WITHIN_TESTS:
+        assert lo <= t.loc[test, "null_rate"] <= hi, test
+        assert t.loc[test, "power"] > 0.5, test

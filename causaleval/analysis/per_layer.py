@@ -1,5 +1,6 @@
 """Per-layer correlations of edit score and effect with Fisher-z CIs, Williams' t between estimators
-and a multiple-testing correction across the non-degenerate layers."""
+(directional: signed r_a against signed r_b, so a strong negative correlation does not count as a good
+localiser) and a multiple-testing correction across the non-degenerate layers."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from causaleval.analysis.spec import AnalysisSpec
 from causaleval.inference.correlation import (  # noqa: F401
     fisher_ci,
     weighted_corr,
-    williams_abs,
     williams_t,
 )
 
@@ -34,8 +34,9 @@ def adjust_pvalues(p: np.ndarray, method: str) -> np.ndarray:
 
 
 def per_layer_tests(joined: pd.DataFrame, spec: AnalysisSpec, n_edit_cases: int | None = None) -> pd.DataFrame:
-    """Per (score, layer, pair): r(score, E) per estimator with a Fisher-z CI, Williams' t of |r_a| vs
-    |r_b|, a paired bootstrap CI of |r_a| − |r_b| over cases, and the p-value corrected across the
+    """Per (score, layer, pair): r(score, E) per estimator with a Fisher-z CI, Williams' t of the signed
+    r_a vs r_b (two-sided; t > 0: a's larger effects go with better edits more than b's), a paired
+    bootstrap CI of r_a − r_b over cases, and the p-value corrected across the
     non-degenerate layers (a layer whose score sd is below ``degenerate_sd`` is reported, not tested)."""
     ests = present_estimators(joined, spec)
     total = int(joined.case_id.nunique()) if n_edit_cases is None else n_edit_cases
@@ -64,13 +65,13 @@ def per_layer_tests(joined: pd.DataFrame, spec: AnalysisSpec, n_edit_cases: int 
                 rab = float(np.corrcoef(xa, xb)[0, 1]) if not degenerate else float("nan")
                 row = dict(base, a=a, b=b, r_a=base[f"r_{a}"], r_b=base[f"r_{b}"], r_ab=rab)
                 if degenerate:
-                    row.update(abs_r_diff=float("nan"), ci_low=float("nan"), ci_high=float("nan"),
+                    row.update(r_diff=float("nan"), ci_low=float("nan"), ci_high=float("nan"),
                                williams_t=float("nan"), df=len(d) - 3, p=float("nan"))
                 else:
-                    t, df, p = williams_abs(row["r_a"], row["r_b"], rab, len(d))
-                    diff = np.abs(weighted_corr(xa, y, w)) - np.abs(weighted_corr(xb, y, w))
+                    t, df, p = williams_t(row["r_a"], row["r_b"], rab, len(d))
+                    diff = weighted_corr(xa, y, w) - weighted_corr(xb, y, w)
                     lo, hi = percentile_ci(diff, spec.ci_level)
-                    row.update(abs_r_diff=abs(row["r_a"]) - abs(row["r_b"]), ci_low=lo, ci_high=hi,
+                    row.update(r_diff=row["r_a"] - row["r_b"], ci_low=lo, ci_high=hi,
                                williams_t=t, df=df, p=p)
                 rows.append(row)
     out = pd.DataFrame(rows)

@@ -13,7 +13,7 @@ from scipy import stats
 from causaleval.analysis.effects import HALVES, _case_counts, case_layer_arrays, common_rows, present_estimators
 from causaleval.analysis.spec import AnalysisSpec
 from causaleval.inference.directional import resample_cases, within_layer_r
-from causaleval.inference.h1 import MEANINGFUL, MEASURES, PRIMARY, minimum_detectable_difference, swap_test, verdict
+from causaleval.inference.h1 import ANALYZE_MEASURES, MEANINGFUL, PRIMARY, minimum_detectable_difference, swap_test, verdict
 from causaleval.inference.regression import case_permutation_test, signed_r2_parts, weighted_r2
 from causaleval.inference.reliability import half_correlation, spearman_brown, split_half
 
@@ -146,7 +146,7 @@ def regression_tables(joined: pd.DataFrame, spec: AnalysisSpec, n_edit_cases: in
         pairs = [(a, b) for a, b in spec.pairs if a in xs and b in xs]
         if not pairs:
             continue
-        for m_i, measure in enumerate(MEASURES):
+        for m_i, measure in enumerate(ANALYZE_MEASURES):
             power = minimum_detectable_difference(y, spec.alpha, 0.8, spec.power_reps, seed=spec.seed + k,
                                                   measure=measure)
             for i, (a, b) in enumerate(pairs):

@@ -33,13 +33,41 @@ import numpy as np
 
 from causaleval.inference.directional import resample_cases, within_layer_r
 from causaleval.inference.regression import delta_r2, weighted_r2
+from causaleval.inference.withinfact import (
+    r_w_adj,
+    r_w_rank,
+    r_w_rank_adj,
+    twoway_r,
+    twoway_rank,
+    twoway_rank_adj,
+)
 
-MEASURES = {"r_w": within_layer_r, "delta_r2": delta_r2}
+# The registry of H1 measures (key → statistic(y, x[, z])); docs/estimands.md documents each key, an
+# analysis plan names its primary measure by key.  The keys of COVARIATE_MEASURES take the fact-level
+# covariates z (cases × k) as a third argument.
+MEASURES = {"r_w": within_layer_r, "delta_r2": delta_r2, "r_w_rank": r_w_rank, "twoway": twoway_r,
+            "twoway_rank": twoway_rank, "r_w_adj": r_w_adj, "r_w_rank_adj": r_w_rank_adj,
+            "twoway_rank_adj": twoway_rank_adj}
+COVARIATE_MEASURES = frozenset({"r_w_adj", "r_w_rank_adj", "twoway_rank_adj"})
 PRIMARY = "r_w"
+# The measures of the analyze stage's h1 table; the others are reported by causaleval.analysis.withinfact.
+ANALYZE_MEASURES = ("r_w", "delta_r2")
 # Differences too small to matter for the question: for ΔR², the largest ΔR² in Hase et al. (2023,
-# Table 3); for r_w, a small correlation (Cohen 1988: r = 0.1).  A test that cannot detect them is
-# inconclusive.
-MEANINGFUL = {"delta_r2": 0.03, "r_w": 0.1}
+# Table 3); for the correlations, a small correlation (Cohen 1988: r = 0.1).  A test that cannot
+# detect them is inconclusive.
+MEANINGFUL = {"delta_r2": 0.03, **{k: 0.1 for k in MEASURES if k != "delta_r2"}}
+
+
+def statistic(measure: str, z: np.ndarray | None = None):
+    """The statistic (y, x) → T of ``measure``; a covariate measure binds ``z`` (an error without it)."""
+    if measure not in MEASURES:
+        raise ValueError(f"unknown H1 measure {measure!r}: choose one of {sorted(MEASURES)}")
+    fn = MEASURES[measure]
+    if measure not in COVARIATE_MEASURES:
+        return fn
+    if z is None:
+        raise ValueError(f"H1 measure {measure!r} needs the fact-level covariates z (cases × k)")
+    return lambda y, x, zz=z: fn(y, x, zz)
 MEANINGFUL_DIFF = MEANINGFUL["delta_r2"]
 
 
@@ -68,7 +96,7 @@ class H1Result:
 
 
 def paired_bootstrap(y: np.ndarray, xa: np.ndarray, xb: np.ndarray, n_boot: int, rng: np.random.Generator,
-                     measure: str = PRIMARY) -> np.ndarray:
+                     measure: str = PRIMARY, z: np.ndarray | None = None) -> np.ndarray:
     """T_a − T_b on ``n_boot`` case resamples (the same cases for both estimators)."""
     idx = resample_cases(y.shape[0], n_boot, rng)
     if measure == "delta_r2":
@@ -77,21 +105,23 @@ def paired_bootstrap(y: np.ndarray, xa: np.ndarray, xb: np.ndarray, n_boot: int,
         la, ba = weighted_r2(y, xa, w)
         lb, bb = weighted_r2(y, xb, w)
         return (ba - la) - (bb - lb)
-    stat = MEASURES[measure]
+    stat = statistic(measure, None if z is None else z[idx])
     return stat(y[idx], xa[idx]) - stat(y[idx], xb[idx])
 
 
 def swap_test(y: np.ndarray, xa: np.ndarray, xb: np.ndarray, n_perm: int, rng: np.random.Generator,
-              level: float = 0.95, measure: str = PRIMARY, n_boot: int = 1000) -> H1Result:
-    """The paired swap test of H0: T_a = T_b against T_a > T_b, with the paired bootstrap interval."""
-    stat = MEASURES[measure]
+              level: float = 0.95, measure: str = PRIMARY, n_boot: int = 1000,
+              z: np.ndarray | None = None) -> H1Result:
+    """The paired swap test of H0: T_a = T_b against T_a > T_b, with the paired bootstrap interval
+    (``z``: the fact-level covariates of a covariate measure)."""
+    stat = statistic(measure, z)
     za, zb = standardise_by_layer(xa), standardise_by_layer(xb)
     da, db = float(stat(y, za)), float(stat(y, zb))
     diff = da - db
     coin = rng.random((n_perm, za.shape[0]))[:, :, None] < 0.5
     null = stat(y, np.where(coin, zb, za)) - stat(y, np.where(coin, za, zb))
     p = float((1 + np.sum(null >= diff - 1e-12)) / (n_perm + 1))
-    boot = paired_bootstrap(y, za, zb, n_boot, rng, measure)
+    boot = paired_bootstrap(y, za, zb, n_boot, rng, measure, z)
     boot = boot[np.isfinite(boot)]
     a = (1 - level) / 2
     lo, hi, lower, upper = (np.quantile(boot, [a, 1 - a, 1 - level, level]) if boot.size
@@ -105,14 +135,14 @@ def _design(y: np.ndarray) -> np.ndarray:
 
 
 def simulated_differences(y: np.ndarray, loading: float, reps: int, rng: np.random.Generator,
-                          measure: str = "delta_r2") -> np.ndarray:
+                          measure: str = "delta_r2", z: np.ndarray | None = None) -> np.ndarray:
     """T_a − T_b on the design of ``y`` with x_a = loading · ỹ + ε_a, x_b = ε_b (ε standard normal,
     ỹ the score standardised within layer; rows missing in ``y`` stay missing)."""
     base = _design(y)
     eps = rng.standard_normal((2, reps) + y.shape)
     xa, xb = loading * base + eps[0], eps[1]
     xa, xb = (np.where(np.isnan(y), np.nan, v) for v in (xa, xb))
-    stat = MEASURES[measure]
+    stat = statistic(measure, z)
     return stat(y, xa) - stat(y, xb)
 
 

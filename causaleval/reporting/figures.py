@@ -175,7 +175,7 @@ def _degenerate(frame: pd.DataFrame) -> pd.Series:
 
 def per_layer_figure(per_layer: pd.DataFrame) -> Drawn:
     """Per score: r(score, effect) per estimator and edit layer with its 95 % CI (top), and per pair
-    (bottom strip) a star in the colour of the estimator with the larger |r| where Williams' test has
+    (bottom strip) a star in the colour of the estimator with the larger signed r where Williams' test has
     p_adj < 0.05, a hollow dot where it does not, a cross where the layer is degenerate (left out)."""
     pl = _variant(per_layer)
     ests = _ests(pl, "r_")
@@ -225,7 +225,7 @@ def per_layer_figure(per_layer: pd.DataFrame) -> Drawn:
                     if r.degenerate:
                         strip.plot(r.layer, k, marker="x", color="0.5", ms=3 if dense else 4)
                     elif _finite(r.p_adj) and r.p_adj < ALPHA:
-                        winner = a if abs(r.r_a) >= abs(r.r_b) else b
+                        winner = a if r.r_a >= r.r_b else b
                         strip.plot(r.layer, k, marker="*", color=COLORS.get(winner, "black"), ms=5 if dense else 8)
                     elif _finite(r.p_adj):
                         strip.plot(r.layer, k, marker="o", color="0.5", mfc="white", ms=2.5 if dense else 3.5)
@@ -237,7 +237,7 @@ def per_layer_figure(per_layer: pd.DataFrame) -> Drawn:
             strip.tick_params(axis="y", length=0)
         handles = [Line2D([], [], marker=MARKERS[e], color=COLORS[e], label=LABELS[e]) for e in ests]
         handles += [Line2D([], [], marker="*", ls="", color="black", ms=8,
-                           label=rf"Williams $p_{{\mathrm{{adj}}}} < {ALPHA}$ (colour: larger $|r|$)"),
+                           label=rf"Williams $p_{{\mathrm{{adj}}}} < {ALPHA}$ (colour: larger $r$)"),
                     Line2D([], [], marker="o", ls="", color="0.5", mfc="white", label="not significant")]
         if degenerate_layers:
             handles.append(Line2D([], [], marker="x", ls="", color="0.5", label="degenerate layer (not tested)"))

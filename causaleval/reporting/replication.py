@@ -122,7 +122,7 @@ def replication_table(studies: list[dict]) -> str:
                r"measure with its excess over the no-signal expectation $E_0$, H1 the paired swap test "
                r"(one-sided $p$), the paired case-bootstrap interval, its one-sided 95\% upper bound and the "
                r"simulated minimum detectable difference at 80\% power.")
-    return booktabs(header, body, caption, "tab:replication", align="l" + "l" * len(studies))
+    return booktabs(header, body, caption, "tab:replication", align="l" + "l" * len(studies), fit=True)
 
 
 def replication_numbers(studies: list[dict]) -> str:

@@ -66,10 +66,11 @@ def tex_escape(text: str) -> str:
 
 
 def booktabs(header: list[str], body: list[list[str] | str], caption: str, label: str,
-             align: str | None = None) -> str:
-    """A ``table`` with a booktabs ``tabular``; a body entry that is a string is a group heading row."""
+             align: str | None = None, fit: bool = False) -> str:
+    """A ``table`` with a booktabs ``tabular``; a body entry that is a string is a group heading row.
+    ``fit`` (or 8 columns or more): scaled down to the text width rather than overflowing the margin."""
     ncol = len(header)
-    wide = ncol >= 8             # scaled down to the text width (graphicx's \resizebox) rather than overflowing
+    wide = fit or ncol >= 8      # scaled down to the text width (graphicx's \resizebox) rather than overflowing
     lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{caption}}}", rf"\label{{{label}}}",
              *([r"\resizebox{\linewidth}{!}{%"] if wide else []),
              rf"\begin{{tabular}}{{{align or 'l' + 'r' * (ncol - 1)}}}", r"\toprule",
@@ -217,7 +218,7 @@ def h1_table(t: AnalysisTables) -> str:
 
 def per_layer_table(t: AnalysisTables, variant: str = "default", score: str = "rewrite_score",
                     pair: tuple[str, str] = ("flip", "noise")) -> str:
-    """Per layer: r(score, effect) per estimator, |r_a| − |r_b| [bootstrap CI], Williams' t, p and
+    """Per layer: r(score, effect) per estimator, r_a − r_b [bootstrap CI], Williams' t (signed r), p and
     corrected p; degenerate layers (no variance in the score) are marked and not tested."""
     pl = _variant(t.per_layer, variant)
     pl = pl[(pl.score == score) & (pl.a == pair[0]) & (pl.b == pair[1])] if not pl.empty else pl
@@ -228,20 +229,20 @@ def per_layer_table(t: AnalysisTables, variant: str = "default", score: str = "r
             body.append([str(r.layer), str(r.n)] + ["--"] * len(ests) + [r"\emph{degenerate}", "--", "--", "--"])
             continue
         body.append([str(r.layer), str(r.n)] + [num(getattr(r, f"r_{e}")) for e in ests]
-                    + [est_ci(r.abs_r_diff, r.ci_low, r.ci_high), num(r.williams_t, 2), pval(r.p), pval(r.p_adj)])
+                    + [est_ci(r.r_diff, r.ci_low, r.ci_high), num(r.williams_t, 2), pval(r.p), pval(r.p_adj)])
     corr = pl.correction.iloc[0] if not pl.empty else "holm"
     corr_name = {"holm": "Holm", "fdr_bh": "Benjamini--Hochberg"}.get(corr, corr)
     n = int(pl.n.max()) if not pl.empty else 0
     n_deg = int(pl.degenerate.sum()) if not pl.empty else 0
     caption = (f"Per edit layer: Pearson correlation of the {SCORE_LABELS.get(score, score).lower()} with each "
-               f"localisation effect, and the difference in variance explained $|r_{{\\mathrm{{{pair[0]}}}}}| - "
-               f"|r_{{\\mathrm{{{pair[1]}}}}}|$ with a 95\\% paired bootstrap CI over facts. Williams' $t$ "
-               f"\\citep{{williams1959regression,steiger1980tests}} tests the two dependent absolute correlations "
-               f"(signs aligned; df = $n-3$); $p_{{\\mathrm{{adj}}}}$: {corr_name} correction across the "
+               f"localisation effect, and the directional difference $r_{{\\mathrm{{{pair[0]}}}}} - "
+               f"r_{{\\mathrm{{{pair[1]}}}}}$ with a 95\\% paired bootstrap CI over facts (a negative $r$ counts "
+               f"against an estimator). Williams' $t$ \\citep{{williams1959regression,steiger1980tests}} tests the "
+               f"two dependent signed correlations (two-sided; df = $n-3$); $p_{{\\mathrm{{adj}}}}$: {corr_name} correction across the "
                f"{len(pl) - n_deg} non-degenerate layers. Degenerate: the score does not vary across facts at that "
                f"layer ({n_deg} layers; not tested). $n$ = {n} facts per layer.")
     header = ["Layer", "$n$"] + [f"$r$ {SHORT[e]}" for e in ests] + \
-             [rf"$|r_{{\mathrm{{{pair[0]}}}}}| - |r_{{\mathrm{{{pair[1]}}}}}|$ [95\% CI]", "$t$", "$p$",
+             [rf"$r_{{\mathrm{{{pair[0]}}}}} - r_{{\mathrm{{{pair[1]}}}}}$ [95\% CI]", "$t$", "$p$",
               r"$p_{\mathrm{adj}}$"]
     return booktabs(header, body, caption, "tab:per-layer", align="rr" + "r" * len(ests) + "lrrr")
 
@@ -256,27 +257,31 @@ def within_case_table(t: AnalysisTables, variant: str = "default", score: str = 
     body: list = []
     n_layers = int(wc.n_layers.iloc[0]) if not wc.empty else 0
     for r in wc.itertuples():
+        null, p_perm = num(getattr(r, "null_mean", float("nan"))), pval(getattr(r, "p_perm", float("nan")))
         if r.b == "":
             a = am.loc[r.estimator] if r.estimator in am.index else None
-            body.append([LABELS.get(r.estimator, r.estimator), est_ci(r.mean_rho, r.ci_low, r.ci_high), "--",
+            body.append([LABELS.get(r.estimator, r.estimator), est_ci(r.mean_rho, r.ci_low, r.ci_high), null, p_perm,
                          str(r.n_cases),
                          est_ci(a.hit_rate, a.ci_low, a.ci_high) if a is not None else "--",
                          num(a.chance) if a is not None else "--",
                          pval(a.p) if a is not None else "--"])
         else:
             body.append([f"{SHORT.get(r.a, r.a)} $-$ {SHORT.get(r.b, r.b)}",
-                         est_ci(r.mean_rho, r.ci_low, r.ci_high), pval(r.p), str(r.n_cases), "", "", ""])
+                         est_ci(r.mean_rho, r.ci_low, r.ci_high), null, p_perm, str(r.n_cases), "", "", ""])
     caption = (f"Within-fact agreement between the layer profile of the localisation effect and that of the "
                f"{SCORE_LABELS.get(score, score).lower()} over {n_layers} edit layers. $\\bar\\rho$: mean over facts "
                f"of the Spearman correlation across layers after subtracting each layer's mean over facts, with a "
-               f"95\\% bootstrap CI; differences with a Wilcoxon signed-rank $p$. Argmax hit: share of facts whose "
+               f"95\\% bootstrap CI. Null: the mean of $\\bar\\rho$ when facts' effect and score profiles are "
+               f"paired at random (whole-fact permutation; for a difference, the paired swap test that exchanges a "
+               f"fact's two effect profiles); it is not 0, because layers where every score is equal and facts' "
+               f"offsets are shared; $p$: one-sided permutation $p$ against that null. Argmax hit: share of facts whose "
                f"effect peaks at the layer where editing works best, ties split (a fact whose effect peaks at $k$ "
                f"layers counts $1/k$ per matching layer), with a 95\\% bootstrap CI; chance: the hit rate expected "
                f"when facts' effect and score profiles are paired at random; $p$: one-sided permutation test "
                f"against it (not against $1/L$: both argmax distributions concentrate on few layers).")
-    header = ["", r"$\bar\rho$ [95\% CI]", r"$p$ ($\Delta$)", "$n$", r"Argmax hit [95\% CI]", r"Chance",
+    header = ["", r"$\bar\rho$ [95\% CI]", "Null", r"$p$ (perm.)", "$n$", r"Argmax hit [95\% CI]", r"Chance",
               r"$p$ (vs chance)"]
-    return booktabs(header, body, caption, "tab:within", align="llrrlrr")
+    return booktabs(header, body, caption, "tab:within", align="llrrrlrr")
 
 
 # ----------------------------------------------------------------------------- numbers.tex
@@ -368,7 +373,7 @@ def numbers_tex(t: AnalysisTables, score: str = "rewrite_score") -> str:
     m["WilliamsLayers"] = str(len(tested))
     m["WilliamsDegenerate"] = str(len(pl) - len(tested))
     m["WilliamsSig"] = str(int((tested.p_adj < 0.05).sum())) if not pl.empty else "n/a"
-    m["WilliamsSigFlipBetter"] = (str(int(((tested.p_adj < 0.05) & (tested.abs_r_diff > 0)).sum()))
+    m["WilliamsSigFlipBetter"] = (str(int(((tested.p_adj < 0.05) & (tested.r_diff > 0)).sum()))
                                   if not pl.empty else "n/a")
     wc = _variant(t.within_case, "default")
     am = _variant(t.argmax, "default")
@@ -377,6 +382,8 @@ def numbers_tex(t: AnalysisTables, score: str = "rewrite_score") -> str:
         w = wc[(wc.score == score) & (wc.estimator == est)] if not wc.empty else wc
         m[f"Within{cap}"] = mnum(w.mean_rho.iloc[0]) if len(w) else "n/a"
         m[f"Within{cap}CI"] = (ci(w.ci_low.iloc[0], w.ci_high.iloc[0]) or "n/a") if len(w) else "n/a"
+        m[f"WithinNull{cap}"] = mnum(w.null_mean.iloc[0]) if len(w) and "null_mean" in w else "n/a"
+        m[f"WithinP{cap}"] = pexpr(w.p_perm.iloc[0]) if len(w) and "p_perm" in w else "n/a"
         a = am[(am.score == score) & (am.estimator == est)] if not am.empty else am
         m[f"Argmax{cap}"] = mnum(a.hit_rate.iloc[0]) if len(a) else "n/a"
         m[f"ArgmaxP{cap}"] = pexpr(a.p.iloc[0]) if len(a) else "n/a"

@@ -85,6 +85,9 @@ def support_report(results_dir: Path, dest_dir: Path | None = None) -> list[Path
 
 
 def run(ctx: StageContext) -> None:
-    paths = build_report(ctx.out_dir)
+    from causaleval.reporting.withinfact import write_withinfact
+
+    # the within-fact tables and specification curve, when python -m experiments.withinfact has been run
+    paths = build_report(ctx.out_dir) + write_withinfact([ctx.out_dir], ctx.out_dir)
     print(f"wrote {len(paths)} table and figure files to {ctx.out_dir}/tables and {ctx.out_dir}/figures "
           "(the paper is built from the committed study: make paper)")
