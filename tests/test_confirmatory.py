@@ -8,6 +8,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -348,9 +349,6 @@ def test_committed_mdd_table_was_computed_from_the_committed_plan():
     assert primary.mdd.notna().all()
 
 
-@pytest.mark.skipif(not __import__("causaleval.analysis.confirmatory", fromlist=["x"]).covariate_measures(),
-                    reason="this version's causaleval.inference.h1.MEASURES has no covariate measure (they come "
-                           "with issue 28's within-fact measures)")
 def test_a_covariate_primary_measure_gets_the_facts_covariates(study):
     from causaleval.analysis.confirmatory import covariate_measures
 
@@ -364,6 +362,19 @@ def test_a_covariate_primary_measure_gets_the_facts_covariates(study):
     p = rec["primary"]
     assert rec["label"] == CONFIRMATORY and p["measure"] == plan["primary"]["measure"]
     assert p["ci_low"] <= p["diff"] <= p["ci_high"] and 0 < p["p_one_sided"] <= 1
+
+
+def test_the_planned_mdd_of_a_covariate_measure_uses_the_covariates():
+    """The MDD of a covariate measure is simulated with the covariates partialled out (not left empty)."""
+    from causaleval.analysis.confirmatory import planned_mdd
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(60, 6)) + rng.normal(size=(60, 1))
+    z = rng.normal(size=(60, 2))
+    mdd = planned_mdd(y, "twoway_rank_adj", 0.05, 0.8, 60, 0, z)
+    assert np.isfinite(mdd) and 0 < mdd < 1
+    with pytest.raises(ValueError, match="needs the fact-level covariates"):
+        planned_mdd(y, "twoway_rank_adj", 0.05, 0.8, 60, 0, None)
 
 
 @pytest.mark.parametrize("args, words", [

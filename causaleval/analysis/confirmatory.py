@@ -49,14 +49,9 @@ def primary_result_with_covariates(trace: pd.DataFrame, edits: pd.DataFrame, fac
 
 def planned_mdd(y: np.ndarray, measure: str, alpha: float, power: float, reps: int, seed: int,
                 z: np.ndarray | None = None) -> float:
-    """:func:`~causaleval.inference.h1.minimum_detectable_difference` of ``measure`` on the design of ``y``;
-    NaN for a covariate measure while that function takes no covariates ``z``."""
-    import inspect
-
-    if z is not None and "z" not in inspect.signature(minimum_detectable_difference).parameters:
-        return float("nan")
-    extra = {} if z is None else {"z": z}
-    return minimum_detectable_difference(y, alpha, power, reps, seed=seed, measure=measure, **extra).mdd
+    """:func:`~causaleval.inference.h1.minimum_detectable_difference` of ``measure`` on the design of ``y``
+    (``z``: the fact-level covariates of a covariate measure)."""
+    return minimum_detectable_difference(y, alpha, power, reps, seed=seed, measure=measure, z=z).mdd
 
 
 def primary_test(y: np.ndarray, xa: np.ndarray, xb: np.ndarray, plan: AnalysisPlan, layers: list,

@@ -161,19 +161,20 @@ class Power:
 
 def minimum_detectable_difference(y: np.ndarray, alpha: float = 0.05, power: float = 0.8, reps: int = 400,
                                   seed: int = 0, loadings: np.ndarray | None = None,
-                                  measure: str = "delta_r2") -> Power:
+                                  measure: str = "delta_r2", z: np.ndarray | None = None) -> Power:
     """The expected T_a − T_b at which the one-sided level-α test rejects with probability ``power``.
 
     The critical value is the (1 − α) quantile of the difference simulated with no signal (the null
     distribution the swap test approximates on this design); power(λ) = P(diff > critical) at loading
-    λ; the MDD interpolates the expected difference where power(λ) crosses ``power``."""
+    λ; the MDD interpolates the expected difference where power(λ) crosses ``power``.  ``z``: the
+    fact-level covariates of a covariate measure (:data:`COVARIATE_MEASURES`)."""
     rng = np.random.default_rng(seed)
     grid = np.geomspace(0.02, 4.0, 28) if loadings is None else np.asarray(loadings, float)
-    null = simulated_differences(y, 0.0, reps, rng, measure)
+    null = simulated_differences(y, 0.0, reps, rng, measure, z)
     crit = float(np.quantile(null, 1 - alpha))
     exp_diff, pw = np.empty(len(grid)), np.empty(len(grid))
     for i, lam in enumerate(grid):
-        d = simulated_differences(y, float(lam), reps, rng, measure)
+        d = simulated_differences(y, float(lam), reps, rng, measure, z)
         exp_diff[i], pw[i] = d.mean(), np.mean(d > crit)
     above = np.flatnonzero(pw >= power)
     if above.size == 0:
