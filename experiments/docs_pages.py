@@ -146,8 +146,9 @@ def _hase(v: dict) -> str:
     for e, d in v["delta_r2"][SCORE].items():
         rows.append([ESTIMATORS.get(e, e), num(d["r2_layer"]), num(d["r2_effect"]), num(d["r2_both"]),
                      ci(d["delta_r2"], d["ci_low"], d["ci_high"], 4), num(d.get("null_mean"), 4),
-                     num(d.get("excess"), 4), num(d.get("delta_r2_pos"), 4), pval(d["p_cluster"]), pval(d["p_f"])])
-    return md_table(["estimator", "R²(layer)", "R²(effect)", "R²(both)", "ΔR² [95% CI]", "E₀", "excess", "ΔR²₊",
+                     num(d.get("excess"), 4), num(d.get("delta_r2_pos"), 4), num(d.get("delta_r2_neg"), 4),
+                     pval(d["p_cluster"]), pval(d["p_f"])])
+    return md_table(["estimator", "R²(layer)", "R²(effect)", "R²(both)", "ΔR² [95% CI]", "E₀", "excess", "ΔR²₊", "ΔR²₋",
                      "permutation p", "F-test p"], rows)
 
 
@@ -196,8 +197,9 @@ def results_page(src: Sources) -> str:
            "## Headline\n\n", "```text\n" + headline(s, "default", SCORE) + "\n```\n",
            "\n## Directional measure (primary), rewrite score\n\n", _directional(v),
            "\n## Hase et al.'s table (descriptive), rewrite score\n\n",
-           "E₀: ΔR²'s no-signal expectation (the mean of its whole-fact permutation null); ΔR²₊: the part from "
-           "layers with a positive slope; the permutation p is the evidence, the F-test assumes independent "
+           "E₀: ΔR²'s no-signal expectation (the mean of its whole-fact permutation null); ΔR²₊ and ΔR²₋: the parts "
+           "from layers where a larger effect goes with a better and with a worse edit (ΔR² is sign-blind, so "
+           "ΔR²₋ counts as much as ΔR²₊); the permutation p is the evidence, the F-test assumes independent "
            "rows.\n\n", _hase(v),
            "\n## H1 and the other pairs, every score\n\n", _h1(v),
            "\n## Variants of the effect, rewrite score\n\n", _variants(s),
@@ -253,6 +255,10 @@ def calibration_page(src: Sources) -> str:
         cover = "" if pd.isna(r.ci_coverage_null) else f"{num(r.ci_coverage_null, 2)} / {num(r.ci_coverage_planted, 2)}"
         rows.append([r.test, r.design, int(r.n_clusters), size, num(r.power, 2), cover])
     out.append(md_table(["test", "null", "facts", "size", "power", "CI coverage null / planted"], rows, "llrrrr"))
+    outside = c[(c.null_rate < c.band_low) | (c.null_rate > c.band_high)]
+    out.append("\nOutside the band: " + ("; ".join(f"{r.test} under `{r.design}` with {int(r.n_clusters)} facts "
+                                                     f"({num(r.null_rate)})" for r in outside.itertuples())
+                                         if len(outside) else "none") + ".\n")
     return "".join(out)
 
 
@@ -280,6 +286,14 @@ def validation_page(src: Sources) -> str:
             for r in p.itertuples()]
     out += [f"\nPaired within facts (sign-flip test, {int(p.n_perm.iloc[0])} permutations):\n\n",
             md_table(["pair", "window", "measure", "difference [95% CI]", "p"], rows, "lrlrr")]
+    misses = pd.DataFrame(s.get("top_misses", []))
+    if not misses.empty:
+        top = misses.sort_values("edits", ascending=False).groupby(["estimator", "window"], sort=False).head(2)
+        rows = [[r.estimator, int(r.window), int(r.argmax_layer), int(r.edits)]
+                for r in top.sort_values(["window", "estimator", "edits"], ascending=[True, True, False]).itertuples()]
+        out += [f"\nWhere the misses peak (the two most common argmax layers of the edits whose argmax is not the "
+                f"planted layer; {s['n_success']} successful edits):\n\n",
+                md_table(["estimator", "window", "argmax layer", "edits"], rows, "lrrr")]
     return "".join(out)
 
 
@@ -313,6 +327,10 @@ def supports_page(src: Sources) -> str:
            "and the share of massive states (attention sinks).\n\n",
            md_table(["arm", "clean answer", "another answer (flip)", "off-task", "AUROC mean / max over layers",
                      "share beyond τ (mean)", "massive (max over layers)"], rows, "lrrrrrr"),
+           f"\nMassive states (max |h| above {num(s['massive_factor'], 0)} × the reference's median max |h| at that "
+           "layer) are left out of the covariance fit and counted apart: with them, one such state carries the "
+           f"Ledoit–Wolf fit (shrinkage up to {num(s['shrinkage_with_massive_max'], 2)}); without them the shrinkage "
+           f"is at most {num(s['shrinkage_max'], 2)}. An AUROC far from 0.5 in either direction is off-distribution.\n",
            "\n## ΔR²_noise and H1 by noise scale (rewrite score)\n\n"]
     sc = scale[scale.score == SCORE].sort_values("nu_factor")
     rows = [[num(r.nu_factor, 1), num(r.delta_r2, 4), num(r.r_w), ci(r.h1_diff, r.h1_ci_low, r.h1_ci_high),
