@@ -61,7 +61,8 @@ def num(x, digits: int = 3) -> str:
     """A number as the pages print it ("n/a" when missing; a minus sign, not a hyphen)."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "n/a"
-    return f"{x:.{digits}f}".replace("-", "−")
+    text = f"{x:.{digits}f}"
+    return (text.lstrip("-") if float(text) == 0 else text).replace("-", "−")
 
 
 def pval(p) -> str:
@@ -188,7 +189,7 @@ def results_page(src: Sources) -> str:
     out = ["# Results of the committed study\n", _note(src.study / "analysis", *src.replication),
            f"The study the paper reports (`{_rel(src.study)}`, preset `{cfg.get('preset', 'n/a')}`): "
            f"{_model_name(s)}, {v['n_edit_cases']} known facts edited at layers "
-           f"{', '.join(str(x) for x in v['layers'])}, {cfg.get('noise_draws', 'n/a')} noise draws and "
+           f"{', '.join(str(x) for x in v['layers'])}; {cfg.get('noise_draws', 'n/a')} noise draws and "
            f"{cfg.get('partner_draws', 'n/a')} partners per fact; {v['n_excluded']} facts fall below the TE floor "
            f"for some estimator, so every comparison uses the same {v['n_cases']} facts ({v['n_rows']} rows). "
            "How to read each quantity: [design.md](design.md#the-hypothesis-test), [outputs.md](outputs.md#analysis). "
