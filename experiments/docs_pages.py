@@ -61,8 +61,7 @@ def num(x, digits: int = 3) -> str:
     """A number as the pages print it ("n/a" when missing; a minus sign, not a hyphen)."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "n/a"
-    text = f"{x:.{digits}f}"
-    return (text.lstrip("-") if float(text) == 0 else text).replace("-", "−")
+    return f"{x:.{digits}f}".replace("-", "−")   # a negative value rounding to 0 keeps its sign
 
 
 def pval(p) -> str:

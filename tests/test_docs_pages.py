@@ -57,7 +57,7 @@ def test_pages_quote_the_summary(pages):
 
 def test_formatting_helpers():
     assert docs_pages.num(-0.0268, 3) == "−0.027" and docs_pages.num(float("nan")) == "n/a"
-    assert docs_pages.num(-0.0004, 2) == "0.00"
+    assert docs_pages.num(-0.0004, 2) == "−0.00"   # a CI bound below 0 stays visibly below 0
     assert docs_pages.pval(0.0001) == "< 0.001" and docs_pages.pval(0.5) == "0.500"
     table = docs_pages.md_table(["a", "b|c"], [["x|y", 1]])
     assert table.splitlines() == ["| a | b\\|c |", "|---|---:|", "| x\\|y | 1 |"]
