@@ -1,6 +1,6 @@
 """``python -m experiments.compare_results A B``: are two results folders the same run's results?
 
-Every parquet table must be equal exactly (timing columns dropped), every JSON file but ``run.json``
+Every parquet table must be equal exactly (timing columns such as ``seconds`` dropped), every JSON file but ``run.json``
 (provenance) equal with its timing keys dropped, and every ``.jsonl``, ``.tex`` and ``.csv`` file
 equal byte for byte.  For checking that a refactoring changes no result: run the same command at the
 two commits with the same seed, then compare.  Exit code 0 when everything is equal, 1 otherwise.
@@ -15,13 +15,15 @@ from pathlib import Path
 
 import pandas as pd
 
-TIMING = frozenset({"seconds", "edit_seconds", "setup_seconds", "edit_trace_seconds", "finished"})
+def is_timing(name: str) -> bool:
+    """A wall-time column or key: ``seconds``, ``*_seconds``, or the ``finished`` timestamp."""
+    return name == "finished" or name == "seconds" or name.endswith("_seconds")
 BYTES = (".jsonl", ".tex", ".csv")
 
 
 def _strip(obj):
     if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if k not in TIMING}
+        return {k: _strip(v) for k, v in obj.items() if not is_timing(k)}
     if isinstance(obj, list):
         return [_strip(v) for v in obj]
     return obj
@@ -32,8 +34,8 @@ def _same(a: Path, b: Path) -> str | None:
     if a.suffix == ".parquet":
         da, db = pd.read_parquet(a), pd.read_parquet(b)
         try:
-            pd.testing.assert_frame_equal(da.drop(columns=[c for c in da.columns if c in TIMING]),
-                                          db.drop(columns=[c for c in db.columns if c in TIMING]), check_exact=True)
+            pd.testing.assert_frame_equal(da.drop(columns=[c for c in da.columns if is_timing(c)]),
+                                          db.drop(columns=[c for c in db.columns if is_timing(c)]), check_exact=True)
         except AssertionError as err:
             return " ".join(str(err).split())[:300]
         return None
