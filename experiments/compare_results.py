@@ -1,8 +1,8 @@
 """``python -m experiments.compare_results A B``: are two results folders the same run's results?
 
-Every parquet table must be equal exactly (timing columns such as ``seconds`` dropped), every JSON file but ``run.json``
-(provenance) equal with its timing keys dropped, and every ``.jsonl``, ``.tex`` and ``.csv`` file
-equal byte for byte.  For checking that a refactoring changes no result: run the same command at the
+Every parquet table must be equal exactly (timing columns such as ``seconds`` dropped), every JSON file
+but ``run.json`` (provenance) equal with its timing keys and the results folder's own path
+(``config.out``) dropped, and every ``.jsonl``, ``.tex`` and ``.csv`` file equal byte for byte.  For checking that a refactoring changes no result: run the same command at the
 two commits with the same seed, then compare.  Exit code 0 when everything is equal, 1 otherwise.
 """
 
@@ -21,11 +21,12 @@ def is_timing(name: str) -> bool:
 BYTES = (".jsonl", ".tex", ".csv")
 
 
-def _strip(obj):
+def _strip(obj, parent: str = ""):
+    """``obj`` without timing keys and without the results folder's own path (``config.out``)."""
     if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if not is_timing(k)}
+        return {k: _strip(v, k) for k, v in obj.items() if not is_timing(k) and not (parent == "config" and k == "out")}
     if isinstance(obj, list):
-        return [_strip(v) for v in obj]
+        return [_strip(v, parent) for v in obj]
     return obj
 
 
