@@ -2,7 +2,8 @@
 
 Every parquet table must be equal exactly (timing columns such as ``seconds`` dropped), every JSON file
 but ``run.json`` (provenance) equal with its timing keys and the results folder's own path
-(``config.out``) dropped, and every ``.jsonl``, ``.tex`` and ``.csv`` file equal byte for byte.  For checking that a refactoring changes no result: run the same command at the
+(``config.out``) dropped, and every ``.jsonl``, ``.tex`` and ``.csv`` file equal byte for byte.  For
+checking that a refactoring changes no result: run the same command at the
 two commits with the same seed, then compare.  Exit code 0 when everything is equal, 1 otherwise.
 """
 

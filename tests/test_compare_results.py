@@ -10,7 +10,8 @@ from experiments.compare_results import compare, main
 def _folder(root, ie=0.5, seconds=1.0, extra=None):
     (root / "analysis").mkdir(parents=True)
     pd.DataFrame({"case_id": [1, 2], "ie": [ie, 0.25], "seconds": [seconds, 2.0]}).to_parquet(root / "trace.parquet")
-    summary = {"h1": {"diff": ie, "seconds": seconds, "setup_seconds": seconds}, "config": {"out": str(root), "seed": 0}}
+    summary = {"h1": {"diff": ie, "seconds": seconds, "setup_seconds": seconds},
+               "config": {"out": str(root), "seed": 0}}
     (root / "analysis" / "summary.json").write_text(json.dumps(summary))
     (root / "run.json").write_text(json.dumps({"git": str(seconds)}))
     (root / "facts.jsonl").write_text('{"case_id": 1}\n')
