@@ -29,8 +29,9 @@ go_offline()      # before transformers / datasets are imported: no network at r
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "trace": "causaleval.api", "edit": "causaleval.api", "run_study": "causaleval.api",
+    "trace": "causaleval.api", "edit": "causaleval.api", "edit_sweep": "causaleval.api", "run_study": "causaleval.api",
     "TraceResult": "causaleval.api", "EditOutcome": "causaleval.api", "StudyResult": "causaleval.api",
+    "EditSweep": "causaleval.api",
     "ArgumentError": "causaleval.api",
     "load_model": "causaleval.model.loading", "bundle_from": "causaleval.model.loading", "ModelBundle": "causaleval.model.loading",
     "wrapped": "causaleval.model.wrapping", "frozen": "causaleval.model.wrapping",

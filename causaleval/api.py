@@ -8,6 +8,8 @@
   al. 2023; Meng et al. 2022; docs/outputs.md#edits) and returns an :class:`EditOutcome` whose
   :meth:`~EditOutcome.applied` context manager writes the edit into the model and restores the original
   weights bitwise on exit.
+* :func:`edit_sweep` edits one fact at each of several layers and returns an :class:`EditSweep` (a frame of
+  the scores per layer and its ``plot()``); :meth:`TraceResult.plot` draws one fact's trace heatmap.
 * :func:`run_study` runs the study (``python -m experiments.main``) from Python.
 
 The caller's model and tokenizer are never changed: see :mod:`causaleval.model.wrapping`.
@@ -26,7 +28,7 @@ import pandas as pd
 from causaleval.data.counterfact import Fact, text_problem
 from causaleval.data.tokens import answer_ids, check_prompt_lengths, context_length, encode_prompt
 from causaleval.editing.rome import (AppliedEdit, EditResult, RomeHyperParams, SecondMoments, apply_edit, compute_edit,
-                                     default_contexts, hparams_for, prepare_edit)
+                                     default_contexts, hparams_for, prepare_edit, sweep_case)
 from causaleval.editing.scores import EditScores, edit_scores, prepare_probes, probs_after
 from causaleval.errors import DataError
 from causaleval.estimators import flip_scrubbing, noise_tracing, resample_scrubbing
@@ -113,6 +115,14 @@ class TraceResult:
     def te(self, metric: str = "p", direction: str = "denoise") -> float:
         """Total effect TE = m(clean) − E m(corrupted) (docs/estimands.md#effects)."""
         return float(self._rows(self.cases, metric, direction).te.iloc[0])
+
+    def plot(self, metric: str = "p", direction: str = "denoise", value: str = "ie", ax=None):
+        """The position × layer heatmap of :meth:`array` as in the causal-tracing notebooks of Meng et al.
+        (2022): subject tokens marked ``*``, estimator, metric and TE in the title, a colour scale diverging
+        at 0.  Draws on ``ax`` (default: a new figure) and returns the matplotlib Axes."""
+        from causaleval.reporting.one_fact import trace_heatmap
+
+        return trace_heatmap(self, metric, direction, value, ax)
 
 
 def _as_case(prompt: str, subject: str, answer: str) -> Fact:
@@ -333,6 +343,53 @@ def edit(model, tokenizer, request, layer: int | None = None, hparams: RomeHyper
             after = probs_after(bundle, probes, layer)
     scores = edit_scores(probes.probes.kind, probes.before, after)
     return EditOutcome(fact, layer, scores, result, bundle)
+
+
+@dataclass
+class EditSweep:
+    """One fact edited with ROME at each of ``layers``, each edit scored on the unedited model.
+
+    ``frame``: one row per layer with the edit scores of docs/outputs.md#edits (``rewrite_score``,
+    ``paraphrase_score``, ``neighborhood_score``, ES/PS/NS, magnitudes, probabilities before and after),
+    ``steps`` and ``final_loss`` of the v* optimisation and ``seconds``."""
+
+    request: Fact
+    layers: list[int]
+    frame: pd.DataFrame
+
+    def best_layer(self, score: str = "rewrite_score") -> int:
+        """The layer whose edit scores highest on ``score``."""
+        _choice("score", score, tuple(c for c in self.frame.columns if c.endswith("score") or c in ("es", "ps", "ns")))
+        return int(self.frame.loc[self.frame[score].idxmax(), "layer"])
+
+    def plot(self, scores: Sequence[str] = ("rewrite_score", "paraphrase_score", "neighborhood_score"), ax=None):
+        """Each score against the edit layer (one line per score); returns the matplotlib Axes."""
+        from causaleval.reporting.one_fact import sweep_plot
+
+        for name in scores:
+            _choice("score", name, tuple(self.frame.columns))
+        return sweep_plot(self, scores, ax)
+
+
+def edit_sweep(model, tokenizer, request, layers: Sequence[int] | None = None, hparams: RomeHyperParams | None = None,
+               stats: SecondMoments | None = None, contexts: list[str] | None = None, seed: int = 0) -> EditSweep:
+    """Edit ``request`` with ROME at each of ``layers`` (default: every layer) and score each edit: the edit
+    stage's code path (:func:`causaleval.editing.rome.sweep_case`) for one fact, the model left unchanged.
+
+    ``request``, ``hparams``, ``stats``, ``contexts`` and ``seed`` as in :func:`edit`."""
+    fact = as_request(request)
+    with wrapped(model, tokenizer) as bundle:
+        layer_list = list(range(bundle.n_layers)) if layers is None else [int(x) for x in layers]
+        if not layer_list:
+            raise ArgumentError("layers=[] is empty; give at least one layer to edit (or None for every layer)")
+        for layer in layer_list:
+            check_layer(layer, bundle.n_layers)
+        hp = hparams or hparams_for(bundle.family.name, bundle.n_layers)
+        stats = stats or SecondMoments(bundle, hp, seed=seed)
+        contexts = default_contexts(bundle, hp, seed) if contexts is None else list(contexts)
+        rows = sweep_case(bundle, fact, layer_list, hp, stats, contexts, seed=seed)
+    frame = pd.DataFrame(rows).drop(columns=["case_id", "relation_id"])
+    return EditSweep(fact, layer_list, frame)
 
 
 # ----------------------------------------------------------------------------------------------

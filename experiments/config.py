@@ -152,7 +152,7 @@ HELP: dict[str, str] = {
 }
 
 PRESETS: dict[str, dict] = {
-    # `make run` on a 2-core laptop CPU with SmolLM2 (README has the measured time): 48 known facts
+    # `make run` on a 2-core laptop CPU with SmolLM2: 48 known facts
     # stratified over relations × 9 edit layers (0, 4, …, 28, 29), all three estimators, ROME statistics
     # from 20k sampled tokens, the support stage at ν ∈ {1, 3, 8} σ_emb.  ROME takes 2 context texts
     # (the study 4, the original 20): v* is most of the run's time, and 2 rather than 4 keeps it ≤ 20 min.
@@ -160,7 +160,7 @@ PRESETS: dict[str, dict] = {
                     trace_components=["residual", "mlp"], rome_stat_tokens=20_000, rome_context_texts=2,
                     support_draws=3, support_noise_scales=[1.0, 3.0, 8.0], validate_facts=10),
     # The committed study: 200 known facts stratified over relations × 9 edit layers (0, 4, …, 28, 29),
-    # all three estimators; ≈ 2 h on 2 CPU cores (README has the measured time per stage).
+    # all three estimators; ≈ 2 h on 2 CPU cores (docs/timings.md has the measured time per stage).
     # 10 noise draws and 10 partners per case: at 3 each, the within-layer split-half reliability of the
     # effect was 0.82 (noise), 0.72 (flip), 0.25 (resample); Spearman–Brown puts 10 at ≥ 0.9 for noise and
     # flip.  The ΔR²_noise(ν) retraces of the support stage keep 3 draws (six scales at 10 would double the run).

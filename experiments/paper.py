@@ -5,7 +5,9 @@ Uses the committed study run ``paper/study`` (or ``--results DIR``, any finished
 validate stage's table and figure from ``paper/validate``, the committed validate run, or ``--validate DIR``; the
 side-by-side replication table from the other models' runs under ``paper/replication/<model>``; the
 confirmatory tables and macros of the planned runs under ``paper/confirm/<model>``; and, for every reported
-folder that carries a published per-draw table, its reliabilities rebuilt from those draws), and runs ``latexmk -pdf`` in ``paper/`` when latexmk is
+folder that carries a published per-draw table, its reliabilities rebuilt from those draws); with the
+committed inputs it also rewrites the documentation's measured figures (:mod:`experiments.docs_pages`: the
+docs/ results pages and the README's answer block); and runs ``latexmk -pdf`` in ``paper/`` when latexmk is
 installed (Debian: ``apt-get install --no-install-recommends latexmk texlive-latex-base
 texlive-latex-recommended texlive-fonts-recommended``); without it, says so and exits 0.
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 from causaleval.errors import CausalEvalError
 from causaleval.reporting.replication import write_replication
 from causaleval.reporting.withinfact import write_withinfact
+from experiments import docs_pages
 from experiments.publish import REPLICATION_DIR, STUDY_DIR, VALIDATE_DIR
 from experiments.stages.report import build_report, validate_report
 
@@ -95,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.confirm is None else args.confirm
         paths += confirm_reports(confirms, args.paper)
         paths += rebuilt_reliabilities([results, *others, *confirms], args.paper)
+        if results.resolve() == STUDY_DIR.resolve() and args.paper.resolve() == PAPER_DIR.resolve():
+            validate = args.validate or (results / "validate" if (results / "validate").is_dir() else VALIDATE_DIR)
+            pages = docs_pages.write_pages(docs_pages.Sources(results, validate, tuple(others)))
+            print(f"rewrote {len(pages)} documentation pages from the committed runs: "
+                  + ", ".join(str(p.relative_to(docs_pages.ROOT)) for p in pages))
     except CausalEvalError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -70,7 +70,7 @@ def test_planted_difference_on_the_real_table_is_detected(table):
 @pytest.mark.parametrize("test", ["H1 swap (r_w)", "H1 swap (ΔR²)"])
 def test_h1_interval_has_at_least_nominal_coverage(table, test):
     """Nominal coverage from 50 facts on; with 12 facts the percentile bootstrap of the r_w difference
-    under-covers (≈ 0.88 in the 300-study calibration), which the README and paper state."""
+    under-covers (≈ 0.88 in the 300-study calibration), which docs/calibration.md and the paper state."""
     lo, _ = mc_band(CAL.reps, 0.95, level=0.99)
     for design, n in _cells(table):
         floor = lo if n >= 50 else 0.82

@@ -3,7 +3,7 @@
 From a ``validate/`` folder (``accuracy.parquet``, ``paired.parquet``, ``argmax.parquet``,
 ``summary.json``; docs/outputs.md#validate): ``tables/validate.tex`` (hit@1, hit@3, |argmax − l| with
 bootstrap CIs over facts, mass at l and the IE the edit added at l, per estimator × MLP window × planted
-layer), ``tables/validate_numbers.tex`` (macros the paper's prose quotes; main.tex has fallbacks) and
+layer), ``tables/validate_numbers.tex`` (macros the paper's prose quotes; paper/fallbacks.tex has their fall-backs) and
 ``figures/validate.{pdf,png}`` (hit@1 per planted layer; where the argmax lands).
 """
 
