@@ -24,7 +24,7 @@ from experiments import config as config_mod
 from experiments.config import PRESETS, StudyConfig, resolve
 from experiments.context import StageContext, edit_layers_for
 
-STAGES = ("facts", "trace", "edit", "validate", "support", "analyze", "report")
+STAGES = ("facts", "trace", "edit", "validate", "control", "support", "analyze", "report")
 # Settings that do not change results; every other setting (also one added later) must match to reuse a folder.
 NOT_RESULT_KEYS = ("out", "preset", "device", "trust_remote_code", "backend", "ray_address", "workers",
                    "shard_size", "rome_batch_cases", "trace_batch_cases")
