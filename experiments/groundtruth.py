@@ -17,7 +17,12 @@ from pathlib import Path
 import pandas as pd
 
 from causaleval.errors import CausalEvalError
-from causaleval.groundtruth.accuracy import accuracy_rows, accuracy_summary, paired_accuracy, paired_calibration
+from causaleval.groundtruth.accuracy import (
+    accuracy_rows,
+    accuracy_summary,
+    paired_accuracy,
+    paired_calibration,
+)
 from causaleval.groundtruth.knockout import knockout_rows, knockout_table
 from causaleval.runs.store import atomic_write_json, atomic_write_parquet
 
@@ -71,12 +76,34 @@ def knockout(study: Path, out: Path, n_perm: int, n_boot: int, seed: int, window
                                 n_perm=n_perm, n_bootstrap=n_boot, seed=seed, seconds=round(time.time() - t0, 1)))
 
 
-def control(run: Path, out: Path) -> None:
+def control(run: Path, out: Path, partial: bool = False) -> None:
     folder = run / "control"
-    summary = json.loads(_need(folder / "summary.json", "run the control stage into --run first").read_text())
+    if partial:
+        summary = finish_partial(run)
+    else:
+        summary = json.loads(_need(folder / "summary.json", "run the control stage into --run first (or pass "
+                                                            "--partial for the finished facts of a stopped run)").read_text())
     for name in ("headline", "plantings", "edits", "trace"):
         atomic_write_parquet(out / f"control_{name}.parquet", pd.read_parquet(folder / f"{name}.parquet"))
     _note(out, "control", {k: v for k, v in summary.items() if k != "headline"})
+
+
+def finish_partial(run: Path) -> dict:
+    """The control stage's tables from the facts an interrupted run finished (``control_parts``); the
+    summary says how many (``n_facts_finished`` of ``n_facts``) and is marked ``partial``."""
+    from dataclasses import fields
+
+    from experiments.config import StudyConfig
+    from experiments.stages.control import finish
+
+    info = json.loads(_need(run / "run.json", "--run is not a results folder").read_text())
+    known = {f.name for f in fields(StudyConfig)}
+    cfg = StudyConfig(**{k: v for k, v in info["config"].items() if k in known})
+    ids = sorted(p.name.removesuffix("_edits.parquet") for p in (run / "control_parts").glob("*_edits.parquet"))
+    if not ids:
+        raise CausalEvalError(f"{run}/control_parts has no finished fact yet")
+    summary = finish(run, cfg, ids, dict(partial=True))
+    return summary
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -91,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--window", type=int, default=5)
+    p.add_argument("--partial", action="store_true", help="control: use the facts a stopped run finished")
     a = p.parse_args(argv)
     if a.what == "accuracy":
         accuracy(a.validate, a.out, a.perm, a.boot, a.seed)
@@ -99,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         if a.run is None:
             p.error("control: pass --run, the results folder of a control stage run")
-        control(a.run, a.out)
+        control(a.run, a.out, a.partial)
 
 
 if __name__ == "__main__":

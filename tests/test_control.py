@@ -12,10 +12,17 @@ import torch
 
 from causaleval.analysis.spec import AnalysisSpec
 from causaleval.data.counterfact import Fact, write_jsonl
-from causaleval.groundtruth.control import control_layers_for, reedit_fact, split_unit, third_answer, unit_id
+from causaleval.groundtruth.control import (
+    control_layers_for,
+    reedit_fact,
+    split_unit,
+    third_answer,
+    unit_id,
+)
 from causaleval.groundtruth.planting import PLANT_EDITORS, make_planter
 from causaleval.model.testing import tiny_model
-from experiments.config import ConfigError, resolve, validate as check
+from experiments.config import ConfigError, resolve
+from experiments.config import validate as check
 from experiments.context import StageContext
 from experiments.stages import control
 
@@ -88,7 +95,7 @@ def test_helpers():
     assert control_layers_for(None, [0, 4, 8, 12, 16, 20, 24, 28, 29], 30) == [8, 16]
     assert control_layers_for([5, 2, 5], [0, 4], 30) == [2, 5]
     f = _facts()[0]
-    first = lambda s: s[0]  # noqa: E731  (first "token": first letter)
+    first = lambda s: s[0]
     o3 = third_answer(f, _facts(), first, seed=0)
     assert o3 is not None and o3[0] not in {f.target_true[0], f.target_new[0]}
     assert o3 == third_answer(f, _facts(), first, seed=0)
@@ -105,3 +112,22 @@ def test_plant_editors_are_checked():
             check(dataclasses.replace(resolve("smoke"), plant_editors=bad))
     with pytest.raises(ValueError, match="not available"):
         make_planter("ft1", None, None, None, [])
+
+
+def test_partial_finish_rebuilds_the_tables_from_finished_parts(run_once, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from experiments.groundtruth import finish_partial
+
+    folder, _, bundle = run_once
+    run = tmp_path / "stopped"
+    shutil.copytree(folder / "control_parts", run / "control_parts")
+    (run / "run.json").write_text(json.dumps({"config": _ctx(tmp_path / "c", bundle).config.to_dict()}))
+    monkeypatch.setattr(control, "spec_from_config", lambda c: AnalysisSpec(
+        window=c.analysis_window, n_bootstrap=50, n_permutations=99, power_reps=20, te_floor=0.0))
+    summary = finish_partial(run)
+    assert summary["partial"] and summary["n_facts_finished"] == 3
+    for name in ("edits", "trace", "headline"):
+        pd.testing.assert_frame_equal(pd.read_parquet(run / "control" / f"{name}.parquet"),
+                                      pd.read_parquet(folder / "control" / f"{name}.parquet"))

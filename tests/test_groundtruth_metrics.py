@@ -7,9 +7,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from causaleval.groundtruth.accuracy import (accuracy_rows, accuracy_summary, chance, covers, paired_accuracy,
-                                             paired_calibration, profile_metrics, reciprocal_rank)
-from causaleval.groundtruth.knockout import knockout_rows, knockout_table, localiser_picks
+from causaleval.groundtruth.accuracy import (
+    accuracy_rows,
+    accuracy_summary,
+    chance,
+    covers,
+    paired_accuracy,
+    paired_calibration,
+    profile_metrics,
+    reciprocal_rank,
+)
+from causaleval.groundtruth.knockout import (
+    knockout_rows,
+    knockout_table,
+    localiser_picks,
+)
 
 
 def test_reciprocal_rank_and_coverage_on_known_profiles():

@@ -9,9 +9,10 @@ and one branch in :func:`make_planter`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from causaleval.data.counterfact import Fact
 

@@ -47,6 +47,11 @@ def accuracy_table(acc: pd.DataFrame) -> str:
                     "tab:gt-accuracy")
 
 
+def _cell(k: pd.DataFrame, kind: str, a: str, b: str) -> str:
+    r = k.loc[(kind, a, b)]
+    return est_ci(r["diff"], r["ci_low"], r["ci_high"], 3)
+
+
 def knockout_table(ko: pd.DataFrame) -> str:
     header = ["Localiser", "drop at pick", "random layer", "golden layer", "pick $-$ random", "pick $-$ golden",
               "pick = golden"]
@@ -55,10 +60,9 @@ def knockout_table(ko: pd.DataFrame) -> str:
         k = ko[ko.min_layer == min_layer].set_index(["kind", "a", "b"])
         body.append("all edit layers" if min_layer == 0 else f"layers $\\ge {min_layer}$ only")
         for e in [e for e in EST if ("mean", e, "pick") in k.index]:
-            cell = lambda kind, b: est_ci(k.loc[(kind, e, b), "diff"], k.loc[(kind, e, b), "ci_low"],  # noqa: E731
-                                          k.loc[(kind, e, b), "ci_high"], 3)
-            body.append([LABELS[e], cell("mean", "pick"), cell("mean", "random"), cell("mean", "golden"),
-                         cell("paired", "random"), cell("paired", "golden"),
+            body.append([LABELS[e], *(_cell(k, kind, e, b) for kind, b in (("mean", "pick"), ("mean", "random"),
+                                                                                ("mean", "golden"), ("paired", "random"),
+                                                                                ("paired", "golden"))),
                          num(k.loc[("share_golden", e, "golden"), "diff"], 2)])
     return booktabs(header, body, "Knockout on natural facts: drop in $p(o)$ when the MLP outputs of the 5-layer "
                     "window a localiser ranks first are replaced by their values on a flip partner's prompt, against "
@@ -161,7 +165,7 @@ def write_groundtruth_report(folder: Path, dest: Path) -> list[Path]:
     folder, dest = Path(folder), Path(dest)
     if not (folder / "accuracy.parquet").is_file() or not (folder / "knockout.parquet").is_file():
         return []
-    read = lambda n: pd.read_parquet(folder / f"{n}.parquet") if (folder / f"{n}.parquet").is_file() else None  # noqa: E731
+    read = lambda n: pd.read_parquet(folder / f"{n}.parquet") if (folder / f"{n}.parquet").is_file() else None
     acc, paired, calib, ko = read("accuracy"), read("accuracy_paired"), read("accuracy_calibration"), read("knockout")
     head = read("control_headline")
     summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}

@@ -28,7 +28,13 @@ from causaleval.data.counterfact import Fact
 from causaleval.data.tokens import answer_ids
 from causaleval.editing.rome import SecondMoments, default_contexts, sweep_cases
 from causaleval.estimators import noise_tracing
-from causaleval.groundtruth.control import control_layers_for, control_table, reedit_fact, third_answer, unit_id
+from causaleval.groundtruth.control import (
+    control_layers_for,
+    control_table,
+    reedit_fact,
+    third_answer,
+    unit_id,
+)
 from causaleval.groundtruth.planting import make_planter, planted_fact
 from causaleval.inference.h1 import PRIMARY
 from causaleval.patching.estimands import SiteGrid
@@ -68,7 +74,7 @@ def _setup(bundle, config, shared: dict) -> dict:
 def _work(state: dict, facts):
     """Per fact: plant, check, trace and re-edit at every edit layer, per editor and planted layer."""
     bundle, hp, c, tok = state["bundle"], state["hp"], state["config"], state["bundle"].tokenizer
-    first = lambda text: answer_ids(tok, text)[0]  # noqa: E731
+    first = lambda text: answer_ids(tok, text)[0]
     for fact in facts:
         plants, traces, edits = [], [], []
         o3 = third_answer(fact, state["pool"], first, seed=c.seed)
@@ -126,12 +132,21 @@ def run(ctx: StageContext) -> None:
     job = CaseJob(f"control ({len(facts)} facts × {len(layers)} planted layers × {len(edit_layers)} re-edits)",
                   _setup, _work, shared=shared, key=lambda f: f"{f.case_id}_edits")
     keys = run_case_job(ctx, job, facts, "control_parts", shard_size=1)
-    store = PartStore(ctx.out_dir / "control_parts")
-    ids = [k.removesuffix("_edits") for k in keys]
+    summary = finish(ctx.out_dir, cfg, [k.removesuffix("_edits") for k in keys],
+                     dict(n_facts=len(facts), planted_layers=layers, edit_layers=edit_layers, nu=nu))
+    summary["seconds"] = round(time.time() - t0, 1)
+    atomic_write_json(ctx.out_dir / "control" / "summary.json", summary)      # written last: the stage's marker
+
+
+def finish(out_dir, cfg, ids: list[str], design: dict) -> dict:
+    """Gather the parts of the facts ``ids`` (case ids) into ``control/`` and run the study's analysis
+    per planting editor; returns the summary (the caller writes it).  Also usable on the finished facts
+    of an interrupted run."""
+    store = PartStore(out_dir / "control_parts")
     plants = store.concat([f"{i}_plant" for i in ids])
     trace = store.concat([f"{i}_trace" for i in ids])
     edits = store.concat([f"{i}_edits" for i in ids])
-    out = ctx.out_dir / "control"
+    out = out_dir / "control"
     heads = []
     for editor in cfg.plant_editors:
         t = trace[trace.plant_editor == editor].drop(columns="plant_editor") if len(trace) else trace
@@ -143,11 +158,10 @@ def run(ctx: StageContext) -> None:
     headline = _concat(heads)
     for name, frame in (("plantings", plants), ("trace", trace), ("edits", edits), ("headline", headline)):
         atomic_write_parquet(out / f"{name}.parquet", frame)
-    summary = {"n_facts": len(facts), "planted_layers": layers, "edit_layers": edit_layers,
-               "plant_editors": list(cfg.plant_editors), "n_plantings": int(len(plants)),
-               "n_planted": int(plants.success.sum()) if len(plants) else 0, "nu": nu, "measure": PRIMARY,
-               "headline": json.loads(headline.to_json(orient="records")) if len(headline) else [],
-               "seconds": round(time.time() - t0, 1)}
-    atomic_write_json(out / "summary.json", summary)
     print(headline.to_string(index=False) if len(headline) else
           "control: no analysis (fewer than 3 planted units, or all below the TE floor)")
+    return {**design, "n_facts_finished": len(ids), "plant_editors": list(cfg.plant_editors),
+            "n_plantings": len(plants), "n_planted": int(plants.success.sum()) if len(plants) else 0,
+            "measure": PRIMARY, "headline": json.loads(headline.to_json(orient="records")) if len(headline) else [],
+            "noise_draws": cfg.noise_draws, "partner_draws": cfg.partner_draws,
+            "rome_context_texts": cfg.rome_context_texts}
