@@ -43,3 +43,20 @@ def test_control_reading_follows_the_intervals():
     mixed = control_reading(_head([-0.1, 0.2, 0.3], 0.05))
     assert "resample scrubbing, flip scrubbing is above zero" in mixed and "noise tracing is not" in mixed
     assert "exceeds noise" in mixed
+
+
+def test_the_papers_qualitative_claims_hold_on_the_committed_tables():
+    """The ground-truth section says: every localiser − rule difference in MRR and coverage has a CI above
+    zero; no paired localiser interval excludes zero; the knockout pick beats a random layer and the
+    golden layer, and coincides with the golden layer for a minority of facts."""
+    folder = ROOT / "paper" / "groundtruth"
+    if not (folder / "accuracy.parquet").is_file():
+        pytest.skip("paper/groundtruth is not published")
+    acc = pd.read_parquet(folder / "accuracy.parquet")
+    assert (acc[acc.metric.isin(["rr", "coverage"])].minus_rule_low > 0).all()
+    paired = pd.read_parquet(folder / "accuracy_paired.parquet")
+    assert ((paired.ci_low <= 0) & (paired.ci_high >= 0)).all()
+    ko = pd.read_parquet(folder / "knockout.parquet")
+    picks = ko[(ko.kind == "paired") & ko.b.isin(["random", "golden"])]
+    assert (picks.ci_low > 0).all()
+    assert (ko[ko.kind == "share_golden"]["diff"] < 0.5).all()
