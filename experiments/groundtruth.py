@@ -102,8 +102,14 @@ def finish_partial(run: Path) -> dict:
     ids = sorted(p.name.removesuffix("_edits.parquet") for p in (run / "control_parts").glob("*_edits.parquet"))
     if not ids:
         raise CausalEvalError(f"{run}/control_parts has no finished fact yet")
-    summary = finish(run, cfg, ids, dict(partial=True))
-    return summary
+    from causaleval.groundtruth.control import control_layers_for
+    from experiments.context import edit_layers_for
+
+    n_layers = int(info["model"]["n_layers"])
+    edit_layers = edit_layers_for(cfg, n_layers)
+    design = dict(partial=True, n_facts=cfg.control_facts, edit_layers=edit_layers,
+                  planted_layers=control_layers_for(cfg.control_layers, edit_layers, n_layers))
+    return finish(run, cfg, ids, design)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -123,11 +123,12 @@ def test_partial_finish_rebuilds_the_tables_from_finished_parts(run_once, tmp_pa
     folder, _, bundle = run_once
     run = tmp_path / "stopped"
     shutil.copytree(folder / "control_parts", run / "control_parts")
-    (run / "run.json").write_text(json.dumps({"config": _ctx(tmp_path / "c", bundle).config.to_dict()}))
+    (run / "run.json").write_text(json.dumps({"config": _ctx(tmp_path / "c", bundle).config.to_dict(),
+                                              "model": {"n_layers": bundle.n_layers}}))
     monkeypatch.setattr(control, "spec_from_config", lambda c: AnalysisSpec(
         window=c.analysis_window, n_bootstrap=50, n_permutations=99, power_reps=20, te_floor=0.0))
     summary = finish_partial(run)
-    assert summary["partial"] and summary["n_facts_finished"] == 3
+    assert summary["partial"] and summary["n_facts_finished"] == 3 and summary["planted_layers"] == [1, 2]
     for name in ("edits", "trace", "headline"):
         pd.testing.assert_frame_equal(pd.read_parquet(run / "control" / f"{name}.parquet"),
                                       pd.read_parquet(folder / "control" / f"{name}.parquet"))

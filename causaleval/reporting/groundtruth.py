@@ -130,17 +130,24 @@ def numbers(acc, paired, calib, ko, head, summary: dict) -> str:
         lines.append(_m("GtControlReading", " " + control_reading(head)))
     c = summary.get("control")
     if c:
-        lines += [_m("GtCtlNFacts", str(c["n_facts"])), _m("GtCtlLayers", ", ".join(map(str, c["planted_layers"]))),
+        done = c.get("n_facts_finished", c["n_facts"])
+        lines += [_m("GtCtlNFacts", str(done)), _m("GtCtlLayers", ", ".join(map(str, c["planted_layers"]))),
                   _m("GtCtlNPlantings", str(c["n_plantings"])), _m("GtCtlNPlanted", str(c["n_planted"])),
-                  _m("GtCtlMinutes", str(int(round(c.get("seconds", 0) / 60))))]
+                  _m("GtCtlNoiseDraws", str(c.get("noise_draws", "n/a"))),
+                  _m("GtCtlPartners", str(c.get("partner_draws", "n/a"))),
+                  _m("GtCtlContexts", str(c.get("rome_context_texts", "n/a"))),
+                  _m("GtCtlPartialNote", f" (the run was stopped at the deadline: {done} of the {c['n_facts']} "
+                                         "planned facts had finished)" if c.get("partial") else "")]
+        if c.get("seconds"):
+            lines.append(_m("GtCtlMinutes", str(int(round(c["seconds"] / 60)))))
     return "\n".join(dict.fromkeys(lines)) + "\n"
 
 
 def control_reading(head: pd.DataFrame) -> str:
     """One sentence reading the positive control from its CIs (no number typed by hand)."""
     est = head[head.kind == "estimator"]
-    above = [LABELS[e].lower() for e, lo in zip(est.estimator, est.ci_low) if lo > 0]
-    below = [LABELS[e].lower() for e, lo in zip(est.estimator, est.ci_low) if not lo > 0]
+    above = [LABELS[e].lower() for e, lo in zip(est.estimator, est.ci_low, strict=True) if lo > 0]
+    below = [LABELS[e].lower() for e, lo in zip(est.estimator, est.ci_low, strict=True) if not lo > 0]
     if not below:
         text = ("Every estimator's $r_w$ is above zero here (each 95\\% CI excludes 0): the pipeline detects the "
                 "relation where it is built in.")
