@@ -40,8 +40,10 @@ def test_control_reading_follows_the_intervals():
     assert control_reading(_head([0.1, 0.2, 0.3], -0.1)).startswith("Every estimator")
     assert "includes 0" in control_reading(_head([0.1, 0.2, 0.3], -0.1))
     assert control_reading(_head([-0.1, -0.2, -0.3], -0.1)).startswith("No estimator")
+    neg = control_reading(_head([-0.5, -0.1, -0.1], -0.1))      # noise's CI [-0.5, -0.3] excludes 0 below
+    assert "that of noise tracing is below zero" in neg and "resample" not in neg
     mixed = control_reading(_head([-0.1, 0.2, 0.3], 0.05))
-    assert "resample scrubbing, flip scrubbing is above zero" in mixed and "noise tracing is not" in mixed
+    assert "resample scrubbing, flip scrubbing is above zero" in mixed and "noise tracing is not distinguishable" in mixed
     assert "exceeds noise" in mixed
 
 
