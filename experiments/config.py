@@ -81,6 +81,10 @@ class StudyConfig:
     validate_windows: list[int] = field(default_factory=lambda: [1, 5])   # MLP windows traced at every layer
     validate_positions: str = "from_subject"  # positions traced: from_subject, or subject_last (what accuracy reads)
     validate_permutations: int = 9999       # sign flips of the paired tests
+    # control: a positive control for the H1 pipeline on planted facts (docs/groundtruth.md#positive-control)
+    control_facts: int | None = 20          # study facts (stratified over relations) planted and re-edited
+    control_layers: list[int] | None = None   # planted layers; None = the edit layers nearest 0.3·L and 0.6·L
+    plant_editors: list[str] = field(default_factory=lambda: ["rome"])   # editors that plant o_new
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -149,6 +153,10 @@ HELP: dict[str, str] = {
     "validate_positions": "validate stage: positions traced: from_subject (every position from the first subject "
                           "token) or subject_last (the only one the accuracy reads; cheaper)",
     "validate_permutations": "validate stage: random sign flips of the paired tests (flip/resample − noise)",
+    "control_facts": "control stage: study facts (stratified over relations) planted at control_layers and "
+                     "re-edited at every edit layer; null = all",
+    "control_layers": "control stage: planted layers; null = the edit layers nearest 0.3·L and 0.6·L",
+    "plant_editors": "control stage: editors that plant o_new (available: rome)",
 }
 
 PRESETS: dict[str, dict] = {
@@ -175,7 +183,7 @@ PRESETS: dict[str, dict] = {
                   trace_components=["residual", "mlp"], heatmap_cases=1, trace_layers=[0, 10, 20, 29],
                   support_draws=3, support_noise_scales=[1.0, 3.0], validate_facts=2, validate_layer_count=2,
                   validate_windows=[1, 3],
-                  validate_permutations=999),
+                  validate_permutations=999, control_facts=3),
 }
 
 
@@ -474,6 +482,8 @@ RULES: dict[str, Rule] = {
     "validate_layer_count": Rule(low=1, high=MAX_LAYERS),
     "validate_windows": Rule(low=1, high=MAX_LAYERS, nonempty=True, distinct=True),
     "validate_permutations": Rule(low=1, high=1_000_000),
+    "control_facts": Rule(low=3, high=MAX_CASES, why="the within-fact analysis needs 3 facts"),
+    "control_layers": Rule(low=0, high=MAX_LAYERS - 1, nonempty=True, distinct=True),
 }
 FINITE = Rule()        # the default rule of a float setting without its own
 
@@ -523,6 +533,11 @@ def validate(cfg: StudyConfig) -> None:
         if wrong:
             raise _bad("relations", cfg.relations, f"{', '.join(wrong)} is not a built-in relation; available: "
                        + ", ".join(f"{r.relation_id} ({r.name})" for r in RELATIONS.values()))
+    from causaleval.groundtruth.planting import PLANT_EDITORS
+
+    if not cfg.plant_editors or len(set(cfg.plant_editors)) != len(cfg.plant_editors) or any(
+            e not in PLANT_EDITORS for e in cfg.plant_editors):
+        raise _bad("plant_editors", cfg.plant_editors, f"give distinct editors from {', '.join(PLANT_EDITORS)}")
     check_links(cfg)
     if cfg.rome_stat_source != "model" and not Path(cfg.rome_stat_source).exists():
         raise _bad("rome_stat_source", cfg.rome_stat_source, "is neither 'model' nor an existing local dataset path")
@@ -633,7 +648,7 @@ def check_plan(cfg: StudyConfig) -> None:
 
 def validate_layers(cfg: StudyConfig, n_layers: int) -> None:
     """Layer settings against the model's depth (read from its config, before the weights load)."""
-    for key in ("edit_layers", "trace_layers", "validate_layers"):
+    for key in ("edit_layers", "trace_layers", "validate_layers", "control_layers"):
         value = getattr(cfg, key)
         if value is not None and max(value) >= n_layers:
             raise _bad(key, value, f"the model has layers 0–{n_layers - 1}")

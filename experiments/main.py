@@ -25,7 +25,8 @@ from experiments import config as config_mod
 from experiments.config import PRESETS, StudyConfig, resolve
 from experiments.context import StageContext, edit_layers_for
 
-STAGES = ("facts", "trace", "edit", "validate", "support", "analyze", "report")
+STAGES = ("facts", "trace", "edit", "validate", "control", "support", "analyze", "report")
+ON_REQUEST = ("control",)   # run only with --stage NAME, not by --stage all (docs/groundtruth.md#positive-control)
 # Settings that do not change results; every other setting (also one added later) must match to reuse a folder.
 NOT_RESULT_KEYS = ("out", "preset", "device", "trust_remote_code", "backend", "ray_address", "workers",
                    "shard_size", "rome_batch_cases", "trace_batch_cases", "plan")
@@ -302,7 +303,7 @@ def run(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2, ensure_ascii=False))
         return 0
-    wanted = list(STAGES) if args.stage == "all" else [args.stage]
+    wanted = [s for s in STAGES if s not in ON_REQUEST] if args.stage == "all" else [args.stage]
     unknown = [s for s in wanted if s not in STAGES]
     if unknown:
         raise ConfigError(f"--stage: unknown stage {unknown[0]!r}; stages are {', '.join(STAGES)} or all")

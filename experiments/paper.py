@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from causaleval.errors import CausalEvalError
+from causaleval.reporting.groundtruth import write_groundtruth_report
 from causaleval.reporting.replication import write_replication
 from causaleval.reporting.withinfact import write_withinfact
 from experiments import docs_pages
@@ -28,6 +29,7 @@ from experiments.publish import REPLICATION_DIR, STUDY_DIR, VALIDATE_DIR
 from experiments.stages.report import build_report, validate_report
 
 PAPER_DIR = Path(__file__).resolve().parents[1] / "paper"
+GROUNDTRUTH_DIR = PAPER_DIR / "groundtruth"   # python -m experiments.groundtruth (docs/groundtruth.md)
 CONFIRM_DIR = PAPER_DIR / "confirm"      # confirmatory runs: python -m experiments.publish --draws --dest paper/confirm/<model>
 
 
@@ -90,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = build_report(results, args.paper)
         if args.validate is not None or not (results / "validate" / "summary.json").is_file():
             paths += validate_report(args.validate or VALIDATE_DIR, args.paper)   # else build_report did it
+        paths += write_groundtruth_report(GROUNDTRUTH_DIR, args.paper)
         others = args.replication if args.replication is not None else sorted(
             d for d in REPLICATION_DIR.glob("*") if (d / "analysis" / "summary.json").is_file())
         paths += write_replication([results, *others], args.paper)
