@@ -7,7 +7,9 @@ plus the flip-only noising / logit-difference rows where they exist) and ``analy
 no-signal expectations; H1 on both with intervals, one-sided bounds and p, minimum detectable
 difference and verdict; with ``trace_draws.parquet``, each effect's split-half reliability
 (``analysis/reliability.parquet``) and the disattenuated numbers; the TE floor and the excluded cases),
-then prints the headline answer.
+then prints the headline answer.  When ``edits.parquet`` holds several editors, that is ROME's analysis;
+each other editor gets the default analysis in ``editors/<editor>/analysis/`` and
+``analysis/editors.parquet`` compares them (causaleval.analysis.editors).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 from causaleval.analysis import AnalysisError, AnalysisSpec, analyze_all, headline, write_results
+from causaleval.analysis.editors import analyze_editors, editor_names, primary_edits
+from causaleval.runs.store import atomic_write_parquet
 from experiments.context import StageContext
 
 NAME = "analyze"
@@ -42,9 +46,14 @@ def analyze_folder(out_dir: Path, spec: AnalysisSpec) -> dict:
     run_info = json.loads((out_dir / "run.json").read_text()) if (out_dir / "run.json").is_file() else {}
     draws_path = out_dir / "trace_draws.parquet"
     draws = pd.read_parquet(draws_path) if draws_path.is_file() else None   # per-draw IE/TE: reliability
-    results = analyze_all(inputs["trace"], inputs["edits"], spec, draws)
+    edits = inputs["edits"]
+    results = analyze_all(inputs["trace"], primary_edits(edits), spec, draws)
     path = write_results(results, out_dir, run_info)
-    return json.loads(path.read_text())
+    summary = json.loads(path.read_text())
+    if len(editor_names(edits)) > 1:     # the other editors' tests and the comparison (docs/editors.md)
+        table = analyze_editors(inputs["trace"], edits, spec, out_dir, summary, draws, run_info)
+        atomic_write_parquet(out_dir / "analysis" / "editors.parquet", table)
+    return summary
 
 
 def run(ctx: StageContext) -> None:
