@@ -306,6 +306,42 @@ def parse_set(items: list[str]) -> dict:
         out[key] = coerce(key, value)
     if "rome_hparams" in out:
         out["rome_hparams"] = _rome_overrides(out["rome_hparams"])
+    if "editor_hparams" in out:
+        out["editor_hparams"] = editor_overrides(out["editor_hparams"])
+    return out
+
+
+def editor_overrides(values) -> dict:
+    """``{editor: {name: value}}`` with each value as its hyperparameter's type ("2e-5" → 2e-05); unknown
+    editors or names are a ConfigError."""
+    import dataclasses
+
+    from causaleval.editing.ft import FT_PRESETS, FTHyperParams
+    from causaleval.editing.memit import MemitHyperParams
+
+    if not isinstance(values, dict):
+        raise ConfigError(f"editor_hparams {values!r}: expected {{editor: {{hyperparameter: value}}}}")
+    out: dict = {}
+    for editor, items in values.items():
+        cls = FTHyperParams if editor in FT_PRESETS else MemitHyperParams if editor == "memit" else None
+        if cls is None:
+            raise ConfigError(f"editor_hparams.{editor}: only ft1, ft5 and memit take overrides here "
+                              "(ROME's: rome_hparams)")
+        if not isinstance(items, dict):
+            raise ConfigError(f"editor_hparams.{editor} {items!r}: expected a mapping of hyperparameter: value")
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        out[editor] = {}
+        for name, value in items.items():
+            if name not in defaults:
+                raise ConfigError(f"editor_hparams.{editor}.{name}: unknown hyperparameter; known: "
+                                  f"{', '.join(defaults)}")
+            value = _number(value) if isinstance(value, str) else value
+            kind = type(defaults[name])
+            ok = not isinstance(value, bool) and isinstance(value, (int, float)) and \
+                (kind is float or float(value).is_integer())
+            if not ok:
+                raise ConfigError(f"editor_hparams.{editor}.{name}: {value!r} is not a valid {kind.__name__}")
+            out[editor][name] = kind(value)
     return out
 
 
@@ -343,6 +379,8 @@ def load_config_file(path: str | Path) -> dict:
         raise ConfigError(f"--config {path}: {err}") from err
     if "rome_hparams" in out:
         out["rome_hparams"] = _rome_overrides(out["rome_hparams"])
+    if "editor_hparams" in out:
+        out["editor_hparams"] = editor_overrides(out["editor_hparams"])
     return out
 
 
@@ -498,12 +536,7 @@ def check_editors(editors: list[str], overrides: dict) -> None:
     from causaleval.editing.memit import MemitHyperParams
 
     parse_editors(editors)
-    for name, values in (overrides or {}).items():
-        if name not in FT_PRESETS and name != "memit":
-            raise ConfigError(f"editor_hparams.{name}: only ft1, ft5 and memit take overrides here "
-                              "(ROME's: rome_hparams)")
-        if not isinstance(values, dict):
-            raise ConfigError(f"editor_hparams.{name} {values!r}: expected a mapping of hyperparameter: value")
+    for name, values in editor_overrides(overrides or {}).items():
         try:
             (FT_PRESETS[name].updated(**values) if name in FT_PRESETS else MemitHyperParams(**values))
         except CausalEvalError as err:

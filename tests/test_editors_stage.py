@@ -72,7 +72,10 @@ def test_edit_stage_with_editors_resumes_per_editor(tmp_path, monkeypatch):
 
 def test_editors_settings_are_checked_before_the_model_loads():
     assert parse_set(["editors=rome,ft1"])["editors"] == ["rome", "ft1"]
-    over = parse_set(["editor_hparams.ft5.norm_constraint=2e-5"])["editor_hparams"]
+    over = parse_set(["editor_hparams.ft5.norm_constraint=2e-5", "editor_hparams.memit.window=3"])["editor_hparams"]
+    assert over == {"ft5": {"norm_constraint": 2e-5}, "memit": {"window": 3}}
+    with pytest.raises(ConfigError, match="window"):
+        parse_set(["editor_hparams.memit.window=2.5"])
     validate(resolve("smoke", editors=["ft5"], editor_hparams=over))
     for editors, hparams, match in ((["rome", "ft9"], {}, "ft9"), (["ft1"], {"ft1": {"lr": -1.0}}, "lr"),
                                     (["memit"], {"memit": {"nonsense": 1}}, "unknown"),

@@ -64,7 +64,9 @@ def make_editor(name: str, bundle, config, hp: RomeHyperParams, stats, contexts)
     from causaleval.editing.ft import FT_PRESETS, FTEditor
     from causaleval.editing.memit import MemitEditor, memit_hparams_for
 
-    extra = dict((getattr(config, "editor_hparams", {}) or {}).get(name, {}))
+    from experiments.config import editor_overrides
+
+    extra = editor_overrides(getattr(config, "editor_hparams", {}) or {}).get(name, {})
     if name == "rome":
         return RomeEditor(hp, stats, contexts)
     if name in FT_PRESETS:
