@@ -60,6 +60,8 @@ class StudyConfig:
     rome_max_neighbours: int | None = 10    # neighbourhood prompts scored per case (CounterFact: 10; None = all; seeded sample)
     rome_key_mode: str = "mixed"            # "mixed" (original), "averaged" or "bare" (docs/design.md#rome)
     rome_hparams: dict = field(default_factory=dict)  # further RomeHyperParams overrides (v_lr, kl_factor, ...)
+    editors: list[str] = field(default_factory=lambda: ["rome"])   # rome, ft1, ft5, memit (docs/editors.md)
+    editor_hparams: dict = field(default_factory=dict)  # per editor: {ft1: {lr: 1e-3}, memit: {mom2_update_weight: 2e4}}
     # analysis (docs/design.md#the-hypothesis-test)
     analysis_window: int = 5
     n_bootstrap: int = 1000
@@ -138,6 +140,9 @@ HELP: dict[str, str] = {
     "rome_hparams": "further ROME hyperparameters, e.g. {v_lr: 0.5, kl_factor: 0.0625} (see --rome-hparams)",
     "analysis_window": "MLP window (layers) of the localisation effect used in the regressions",
     "n_bootstrap": "bootstrap resamples per confidence interval",
+    "editors": "editors run by the edit stage: rome, ft1, ft5, memit (docs/editors.md)",
+    "editor_hparams": "per-editor hyperparameter overrides, e.g. {ft5: {norm_constraint: 2e-5}} "
+                      "(--set editor_hparams.ft5.norm_constraint=2e-5)",
     "rome_batch_cases": "cases whose ROME v* is optimised and scored together at each layer (speed only; 1 = one at a time)",
     "trace_batch_cases": "cases traced together in shared block calls (speed only; 1 = one at a time)",
     "support_noise_scales": "noise scales ν/σ_emb of the support stage's noise arms",
@@ -322,10 +327,50 @@ def parse_set(items: list[str]) -> dict:
         if key.startswith("rome_hparams."):
             out.setdefault("rome_hparams", {})[key.split(".", 1)[1]] = _parse_text(value, object)
             continue
+        if key.startswith("editor_hparams.") and key.count(".") == 2:
+            _, editor, name = key.split(".")
+            out.setdefault("editor_hparams", {}).setdefault(editor, {})[name] = _parse_text(value, object)
+            continue
         out[key] = coerce(key, value)
     if "rome_hparams" in out:
         out["rome_hparams"] = _rome_overrides(out["rome_hparams"])
+    if "editor_hparams" in out:
+        out["editor_hparams"] = editor_overrides(out["editor_hparams"])
     _check_preset(out, "--set preset")
+    return out
+
+
+def editor_overrides(values) -> dict:
+    """``{editor: {name: value}}`` with each value as its hyperparameter's type ("2e-5" → 2e-05); unknown
+    editors or names are a ConfigError."""
+    import dataclasses
+
+    from causaleval.editing.ft import FT_PRESETS, FTHyperParams
+    from causaleval.editing.memit import MemitHyperParams
+
+    if not isinstance(values, dict):
+        raise ConfigError(f"editor_hparams {values!r}: expected {{editor: {{hyperparameter: value}}}}")
+    out: dict = {}
+    for editor, items in values.items():
+        cls = FTHyperParams if editor in FT_PRESETS else MemitHyperParams if editor == "memit" else None
+        if cls is None:
+            raise ConfigError(f"editor_hparams.{editor}: only ft1, ft5 and memit take overrides here "
+                              "(ROME's: rome_hparams)")
+        if not isinstance(items, dict):
+            raise ConfigError(f"editor_hparams.{editor} {items!r}: expected a mapping of hyperparameter: value")
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        out[editor] = {}
+        for name, value in items.items():
+            if name not in defaults:
+                raise ConfigError(f"editor_hparams.{editor}.{name}: unknown hyperparameter; known: "
+                                  f"{', '.join(defaults)}")
+            value = _number(value) if isinstance(value, str) else value
+            kind = type(defaults[name])
+            ok = not isinstance(value, bool) and isinstance(value, (int, float)) and \
+                (kind is float or float(value).is_integer())
+            if not ok:
+                raise ConfigError(f"editor_hparams.{editor}.{name}: {value!r} is not a valid {kind.__name__}")
+            out[editor][name] = kind(value)
     return out
 
 
@@ -403,6 +448,8 @@ def load_config_file(path: str | Path) -> dict:
         raise ConfigError(f"--config {path}: {err}") from err
     if "rome_hparams" in out:
         out["rome_hparams"] = _rome_overrides(out["rome_hparams"])
+    if "editor_hparams" in out:
+        out["editor_hparams"] = editor_overrides(out["editor_hparams"])
     _check_preset(out, f"--config {path}: preset")
     return out
 
@@ -559,10 +606,27 @@ def validate(cfg: StudyConfig) -> None:
         raise ConfigError(str(err)) from err
     except Exception as err:  # noqa: BLE001 - TypeError or ValueError from a bad value
         raise ConfigError(f"rome_hparams {cfg.rome_hparams}: {err}") from err
+    check_editors(cfg.editors, cfg.editor_hparams)
     check_device(cfg.device)
     if cfg.dtype == "float16" and cfg.device.split(":")[0] == "cpu":
         raise _bad("dtype", cfg.dtype, "half precision is not supported on the CPU; use float32 or bfloat16, "
                                        "or a CUDA device")
+
+
+def check_editors(editors: list[str], overrides: dict) -> None:
+    """The editors' names and each one's hyperparameters (with ``editor_hparams``) are valid."""
+    from causaleval.editing.editor import parse_editors
+    from causaleval.editing.ft import FT_PRESETS
+    from causaleval.editing.memit import MemitHyperParams
+
+    parse_editors(editors)
+    for name, values in editor_overrides(overrides or {}).items():
+        try:
+            (FT_PRESETS[name].updated(**values) if name in FT_PRESETS else MemitHyperParams(**values))
+        except CausalEvalError as err:
+            raise ConfigError(f"editor_hparams.{name}: {err}") from err
+        except TypeError as err:
+            raise ConfigError(f"editor_hparams.{name} {values!r}: unknown hyperparameter ({err})") from err
 
 
 # settings that are paths (or names): checked for lengths the file system allows before any is opened

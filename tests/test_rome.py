@@ -124,7 +124,7 @@ def test_restore_is_bitwise_after_many_edits():
     prep = prepare_edit(b, FACT, ctx, hp)
     for layer in (0, 1, 2, 3, 1, 1, 0):
         res = compute_edit(b, prep, layer, hp, stats)
-        handle = apply_edit(b, res)
+        handle = apply_edit(b, res).apply()
         assert not torch.equal(get_module(b.model, b.family.module_path("down_proj", layer)).weight,
                                saved[b.family.module_path("down_proj", layer) + ".weight"])
         handle.restore()

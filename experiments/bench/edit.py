@@ -3,6 +3,7 @@
     python -m experiments.bench edit [--per-relation 4] [--batch 16] [--layers 0,12,24] [--repeats 2]
                                      [--threads T] [--contexts 4] [--stat-tokens N] [--facts facts.jsonl]
     python -m experiments.bench edit --reference [--cases 4] [--layer L] ...   # ours vs the original's way
+    python -m experiments.bench edit --editor rome,ft1,ft5,memit ...           # each editor (bench/editors.py)
 
 Batched (default): ``--per-relation`` known facts drawn from every relation, put in case order as the
 edit stage takes the study's facts (``--order stage``: grouped by relation, since case ids run relation by
@@ -200,11 +201,17 @@ def main(argv=None) -> None:
     ap.add_argument("--reference", action="store_true", help="ours vs the original's way, one layer")
     ap.add_argument("--cases", type=int, default=4, help="--reference: cases")
     ap.add_argument("--layer", type=int, default=None, help="--reference: layer")
+    ap.add_argument("--editor", default=None, help="editors to time (rome,ft1,ft5,memit): seconds per edit and × "
+                    "bound of each one's batched sweep (experiments.bench.editors)")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.reference:
         return reference_main(a)
+    if a.editor:
+        from experiments.bench.editors import run_bench
+
+        return run_bench(a)
     from experiments.stages.edit import context_lengths
 
     bundle = load_model(a.model)

@@ -7,7 +7,9 @@ plus the flip-only noising / logit-difference rows where they exist) and ``analy
 no-signal expectations; H1 on both with intervals, one-sided bounds and p, minimum detectable
 difference and verdict; with ``trace_draws.parquet``, each effect's split-half reliability
 (``analysis/reliability.parquet``) and the disattenuated numbers; the TE floor and the excluded cases),
-then prints the headline answer.
+then prints the headline answer.  When ``edits.parquet`` holds several editors, that is ROME's analysis;
+each other editor gets the default analysis in ``editors/<editor>/analysis/`` and
+``analysis/editors.parquet`` compares them (causaleval.analysis.editors).
 
 With an analysis plan (``--plan paper/plan.yaml``, setting ``plan``; docs/confirmatory.md) the analysis
 uses the plan's specification, computes the plan's primary test and writes ``analysis/confirmatory.json``
@@ -20,9 +22,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 from causaleval.analysis import AnalysisError, AnalysisSpec, analyze_all, headline, write_results
-from causaleval.runs.store import read_parquet_checked
+from causaleval.analysis.editors import analyze_editors, editor_names, primary_edits
+from causaleval.runs.store import atomic_write_parquet, read_parquet_checked
 from experiments.context import StageContext
 
 NAME = "analyze"
@@ -57,11 +59,12 @@ def analyze_folder(out_dir: Path, spec: AnalysisSpec, plan=None, model: str | No
         inputs[name] = read_parquet_checked(path)
     draws_path = out_dir / "trace_draws.parquet"
     draws = read_parquet_checked(draws_path) if draws_path.is_file() else None   # per-draw IE/TE: reliability
-    results = analyze_all(inputs["trace"], inputs["edits"], spec, draws)
+    edits = inputs["edits"]
+    results = analyze_all(inputs["trace"], primary_edits(edits), spec, draws)
     if status is None:
         (out_dir / PLAN_RECORD).unlink(missing_ok=True)     # a record of an earlier planned analysis
         path = write_results(results, out_dir, run_info)
-        return json.loads(path.read_text())
+        return _with_editors(json.loads(path.read_text()), inputs["trace"], edits, spec, out_dir, draws, run_info)
     from causaleval.analysis.confirmatory import covariate_measures, primary_result, primary_result_with_covariates
     from causaleval.analysis.study import _finite
     from causaleval.runs.store import atomic_write_json
@@ -70,7 +73,7 @@ def analyze_folder(out_dir: Path, spec: AnalysisSpec, plan=None, model: str | No
         if not (out_dir / "facts_filter.parquet").is_file():
             raise AnalysisError(f"{out_dir / 'facts_filter.parquet'} is missing: the plan's measure "
                                 f"{plan.primary.measure} needs each fact's p(o_true); rerun the facts stage")
-        primary = primary_result_with_covariates(inputs["trace"], inputs["edits"],
+        primary = primary_result_with_covariates(inputs["trace"], primary_edits(edits),
                                                  read_parquet_checked(out_dir / "facts_filter.parquet"), plan)
     else:
         primary = primary_result(results[0].joined, plan)
@@ -82,6 +85,14 @@ def analyze_folder(out_dir: Path, spec: AnalysisSpec, plan=None, model: str | No
     summary = json.loads(path.read_text())
     summary["plan"] = _finite(record)
     atomic_write_json(path, summary)
+    return _with_editors(summary, inputs["trace"], edits, spec, out_dir, draws, run_info)
+
+
+def _with_editors(summary: dict, trace, edits, spec, out_dir: Path, draws, run_info: dict) -> dict:
+    """With several editors in ``edits``: the other editors' tests and the comparison (docs/editors.md)."""
+    if len(editor_names(edits)) > 1:
+        table = analyze_editors(trace, edits, spec, out_dir, summary, draws, run_info)
+        atomic_write_parquet(out_dir / "analysis" / "editors.parquet", table)
     return summary
 
 

@@ -1,13 +1,17 @@
-"""Stage ``edit``: ROME-edit every studied fact at every edit layer and score it (docs/design.md#rome).
+"""Stage ``edit``: edit every studied fact at every edit layer with each configured editor and score it
+(docs/design.md#rome, docs/editors.md).
 
-Writes ``edits.parquet``, one row per (case_id, layer): case_id, relation_id, layer, rewrite_score,
+``editors`` (default ``rome``; also ``ft1``, ``ft5``, ``memit``: ``--set editors=rome,ft1,ft5,memit``).
+Writes ``edits.parquet``, one row per (case_id, layer, editor): case_id, relation_id, layer, rewrite_score,
 paraphrase_score, neighborhood_score, es, ps, ns, es_magnitude, ps_magnitude, ns_magnitude,
-p_before_new, p_after_new, p_before_true, p_after_true, steps, final_loss, seconds;
+p_before_new, p_after_new, p_before_true, p_after_true, steps, final_loss, seconds, editor (a table
+without ``editor``, from before it existed, is all ROME);
 ``edit_summary.parquet`` (per-layer means and S) and ``edit_provenance.json`` (hyperparameters,
 context texts, statistics provenance, one-off seconds).  Cases are edited in groups of
 ``rome_batch_cases`` (one batched v* optimisation and one batched scoring pass per layer; results equal
 the one-at-a-time run); each finished case is kept in ``edit_parts/<case_id>.parquet`` so that an
-interrupted run resumes with only the missing cases.
+interrupted run resumes with only the missing cases.  Other editors keep their parts in
+``edit_parts_<editor>/`` (resumable per editor and case) and use the same groups of cases.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import time
 
 import pandas as pd
 
+from causaleval.editing.editor import parse_editors, sweep
 from causaleval.editing.rome import SecondMoments, default_contexts, hparams_for, sweep_cases
 from causaleval.editing.rome.hparams import RomeHyperParams
 from causaleval.editing.scores import summarise
@@ -49,49 +54,99 @@ def _hparams(bundle, c) -> RomeHyperParams:
     return hparams_for(bundle.family.name, bundle.n_layers, **settings)
 
 
+def parts_dir(editor: str) -> str:
+    """ROME's parts stay where they always were (runs in progress resume); the others beside them."""
+    return "edit_parts" if editor == "rome" else f"edit_parts_{editor}"
+
+
+def make_editor(name: str, bundle, config, hp: RomeHyperParams, stats, contexts):
+    """The editor ``name`` with the study's settings (``editor_hparams.<name>`` overrides)."""
+    from causaleval.editing.editor import RomeEditor
+    from causaleval.editing.ft import FT_PRESETS, FTEditor
+    from causaleval.editing.memit import MemitEditor, memit_hparams_for
+
+    from experiments.config import editor_overrides
+
+    extra = editor_overrides(getattr(config, "editor_hparams", {}) or {}).get(name, {})
+    if name == "rome":
+        return RomeEditor(hp, stats, contexts)
+    if name in FT_PRESETS:
+        return FTEditor(name, FT_PRESETS[name].updated(**extra))
+    return MemitEditor(memit_hparams_for(bundle.family.name, **extra), hp, stats, contexts)
+
+
 def _setup(bundle, config, shared: dict) -> dict:
     """Per worker: hyperparameters, C⁻¹ and context texts (read from the cache the driver filled)."""
     hp = _hparams(bundle, config)
     stats = SecondMoments(bundle, hp, seed=config.seed, progress=False)
-    stats.ensure(shared["layers"])
+    stats.ensure(shared.get("stat_layers", shared["layers"]))
+    contexts = default_contexts(bundle, hp, seed=config.seed)
+    editor = shared.get("editor", "rome")
     return {"bundle": bundle, "config": config, "hp": hp, "stats": stats, "layers": shared["layers"],
-            "contexts": default_contexts(bundle, hp, seed=config.seed)}
+            "contexts": contexts, "editor": editor,
+            "impl": None if editor == "rome" else make_editor(editor, bundle, config, hp, stats, contexts)}
 
 
 def _work(state: dict, facts):
     """Groups of ``rome_batch_cases`` cases, optimised and scored together at each layer; a part per case."""
     c = state["config"]
     for group in shards(list(facts), max(1, c.rome_batch_cases)):
-        rows = sweep_cases(state["bundle"], group, state["layers"], state["hp"], state["stats"], state["contexts"],
-                           max_neighbours=c.rome_max_neighbours, seed=c.seed)
+        if state["impl"] is None:      # ROME: its own sweep (equal to the editor interface's, tested)
+            rows = sweep_cases(state["bundle"], group, state["layers"], state["hp"], state["stats"],
+                               state["contexts"], max_neighbours=c.rome_max_neighbours, seed=c.seed)
+        else:
+            rows = sweep(state["bundle"], state["impl"], group, state["layers"], max_neighbours=c.rome_max_neighbours,
+                         seed=c.seed)
         for fact, case_rows in zip(group, rows):
             yield str(fact.case_id), pd.DataFrame(case_rows)[COLUMNS]
+
+
+def stat_layers(editors: list[str], layers: list[int], n_layers: int) -> list[int]:
+    """The layers whose key second moments the editors need (MEMIT: its whole windows)."""
+    from causaleval.editing.editor import centred_window
+    from causaleval.editing.memit import MemitHyperParams
+
+    need = set(layers)
+    if "memit" in editors:
+        for layer in layers:
+            need |= set(centred_window(layer, MemitHyperParams().window, n_layers))
+    return sorted(need)
 
 
 def run(ctx: StageContext) -> None:
     cfg, bundle = ctx.config, ctx.bundle
     layers = ctx.edit_layers()
+    editors = parse_editors(getattr(cfg, "editors", ["rome"]))
     hp = hparams_from_config(ctx)
     t0 = time.time()
     stats = SecondMoments(bundle, hp, seed=cfg.seed, progress=ctx.progress)
-    stats.ensure(layers)
+    needed = stat_layers(editors, layers, bundle.n_layers)
+    stats.ensure(needed)
     for layer in layers:
         stats.inverse(layer)
     contexts = default_contexts(bundle, hp, seed=cfg.seed)
     one_off = time.time() - t0
-    atomic_write_json(ctx.out_dir / "edit_provenance.json", {
-        "hparams": hp.to_dict(), "layers": layers, "contexts": contexts,
-        "statistics": {str(l): stats.provenance[l] for l in layers},
-        "statistics_computed_seconds": round(stats.one_off_seconds, 1),
-        "setup_seconds": round(one_off, 1)})
-    job = CaseJob(f"ROME edits ({len(layers)} layers)", _setup, _work, shared={"layers": layers},
-                  batch=max(1, cfg.rome_batch_cases))
-    keys = run_case_job(ctx, job, ctx.study_facts, "edit_parts")
-    store = PartStore(ctx.out_dir / "edit_parts")
-    frames = [store.read(k) for k in keys]
-    edits = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
-    atomic_write_parquet(ctx.out_dir / "edit_summary.parquet", summarise(edits))
+    provenance = {"hparams": hp.to_dict(), "layers": layers, "contexts": contexts,
+                  "statistics": {str(l): stats.provenance[l] for l in needed},
+                  "statistics_computed_seconds": round(stats.one_off_seconds, 1),
+                  "setup_seconds": round(one_off, 1)}
+    if editors != ["rome"]:
+        provenance["editors"] = {e: hp.to_dict() if e == "rome" else
+                                 make_editor(e, bundle, cfg, hp, stats, contexts).hp.to_dict() for e in editors}
+    atomic_write_json(ctx.out_dir / "edit_provenance.json", provenance)
+    frames = []
+    for editor in editors:
+        label = "ROME" if editor == "rome" else editor.upper()
+        job = CaseJob(f"{label} edits ({len(layers)} layers)", _setup, _work,
+                      shared={"layers": layers, "editor": editor, "stat_layers": needed},
+                      batch=max(1, cfg.rome_batch_cases))
+        keys = run_case_job(ctx, job, ctx.study_facts, parts_dir(editor))
+        store = PartStore(ctx.out_dir / parts_dir(editor))          # parts verified against their checksums
+        frames += [store.read(k).assign(editor=editor) for k in keys]
+    edits = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS + ["editor"])
+    summary = summarise(edits) if editors == ["rome"] else summarise(edits, by=["editor", "layer"])
+    atomic_write_parquet(ctx.out_dir / "edit_summary.parquet", summary)
     atomic_write_parquet(ctx.out_dir / "edits.parquet", edits)
-    print(f"ROME setup (statistics, context texts): {one_off:.1f} s; edits: {edits.seconds.sum():.1f} s "
-          f"for {len(edits)} (case, layer) pairs")
-    print(summarise(edits).round(3).to_string(index=False))
+    print(f"editing setup (statistics, context texts): {one_off:.1f} s; edits: {edits.seconds.sum():.1f} s "
+          f"for {len(edits)} (case, layer, editor) rows")
+    print(summary.round(3).to_string(index=False))

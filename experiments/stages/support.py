@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from causaleval.analysis import AnalysisError, analyze
+from causaleval.analysis.editors import primary_edits
 from causaleval.data.tokens import answer_ids, encode_prompt
 from causaleval.estimators import flip_scrubbing, noise_tracing, resample_scrubbing
 from causaleval.inference.h1 import PRIMARY
@@ -221,7 +222,7 @@ def noise_scale_analysis(ctx: StageContext, sigma: float) -> tuple[pd.DataFrame,
     if not (out / "trace.parquet").is_file():
         return pd.DataFrame(), "no trace.parquet and edits.parquet in the results folder: run the trace and edit stages"
     have_edits = (out / "edits.parquet").is_file()
-    edits = read_parquet_checked(out / "edits.parquet") if have_edits else None
+    edits = primary_edits(read_parquet_checked(out / "edits.parquet")) if have_edits else None   # ROME's rows
     trace = read_parquet_checked(out / "trace.parquet")
     others = trace[trace.estimator != "noise"]
     grids = site_grids(ctx, False)

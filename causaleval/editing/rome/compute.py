@@ -36,6 +36,7 @@ import torch
 
 from causaleval.data.counterfact import Fact
 from causaleval.data.tokens import answer_ids, encode_prompt, pad_batch
+from causaleval.editing.applied import AppliedWeights
 from causaleval.editing.rome.hparams import RomeHyperParams
 from causaleval.editing.suffix import (SuffixWindow, logits_at_positions, record_forward, span_buckets, unembed,
                                        window_after)
@@ -212,12 +213,12 @@ class _Active:
         self.kl_init = prep.kl_init[cases]
 
     def losses(self, bundle: ModelBundle, layer: int, delta: torch.Tensor, v0_norm: torch.Tensor,
-               hp: RomeHyperParams) -> torch.Tensor:
+               hp: RomeHyperParams, residual: bool = False) -> torch.Tensor:
         """Per active case: mean NLL(target_new) + kl_factor · KL + wd · ‖δ‖/‖v₀‖² (``delta``: (cases, d))."""
         b = self.batch
         gathered = []
         for win, case, rows, cols in self.parts:
-            gathered.append(run_with_delta(bundle, win, layer, delta[case])[rows, cols])
+            gathered.append(run_with_delta(bundle, win, layer, delta[case], residual)[rows, cols])
         logp = torch.log_softmax(unembed(bundle, torch.cat(gathered)[self.unsort]).float(), -1)
         n_rows = b.input_ids.shape[0]
         n_t = b.tgt_rows.shape[0]
@@ -228,15 +229,17 @@ class _Active:
         return nll + hp.kl_factor * kl + hp.v_weight_decay * (delta.norm(dim=1) / v0_norm ** 2)
 
 
-def run_with_delta(bundle: ModelBundle, win: SuffixWindow, layer: int, delta: torch.Tensor) -> torch.Tensor:
+def run_with_delta(bundle: ModelBundle, win: SuffixWindow, layer: int, delta: torch.Tensor,
+                   residual: bool = False) -> torch.Tensor:
     """The window's (R, S, d) last-block output with ``delta[r]`` added to the down-projection's output
     of block ``layer`` at row r's first window column (its subject's last token).
 
     Where the down-projection's output is what block ``layer`` adds to the residual stream, that is δ
     on the block's cached output and only blocks layer+1..L−1 are run.  Where a norm follows the MLP
     (``FamilySpec.post_mlp_norm``: Gemma's post-feed-forward norm) it is not, so δ enters at the
-    down-projection's output through a hook and block ``layer`` is re-run too."""
-    if bundle.family.post_mlp_norm:
+    down-projection's output through a hook and block ``layer`` is re-run too.  With ``residual``, δ is
+    added to block ``layer``'s output (the residual stream, MEMIT's z) in every family."""
+    if bundle.family.post_mlp_norm and not residual:
         def add(h: torch.Tensor) -> torch.Tensor:
             rows = torch.arange(h.shape[0], device=h.device)
             return h.index_put((rows, torch.zeros_like(rows)), delta.to(h.dtype), accumulate=True)
@@ -248,14 +251,18 @@ def run_with_delta(bundle: ModelBundle, win: SuffixWindow, layer: int, delta: to
     return win.run(layer + 1, shifted)
 
 
-def compute_v(bundle: ModelBundle, prep: PreparedEdit, layer: int, hp: RomeHyperParams) -> list[VResult]:
+def compute_v(bundle: ModelBundle, prep: PreparedEdit, layer: int, hp: RomeHyperParams,
+              v0: torch.Tensor | None = None, residual: bool = False) -> list[VResult]:
     """The v* optimisation of every case of ``prep`` at ``layer`` (see module docstring), one result per case.
 
     Cases share each forward/backward but not their optimisation: each has its own δ and Adam state
     (Adam is elementwise), its own clamp, and stops on its own when its loss < ``v_loss_stop``; a stopped
-    case leaves the batch, so every case follows exactly the trajectory it would follow alone."""
+    case leaves the batch, so every case follows exactly the trajectory it would follow alone.
+
+    ``v0`` (cases, d) replaces the down-projection outputs as the start, norm and clamp reference; with
+    ``residual`` δ enters block ``layer``'s output (see :func:`run_with_delta`): MEMIT's z (Meng et al. 2023)."""
     b = prep.batch
-    v0 = prep.outs[layer][b.first_rows]
+    v0 = prep.outs[layer][b.first_rows] if v0 is None else v0
     v0_norm = v0.norm(dim=1)
     max_norm = hp.clamp_norm_factor * v0_norm
     deltas = [torch.zeros_like(v0[c], requires_grad=True) for c in range(b.n_cases)]
@@ -266,7 +273,7 @@ def compute_v(bundle: ModelBundle, prep: PreparedEdit, layer: int, hp: RomeHyper
     for step in range(hp.v_num_grad_steps):
         with torch.enable_grad():
             loss = active.losses(bundle, layer, torch.stack([deltas[c] for c in active.cases]),
-                                 v0_norm[active.cases], hp)
+                                 v0_norm[active.cases], hp, residual)
         go_on = []
         for i, (c, value) in enumerate(zip(active.cases, loss.detach().tolist())):
             losses[c].append(value)
@@ -358,30 +365,14 @@ def compute_edit(bundle: ModelBundle, prep: PreparedEdit, layer: int, hp: RomeHy
     return compute_edits(bundle, prep, layer, hp, stats)[0]
 
 
-class AppliedEdit:
-    """An edit written into the model; ``restore()`` (or leaving the ``with`` block) puts back the
-    original weight bitwise (a clone is kept; nothing is subtracted)."""
+class AppliedEdit(AppliedWeights):
+    """A ROME edit written into the model on ``__enter__`` (or ``apply()``); leaving the ``with`` block (or
+    ``restore()``) puts back the original weight bitwise (a clone is kept; nothing is subtracted).
+    See :class:`~causaleval.editing.applied.AppliedWeights` for nesting."""
 
     def __init__(self, bundle: ModelBundle, result: EditResult):
-        self.module = get_module(bundle.model, bundle.family.module_path("down_proj", result.layer))
-        weight = self.module.weight
-        self.original = weight.detach().clone()
-        self.restored = False
-        delta = result.delta_w if bundle.family.down_proj_orientation == "linear" else result.delta_w.T
-        with torch.no_grad():
-            weight.add_(delta.to(weight.dtype))
-
-    def restore(self) -> None:
-        if not self.restored:
-            with torch.no_grad():
-                self.module.weight.copy_(self.original)
-            self.restored = True
-
-    def __enter__(self) -> "AppliedEdit":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.restore()
+        super().__init__(bundle, {result.layer: result.delta_w})
+        self.module = self.modules[result.layer]
 
 
 def apply_edit(bundle: ModelBundle, result: EditResult) -> AppliedEdit:
