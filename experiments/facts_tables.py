@@ -5,10 +5,14 @@
 Reads ``RUN_FOLDER/facts_filter.parquet`` (every built case with its known-facts outcome and the token id
 of its answer's first token) and writes
 
-* ``known_<name>.csv``: relation × built × known × share (and a row ``all``);
+* ``known_<name>.csv``: relation × built × known × share (and a row ``all``), with ``answer_tokens``, the
+  number of distinct first tokens of the relation's answers: 1 means the known-facts test is void for
+  that model (every answer starts with the same token, e.g. a bare space before digits), and
+  ``known_valid``, the known facts of relations with at least two answer tokens;
 * ``flip_pool_<name>.csv``: per relation, the flip pool of each known fact, i.e. the known facts of the same
   relation whose answer's first token differs (the flip set of docs/estimands.md#flip-scrubbing): its
-  minimum, median and maximum, and the share of facts with at least 10 and at least 24 partners.
+  minimum, median and maximum, and the share of facts with at least 10 and at least 24 partners (the row
+  ``all`` leaves out relations whose answers all start with one token, whose known-facts test is void).
 
 ``--pages`` then writes docs/facts_tables.md from every committed ``known_*.csv`` / ``flip_pool_*.csv``.
 """
@@ -27,14 +31,18 @@ THRESHOLDS = (10, 24)
 
 
 def known_table(filter_table: pd.DataFrame) -> pd.DataFrame:
-    """relation_id, relation, built, known, share (rows in the order relations first appear; then ``all``)."""
+    """relation_id, relation, built, known, share, answer_tokens, known_valid (rows in the order relations
+    first appear; then ``all``)."""
     order = list(dict.fromkeys(filter_table.relation_id))
-    g = filter_table.groupby("relation_id").known.agg(built="count", known="sum").reindex(order).reset_index()
+    g = filter_table.groupby("relation_id").agg(built=("known", "count"), known=("known", "sum"),
+                                                answer_tokens=("true_first_id", "nunique")).reindex(order).reset_index()
     g.insert(1, "relation", [relation_name(r) for r in g.relation_id])
-    total = pd.DataFrame([{"relation_id": "all", "relation": "", "built": g.built.sum(), "known": g.known.sum()}])
+    g["known_valid"] = g.known.where(g.answer_tokens > 1, 0)
+    total = pd.DataFrame([{"relation_id": "all", "relation": "", "built": g.built.sum(), "known": g.known.sum(),
+                           "answer_tokens": "", "known_valid": g.known_valid.sum()}])
     g = pd.concat([g, total], ignore_index=True)
     g["share"] = (g.known / g.built).round(3)
-    return g
+    return g[["relation_id", "relation", "built", "known", "share", "answer_tokens", "known_valid"]]
 
 
 def flip_pool_sizes(filter_table: pd.DataFrame) -> pd.DataFrame:
@@ -52,7 +60,9 @@ def flip_pool_table(filter_table: pd.DataFrame) -> pd.DataFrame:
     sizes = flip_pool_sizes(filter_table)
     order = [r for r in dict.fromkeys(filter_table.relation_id) if r in set(sizes.relation_id)]
     rows = []
-    for rid, part in [*((r, sizes[sizes.relation_id == r]) for r in order), ("all", sizes)]:
+    void = set(filter_table.groupby("relation_id").true_first_id.nunique().loc[lambda n: n < 2].index)
+    valid = sizes[~sizes.relation_id.isin(void)]
+    for rid, part in [*((r, sizes[sizes.relation_id == r]) for r in order), ("all", valid)]:
         row = {"relation_id": rid, "relation": relation_name(rid) if rid != "all" else "", "known": len(part),
                "pool_min": int(part.flip_pool.min()), "pool_median": float(part.flip_pool.median()),
                "pool_max": int(part.flip_pool.max())}
