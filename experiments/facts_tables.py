@@ -99,6 +99,12 @@ def write_page(tables: Path, page: Path) -> Path:
         for path in sorted(tables.glob(f"{kind}_*.csv")):
             model = path.stem.removeprefix(kind + "_")
             parts += [f"## {title}: {model}", "", _markdown(pd.read_csv(path, keep_default_na=False)), ""]
+    for path in sorted(tables.glob("reliability_*.csv")):
+        rel = pd.read_csv(path)
+        pooled = rel[rel.layer == -1][["folder", "estimator", "n_cases", "reliability", "ci_low", "ci_high"]].round(3)
+        parts += [f"## Split-half reliability within layer (pooled over the analysis layers): {path.stem}", "",
+                  "From `python -m experiments.trace_reliability`; see [facts.md](facts.md#reliability-on-the-new-relations).",
+                  "", _markdown(pooled), ""]
     atomic_write_text(page, "\n".join(parts))
     return page
 
