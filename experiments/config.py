@@ -109,7 +109,8 @@ HELP: dict[str, str] = {
     "device": "torch device: cpu, cuda, cuda:N or mps",
     "dtype": "weights dtype: float32, bfloat16 or float16",
     "trust_remote_code": "let a model folder's own code run",
-    "relations": "relation ids to keep (built-in facts, or the relation_id of --facts records)",
+    "relations": "relation ids to keep (built-in facts, or the relation_id of --facts records); for the built-in "
+                 "facts also the sets geo (default), more, all (docs/facts.md)",
     "max_facts": "known facts studied (a seeded sample); null = all",
     "exclude_facts_from": "results folders (e.g. paper/study) whose studied cases are left out of this run's "
                           "studied facts (a held-out sample); the partner pool, noise scale and support "
@@ -574,12 +575,12 @@ def validate(cfg: StudyConfig) -> None:
         if wrong or not value or len(set(value)) != len(value):
             raise _bad(key, value, f"give distinct values from {', '.join(allowed)}")
     if cfg.relations and cfg.facts is None:
-        from causaleval.data.geofacts import RELATIONS
+        from causaleval.data.catalogue import available, unknown_relations
 
-        wrong = [r for r in cfg.relations if r not in RELATIONS]
+        wrong = unknown_relations(cfg.relations)
         if wrong:
-            raise _bad("relations", cfg.relations, f"{', '.join(wrong)} is not a built-in relation; available: "
-                       + ", ".join(f"{r.relation_id} ({r.name})" for r in RELATIONS.values()))
+            raise _bad("relations", cfg.relations, f"{', '.join(wrong)} is not a built-in relation or set; "
+                       f"available: {available()}")
     from causaleval.groundtruth.planting import PLANT_EDITORS
 
     if not cfg.plant_editors or len(set(cfg.plant_editors)) != len(cfg.plant_editors) or any(

@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 
 from causaleval.data.counterfact import Fact, facts_from_jsonl, load_counterfact
-from causaleval.data.geofacts import build_facts
+from causaleval.data.catalogue import build_facts
 from causaleval.errors import CausalEvalError, DataError
 from causaleval.model.loading import ModelBundle, load_model
 from experiments.config import StudyConfig
@@ -31,9 +31,10 @@ class StageContext:
 
     @cached_property
     def source_facts(self) -> list[Fact]:
-        """The facts the facts stage filters: ``--facts`` records or the built-in geography facts.
+        """The facts the facts stage filters: ``--facts`` records or the built-in facts.
 
-        ``relations`` selects relation ids in both cases (CounterFact records carry ``relation_id``)."""
+        ``relations`` selects relation ids in both cases (CounterFact records carry ``relation_id``); for the
+        built-in facts it may also name the sets of :mod:`causaleval.data.catalogue` (default: geography)."""
         c = self.config
         if not c.facts:
             return build_facts(seed=c.seed, relations=c.relations)

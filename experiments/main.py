@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "null = all)")
     p.add_argument("--relations", nargs="+", default=None,
                    help="relation ids to keep, e.g. P36 P17: of the built-in facts, or of --facts records "
-                        "(their relation_id) (default: all)")
+                        "(their relation_id); for the built-in facts also the sets geo (the default), more, all")
     p.add_argument("--edit-layers", type=int, nargs="+", default=None,
                    help="layers to edit (default: every edit_layer_step-th layer and the last; edit_layer_step "
                         f"{_per_preset('edit_layer_step')})")

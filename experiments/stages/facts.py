@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from causaleval.data.counterfact import write_jsonl
-from causaleval.data.geofacts import RELATIONS
+from causaleval.data.catalogue import relation_name
 from causaleval.data.known import known_filter
 from causaleval.data.tokens import check_prompt_lengths, context_length
 from causaleval.errors import DataError
@@ -49,7 +49,7 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     """Known facts per relation: relation, name, built, known, share."""
     g = table.groupby("relation_id").known.agg(["count", "sum"]).reset_index()
     g.columns = ["relation_id", "built", "known"]
-    g.insert(1, "relation", [RELATIONS[r].name if r in RELATIONS else r for r in g.relation_id])
+    g.insert(1, "relation", [relation_name(r) for r in g.relation_id])
     total = pd.DataFrame([{"relation_id": "all", "relation": "", "built": g.built.sum(), "known": g.known.sum()}])
     g = pd.concat([g, total], ignore_index=True)
     g["share"] = (g.known / g.built).round(3)
