@@ -42,7 +42,9 @@ def synthetic_run(folder: Path, first_case: int, data_seed: int, **config) -> Pa
 
 def plan_dict(exploratory: str, **model) -> dict:
     plan = yaml.safe_load((ROOT / "paper" / "plan.yaml").read_text())
-    plan["primary"].update(n_permutations=99, n_bootstrap=99, power_reps=50)
+    # the labelling tests use r_w (no fact-level covariates needed); the covariate measure has its own test
+    plan["primary"].update(measure="r_w", n_permutations=99, n_bootstrap=99, power_reps=50)
+    plan["secondary"]["measures"] = ["delta_r2"]
     plan["power"]["table"] = "mdd.csv"
     design = dict(exploratory=exploratory, n_facts=None, edit_layers=LAYERS, noise_draws=10, partner_draws=5,
                   seed=0, trace_seed=None, stages=["facts", "trace", "edit", "support"], results="held",

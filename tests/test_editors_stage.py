@@ -10,16 +10,17 @@ import pandas as pd
 import pytest
 import torch
 
+from causaleval.analysis import AnalysisSpec
 from causaleval.analysis.editors import comparison, editor_names, primary_edits
 from causaleval.data.counterfact import Fact, write_jsonl
 from causaleval.errors import ConfigError
 from causaleval.inference.synthetic import SyntheticSpec, write_synthetic_results
 from causaleval.model.testing import tiny_model
+from causaleval.runs.store import atomic_write_parquet
 from experiments.config import parse_set, resolve, validate
 from experiments.context import StageContext
 from experiments.stages import edit
 from experiments.stages.analyze import analyze_folder
-from causaleval.analysis import AnalysisSpec
 
 
 def _facts(tmp_path):
@@ -94,7 +95,7 @@ def test_analyze_per_editor_and_table(tmp_path):
     edits = pd.read_parquet(multi / "edits.parquet")
     rng = np.random.default_rng(0)
     ft = edits.assign(rewrite_score=rng.permutation(edits.rewrite_score.to_numpy()))
-    pd.concat([edits.assign(editor="rome"), ft.assign(editor="ft1")]).to_parquet(multi / "edits.parquet")
+    atomic_write_parquet(multi / "edits.parquet", pd.concat([edits.assign(editor="rome"), ft.assign(editor="ft1")]))
     a = AnalysisSpec(window=5, n_bootstrap=50, seed=0)
     a = a.__class__(**{**a.__dict__, "n_permutations": 99, "power_reps": 20})
     s_plain = analyze_folder(plain, a)
