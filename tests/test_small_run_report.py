@@ -44,3 +44,14 @@ def test_validate_without_a_successful_planted_edit_is_reported_as_such(tmp_path
     tex = (tmp_path / "report" / "tables" / "validate.tex").read_text()
     assert "No planted edit succeeded (0 of 4)" in tex
     assert {p.name for p in paths} == {"validate.tex", "validate_numbers.tex"}
+
+
+def test_no_regression_table_is_reported_as_such(results, tmp_path):
+    """A run that keeps one fact after the TE floor writes an empty r2 table (before: KeyError 'score' in
+    the report stage); every table and figure is still written and the regression tables say why."""
+    t = load_results(results)
+    t.r2, t.h1 = pd.DataFrame(), pd.DataFrame()
+    paths = write_tables(t, tmp_path / "tables") + write_figures(t, tmp_path / "figures", None)
+    assert paths
+    for name in ("r2", "directional"):
+        assert "No regression could be computed" in (tmp_path / "tables" / f"{name}.tex").read_text()

@@ -92,6 +92,16 @@ def _variant(frame: pd.DataFrame, variant: str) -> pd.DataFrame:
     return frame[frame.variant == variant] if not frame.empty and "variant" in frame else frame.iloc[0:0]
 
 
+# what a table of the per-estimator regressions says when a small run left none (issue 34: report what can be)
+NO_REGRESSION = ("No regression could be computed: fewer than 3 facts or 2 edit layers were left after the TE floor "
+                 "(see analysis/summary.json)")
+
+
+def _by_score(r2: pd.DataFrame):
+    """(score, rows) groups of a regression table; none when a small run wrote an empty table."""
+    return r2.groupby("score", sort=False) if "score" in r2 else ()
+
+
 def _info(t: AnalysisTables, variant: str) -> dict:
     return t.summary["variants"].get(variant, {})
 
@@ -108,7 +118,7 @@ def hase_table(t: AnalysisTables, variant: str = "default") -> str:
     body: list = []
     ns = []
     few = False
-    for score, g in r2.groupby("score", sort=False):
+    for score, g in _by_score(r2):
         excl = int(g.n_excluded.iloc[0]) if "n_excluded" in g else 0
         floor = min(int(info.get("n_excluded", 0) or 0), excl)
         why = (f"{excl} excluded: {floor} below the TE floor, {excl - floor} without this score"
@@ -140,6 +150,7 @@ def hase_table(t: AnalysisTables, variant: str = "default") -> str:
                + ("; ``too few'': too few facts for a cluster test." if few else "."))
     header = ["", r"$R^2$ Layer", r"$R^2$ Effect", r"$R^2$ Both", r"$\Delta R^2$ [95\% CI]", r"$E_0$",
               r"$p$ (perm.)", r"$p$ (F)"]
+    body = body or [NO_REGRESSION]
     label = "tab:r2" if variant == "default" else f"tab:r2-{variant.replace('_', '-')}"
     return booktabs(header, body, caption, label, align="lrrrlrrr")
 
@@ -150,7 +161,7 @@ def directional_table(t: AnalysisTables, variant: str = "default") -> str:
     split-half reliability [CI], and r_w and the excess disattenuated by it."""
     r2 = _variant(t.r2, variant)
     body: list = []
-    for score, g in r2.groupby("score", sort=False):
+    for score, g in _by_score(r2):
         body.append(f"{SCORE_LABELS.get(score, score)} (n = {int(g.n_cases.iloc[0])} facts)")
         for row in g.itertuples():
             r = lambda name: getattr(row, name, None)      # an analysis written before these columns: --
@@ -170,6 +181,7 @@ def directional_table(t: AnalysisTables, variant: str = "default") -> str:
                r"(\citealp{spearman1904proof}).")
     header = ["", r"$r_w$ [95\% CI]", r"$p$", r"$\Delta R^2_+$", "Excess", r"Reliability [95\% CI]",
               r"$r_w$ disatt.", "Excess disatt."]
+    body = body or [NO_REGRESSION]
     return booktabs(header, body, caption, "tab:directional", align="llrrrlrr")
 
 
