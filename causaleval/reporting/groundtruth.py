@@ -44,7 +44,7 @@ def accuracy_table(acc: pd.DataFrame) -> str:
     return booktabs(header, body, "Planted facts: threshold-free accuracy of each localiser (means over facts, "
                     "95\\% bootstrap CIs), uniform chance and the most-common-argmax rule (leave one fact out). "
                     "Coverage without layer 0: edits whose argmax window does not contain layer 0 only.",
-                    "tab:gt-accuracy")
+                    "tab:gt-accuracy", fit=True)
 
 
 def _cell(k: pd.DataFrame, kind: str, a: str, b: str) -> str:
@@ -67,7 +67,7 @@ def knockout_table(ko: pd.DataFrame) -> str:
     return booktabs(header, body, "Knockout on natural facts: drop in $p(o)$ when the MLP outputs of the 5-layer "
                     "window a localiser ranks first are replaced by their values on a flip partner's prompt, against "
                     "the same position at a random edit layer (expected value) and at the golden layer; paired "
-                    "differences with 95\\% bootstrap CIs over facts.", "tab:gt-knockout")
+                    "differences with 95\\% bootstrap CIs over facts.", "tab:gt-knockout", fit=True)
 
 
 def control_table(head: pd.DataFrame) -> str:
