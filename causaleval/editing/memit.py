@@ -29,7 +29,7 @@ import torch
 from causaleval.data.counterfact import Fact
 from causaleval.editing.editor import Edit, centred_window
 from causaleval.editing.rome.compute import PreparedEdit, compute_v, prepare_edits
-from causaleval.editing.rome.hparams import RomeHyperParams
+from causaleval.editing.rome.hparams import RULES as ROME_RULES, RomeHyperParams
 from causaleval.editing.suffix import BlockInputs, capture_block_inputs
 from causaleval.errors import CausalEvalError
 from causaleval.model.loading import ModelBundle
@@ -71,14 +71,11 @@ class MemitHyperParams:
         return asdict(self)
 
 
+# v*'s settings are ROME's (the same optimisation of z); the window and λ are MEMIT's own
 MEMIT_RULES: dict[str, Rule] = {
+    **{k: ROME_RULES[k] for k in ("v_lr", "v_num_grad_steps", "v_loss_stop", "v_weight_decay", "kl_factor",
+                                  "clamp_norm_factor")},
     "window": Rule(low=1, high=1000),
-    "v_lr": Rule(low=0, low_open=True, high=1e3),
-    "v_num_grad_steps": Rule(low=1, high=100_000),
-    "v_loss_stop": Rule(low=0),
-    "v_weight_decay": Rule(low=0),
-    "kl_factor": Rule(low=0),
-    "clamp_norm_factor": Rule(low=0, low_open=True),
     "mom2_update_weight": Rule(low=0, low_open=True),
 }
 
