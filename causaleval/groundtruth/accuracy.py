@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from causaleval.groundtruth.planted import paired_differences
 from causaleval.inference.argmax import argmax_sets
 from causaleval.inference.bootstrap import bootstrap_ci
 from causaleval.inference.paired import sign_flip_test
@@ -136,22 +137,14 @@ def paired_accuracy(rows: pd.DataFrame, pairs=(("flip", "noise"), ("resample", "
     the difference the two-sided 5 % test detects with 80 % power at this spread of per-fact differences."""
     rng = np.random.default_rng(seed)
     out = []
-    for a, b in pairs:
-        for w in sorted(rows.window.unique()):
-            g = rows[rows.window == w]
-            for metric in metrics:
-                wide = g.pivot_table(index=["case_id", "planted_layer"], columns="estimator", values=metric)
-                if a not in wide or b not in wide:
-                    continue
-                both = wide[[a, b]].dropna()
-                d = (both[a] - both[b]).groupby(level="case_id").mean().to_numpy()
-                test = sign_flip_test(d, n_perm, rng)
-                ci = bootstrap_ci(d, n_resamples=n_resamples, seed=seed)
-                fin = d[np.isfinite(d)]
-                mdd = float((norm.ppf(0.975) + norm.ppf(0.8)) * fin.std(ddof=1) / np.sqrt(fin.size)) if fin.size > 1 \
-                    else float("nan")
-                out.append(dict(a=a, b=b, window=int(w), metric=metric, diff=test.diff, ci_low=ci.low,
-                                ci_high=ci.high, p=test.p, mdd=mdd, n_facts=test.n, n_edits=len(both)))
+    for a, b, window, metric, d, n_edits in paired_differences(rows, pairs, metrics):
+        test = sign_flip_test(d, n_perm, rng)
+        ci = bootstrap_ci(d, n_resamples=n_resamples, seed=seed)
+        fin = d[np.isfinite(d)]
+        mdd = float((norm.ppf(0.975) + norm.ppf(0.8)) * fin.std(ddof=1) / np.sqrt(fin.size)) if fin.size > 1 \
+            else float("nan")
+        out.append(dict(a=a, b=b, window=window, metric=metric, diff=test.diff, ci_low=ci.low,
+                        ci_high=ci.high, p=test.p, mdd=mdd, n_facts=test.n, n_edits=n_edits))
     return pd.DataFrame(out)
 
 

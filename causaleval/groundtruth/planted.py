@@ -100,26 +100,32 @@ def accuracy_table(rows: pd.DataFrame, n_resamples: int = 1000, seed: int = 0) -
     return pd.DataFrame(out)
 
 
-def paired_tests(rows: pd.DataFrame, pairs=(("flip", "noise"), ("resample", "noise")), n_perm: int = 9999,
-                 n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Paired comparisons a − b per window and metric on the edits both estimators have: per fact the
-    mean over its planted layers of a's value minus b's, tested by :func:`sign_flip_test`, with a
-    bootstrap CI over facts."""
-    out = []
-    rng = np.random.default_rng(seed)
+def paired_differences(rows: pd.DataFrame, pairs, metrics):
+    """(a, b, window, metric, d, n_edits) per pair, window and metric on the edits both estimators have:
+    ``d`` holds per fact the mean over its planted layers of a's value minus b's."""
     for a, b in pairs:
         for window in sorted(rows.window.unique()):
             w = rows[rows.window == window]
-            for metric in METRICS:
+            for metric in metrics:
                 wide = w.pivot_table(index=["case_id", "planted_layer"], columns="estimator", values=metric)
                 if a not in wide or b not in wide:
                     continue
                 both = wide[[a, b]].dropna()
                 d = (both[a] - both[b]).groupby(level="case_id").mean().to_numpy()
-                test = sign_flip_test(d, n_perm, rng)
-                ci = bootstrap_ci(d, n_resamples=n_resamples, seed=seed)
-                out.append(dict(a=a, b=b, window=int(window), metric=metric, diff=test.diff, ci_low=ci.low,
-                                ci_high=ci.high, p=test.p, n_facts=test.n, n_edits=len(both), n_perm=n_perm))
+                yield a, b, int(window), metric, d, len(both)
+
+
+def paired_tests(rows: pd.DataFrame, pairs=(("flip", "noise"), ("resample", "noise")), n_perm: int = 9999,
+                 n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Paired comparisons a − b per window and metric (:func:`paired_differences`), tested by
+    :func:`sign_flip_test`, with a bootstrap CI over facts."""
+    out = []
+    rng = np.random.default_rng(seed)
+    for a, b, window, metric, d, n_edits in paired_differences(rows, pairs, METRICS):
+        test = sign_flip_test(d, n_perm, rng)
+        ci = bootstrap_ci(d, n_resamples=n_resamples, seed=seed)
+        out.append(dict(a=a, b=b, window=window, metric=metric, diff=test.diff, ci_low=ci.low,
+                        ci_high=ci.high, p=test.p, n_facts=test.n, n_edits=n_edits, n_perm=n_perm))
     return pd.DataFrame(out)
 
 
