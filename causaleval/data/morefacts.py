@@ -30,12 +30,12 @@ does not depend on which other relations are selected.
 from __future__ import annotations
 
 import importlib
-import random
 import re
 from dataclasses import dataclass
 from typing import Callable
 
 from causaleval.data.counterfact import Fact
+from causaleval.data.geofacts import record_fields
 from causaleval.errors import DataError
 
 CASE_ID_BASE = 100_000
@@ -236,25 +236,9 @@ def build_more_facts(seed: int = 0, relations: list[str] | None = None,
     for rid in wanted:
         rel = MORE_RELATIONS[rid]
         rows = relation_rows(rid, (sizes or {}).get(rid))
-        answers = sorted({o for _, o in rows})
-        by_answer: dict[str, list[str]] = {}
-        for s, o in rows:
-            by_answer.setdefault(o, []).append(s)
         base = CASE_ID_BASE + order.index(rid) * CASE_ID_BLOCK
-        for i, (s, o) in enumerate(rows):
-            rng = random.Random(f"{seed}:{rid}:{s}")
-            others = [a for a in answers if a != o]
-            if not others:
-                continue
-            mates = [m for m in by_answer[o] if m != s]
-            mates = rng.sample(mates, min(MAX_NEIGHBOURS, len(mates)))
-            facts.append(Fact(
-                case_id=base + i, prompt=rel.templates[0], relation_id=rid, subject=s, target_true=o,
-                target_new=rng.choice(others),
-                paraphrase_prompts=[t.replace("{}", s, 1) for t in rel.templates[1:]],
-                neighborhood_prompts=[rel.templates[0].replace("{}", m, 1) for m in mates],
-                extra={"relation_name": rel.name, "source": rel.source},
-            ))
+        for i, fields in record_fields(rows, rid, rel.templates, seed, MAX_NEIGHBOURS):
+            facts.append(Fact(case_id=base + i, **fields, extra={"relation_name": rel.name, "source": rel.source}))
     if not facts:
         raise DataError(f"no facts built for relations {wanted}")
     return facts
