@@ -55,10 +55,6 @@ def record(path: Path, sha256: str, size: int) -> None:
     _append(path.parent, {"file": path.name, "sha256": sha256, "size": int(size)})
 
 
-def bytes_sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

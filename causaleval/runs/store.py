@@ -14,6 +14,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -46,24 +47,33 @@ def umask_mode(mode: int = 0o666) -> int:
     return mode & ~current
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+@contextmanager
+def _replacing(path: Path, suffix: str = ""):
+    """A temporary file beside ``path`` (mode as ``open`` would create it) that replaces ``path`` when the
+    block ends: its size and sha256 are recorded in the manifest first, so a reader can verify it; on any
+    error the temporary file is removed and ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TMP_MARK}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TMP_MARK}", suffix=suffix)
+    os.close(fd)
     try:
         manifest.note_temp(Path(tmp))
         os.chmod(tmp, umask_mode())   # mkstemp creates 0600
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        manifest.record(path, manifest.bytes_sha256(data), len(data))
+        yield Path(tmp)
+        manifest.record(path, manifest.file_sha256(Path(tmp)), os.path.getsize(tmp))
         point(f"write.{path.name}")
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with _replacing(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -75,21 +85,8 @@ def atomic_write_json(path: Path, obj) -> None:
 
 
 def atomic_write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TMP_MARK}", suffix=".parquet")
-    os.close(fd)
-    try:
-        manifest.note_temp(Path(tmp))
-        os.chmod(tmp, umask_mode())   # mkstemp creates 0600
+    with _replacing(path, suffix=".parquet") as tmp:
         frame.to_parquet(tmp, index=False)
-        manifest.record(path, manifest.file_sha256(Path(tmp)), os.path.getsize(tmp))
-        point(f"write.{path.name}")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def package_versions() -> dict[str, str]:
