@@ -163,7 +163,8 @@ HELP: dict[str, str] = {
     "control_facts": "control stage: study facts (stratified over relations) planted at control_layers and "
                      "re-edited at every edit layer; null = all",
     "control_layers": "control stage: planted layers; null = the edit layers nearest 0.3·L and 0.6·L",
-    "plant_editors": "control stage: editors that plant o_new (available: rome)",
+    "plant_editors": "validate and control stages: editors that plant o_new (rome, ft1, memit; "
+                     "docs/groundtruth.md#planting)",
 }
 
 PRESETS: dict[str, dict] = {
