@@ -181,3 +181,12 @@ def test_report_keeps_rome_main_table_and_adds_one_per_editor(three_editor_run, 
     alone = {p.name: p.read_text() for p in write_groundtruth_report(tmp_path / "gt_rome", tmp_path / "out_rome")}
     assert paths["groundtruth_accuracy.tex"] == alone["groundtruth_accuracy.tex"]
     assert {"groundtruth_accuracy_ft1.tex", "groundtruth_accuracy_memit.tex"} <= set(paths)
+
+
+@pytest.mark.slow
+def test_publish_validate_copies_each_planting_editors_tables(three_editor_run, tmp_path):
+    from experiments.publish import publish_validate
+
+    root = three_editor_run[0]
+    copied = {str(p.relative_to(tmp_path / "pub")) for p in publish_validate(root / "all", tmp_path / "pub")}
+    assert {"plant_success.parquet", "plant_ft1/accuracy.parquet", "plant_memit/profiles.parquet"} <= copied
