@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -162,7 +163,8 @@ HELP: dict[str, str] = {
     "control_facts": "control stage: study facts (stratified over relations) planted at control_layers and "
                      "re-edited at every edit layer; null = all",
     "control_layers": "control stage: planted layers; null = the edit layers nearest 0.3·L and 0.6·L",
-    "plant_editors": "control stage: editors that plant o_new (available: rome)",
+    "plant_editors": "validate and control stages: editors that plant o_new (rome, ft1, memit; "
+                     "docs/groundtruth.md#planting)",
 }
 
 PRESETS: dict[str, dict] = {
@@ -332,6 +334,10 @@ def parse_set(items: list[str]) -> dict:
             _, editor, name = key.split(".")
             out.setdefault("editor_hparams", {}).setdefault(editor, {})[name] = _parse_text(value, object)
             continue
+        if key.startswith("editor_hparams.") and key.count(".") == 1:     # editor_hparams.ft1=FILE
+            editor = key.split(".")[1]
+            out.setdefault("editor_hparams", {}).setdefault(editor, {}).update(editor_hparams_file(editor, value))
+            continue
         out[key] = coerce(key, value)
     if "rome_hparams" in out:
         out["rome_hparams"] = _rome_overrides(out["rome_hparams"])
@@ -357,8 +363,11 @@ def editor_overrides(values) -> dict:
         if cls is None:
             raise ConfigError(f"editor_hparams.{editor}: only ft1, ft5 and memit take overrides here "
                               "(ROME's: rome_hparams)")
+        if isinstance(items, (str, Path)):             # a hyperparameter file (in a settings file)
+            items = editor_hparams_file(editor, items)
         if not isinstance(items, dict):
-            raise ConfigError(f"editor_hparams.{editor} {items!r}: expected a mapping of hyperparameter: value")
+            raise ConfigError(f"editor_hparams.{editor} {items!r}: expected a mapping of hyperparameter: value "
+                              "or the path of a hyperparameter file")
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
         out[editor] = {}
         for name, value in items.items():
@@ -373,6 +382,37 @@ def editor_overrides(values) -> dict:
                 raise ConfigError(f"editor_hparams.{editor}.{name}: {value!r} is not a valid {kind.__name__}")
             out[editor][name] = kind(value)
     return out
+
+
+def editor_hparams_file(editor: str, path) -> dict:
+    """The hyperparameters of ``editor`` (ft1, ft5, memit) from the ROME/MEMIT repositories' ``hparams/FT`` or
+    ``hparams/MEMIT`` JSON or EasyEdit's YAML (``--set editor_hparams.ft1=FILE``), checked now, before any
+    model loads.  FT: the window is the editor's (FT-1 one layer, FT-5 five), so a file's ``layers`` is
+    not used; MEMIT: ``layers`` gives the window's size.  Prints what is used and what is not."""
+    from causaleval.editing.ft import FT_PRESETS, _read_mapping, import_ft_hparams
+    from causaleval.editing.memit import import_memit_hparams
+
+    flag = f"editor_hparams.{editor}"
+    if editor not in FT_PRESETS and editor != "memit":
+        raise ConfigError(f"{flag}: only ft1, ft5 and memit take a hyperparameter file here (ROME's: --rome-hparams)")
+    check_path(flag, path)
+    try:
+        if editor in FT_PRESETS:
+            hp, not_used = import_ft_hparams(path)
+            given = set(_read_mapping(path, "FT")[0])
+            values = {k: v for k, v in hp.to_dict().items() if k in given}
+            if "layers" in given:
+                not_used["layers"] = f"{hp.window} layer(s); {editor} tunes {FT_PRESETS[editor].window}"
+        else:
+            hp, not_used = import_memit_hparams(path)
+            given = set(_read_mapping(path, "MEMIT")[0]) | ({"window"} if "layers" in not_used else set())
+            values = {k: v for k, v in hp.to_dict().items() if k in given}
+            not_used.pop("layers", None)
+    except CausalEvalError as err:
+        raise ConfigError(f"{flag}: {err}") from err
+    print(f"{flag}={path}: using {', '.join(sorted(values))}; not used: {', '.join(sorted(not_used)) or 'nothing'}",
+          file=sys.stderr)
+    return values
 
 
 MAX_SET_CHARS = 100_000

@@ -42,21 +42,46 @@ def _note(out: Path, key: str, info: dict) -> None:
     atomic_write_json(path, summary)
 
 
+def validate_profiles(validate: Path) -> list[tuple[str, pd.DataFrame]]:
+    """(planting editor, profiles) of a validate folder: its own (the first planting editor's, ROME's in a run
+    from before planting editors existed) and each ``plant_<editor>/`` folder's."""
+    summary = json.loads(_need(validate / "summary.json", "the validate folder lacks summary.json").read_text())
+    first = summary.get("plant_editor", "rome")
+    out = [(first, pd.read_parquet(_need(validate / "profiles.parquet", "pass the validate stage's folder "
+                                                                          "(--validate)")))]
+    for editor, where in summary.get("plant_editor_dirs", {}).items():
+        if editor != first:
+            out.append((editor, pd.read_parquet(_need(validate / where / "profiles.parquet",
+                                                      f"the validate folder lacks {where}/profiles.parquet"))))
+    return out
+
+
 def accuracy(validate: Path, out: Path, n_perm: int, n_boot: int, seed: int) -> None:
+    """The accuracy tables per planting editor (column ``plant_editor``)."""
     t0 = time.time()
-    prof = pd.read_parquet(_need(validate / "profiles.parquet", "pass the validate stage's folder (--validate)"))
     n_layers = int(json.loads(_need(validate / "summary.json", "the validate folder lacks summary.json")
                               .read_text())["n_layers"])
-    rows = accuracy_rows(prof, n_layers)
+    all_rows, summaries, paired = [], [], []
+    for editor, prof in validate_profiles(validate):
+        rows = accuracy_rows(prof, n_layers)
+        if rows.empty:
+            continue
+        all_rows.append(rows.assign(plant_editor=editor))
+        summaries.append(accuracy_summary(rows, n_layers, n_perm, n_boot, seed).assign(plant_editor=editor))
+        paired.append(paired_accuracy(rows, n_perm=n_perm, n_resamples=n_boot, seed=seed).assign(plant_editor=editor))
+    if not all_rows:
+        raise CausalEvalError(f"{validate}: no planted edit took with any planting editor; nothing to score")
+    rows = pd.concat(all_rows, ignore_index=True)
     atomic_write_parquet(out / "accuracy_rows.parquet", rows.drop(columns="argmax"))
-    atomic_write_parquet(out / "accuracy.parquet", accuracy_summary(rows, n_layers, n_perm, n_boot, seed))
-    atomic_write_parquet(out / "accuracy_paired.parquet", paired_accuracy(rows, n_perm=n_perm, n_resamples=n_boot,
-                                                                          seed=seed))
-    n_facts = int(rows.case_id.nunique())
-    n_planted = int(rows.groupby("case_id").planted_layer.nunique().median())
+    atomic_write_parquet(out / "accuracy.parquet", pd.concat(summaries, ignore_index=True))
+    atomic_write_parquet(out / "accuracy_paired.parquet", pd.concat(paired, ignore_index=True))
+    first = all_rows[0]
+    n_facts = int(first.case_id.nunique())
+    n_planted = int(first.groupby("case_id").planted_layer.nunique().median())
     calib = paired_calibration(n_facts=n_facts, n_layers=n_planted, n_sim=1000, n_perm=999, seed=seed)
     atomic_write_parquet(out / "accuracy_calibration.parquet", calib)
     _note(out, "accuracy", dict(source=str(validate / "profiles.parquet"), n_layers=n_layers, n_facts=n_facts,
+                                plant_editors=[e for e, _ in validate_profiles(validate)],
                                 n_perm=n_perm, n_bootstrap=n_boot, seed=seed, primary="rr, window 5, flip - noise",
                                 seconds=round(time.time() - t0, 1)))
 

@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="settings for --set KEY=VALUE and --config (shown with the values of --preset default):\n"
                + config_mod.describe(resolve("default"))
                + "\n\nLists take a,b,c or [a, b, c]; null means none/all; rome_hparams.NAME=VALUE sets one ROME "
-                 "hyperparameter.\nExamples:\n  python -m experiments.main --preset smoke --set noise_draws=5 "
+                 "hyperparameter; editor_hparams.ft1=FILE reads FT/MEMIT hyperparameters from the original "
+                 "repositories' JSON or EasyEdit's YAML (docs/editors.md).\nExamples:\n  python -m experiments.main --preset smoke --set noise_draws=5 "
                  "--set trace_estimators=noise,flip --print-config")
     p.add_argument("--stage", default="all", help=f"one of {', '.join(STAGES)}, or 'all' (default: all)")
     p.add_argument("--preset", default=None, choices=sorted(PRESETS),

@@ -19,6 +19,7 @@ as a whole (written beside it, then renamed), so a failed copy leaves the previo
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -33,7 +34,7 @@ VALIDATE_DIR = Path(__file__).resolve().parents[1] / "paper" / "validate"
 REPLICATION_DIR = Path(__file__).resolve().parents[1] / "paper" / "replication"
 # the validate stage's compact outputs (the per-site table and the parts stay behind)
 VALIDATE_FILES = ("summary.json", "accuracy.parquet", "paired.parquet", "argmax.parquet", "localisation.parquet",
-                  "edits.parquet", "profiles.parquet")
+                  "edits.parquet", "profiles.parquet", "plant_success.parquet")
 REQUIRED = ("run.json", "trace.parquet", "edits.parquet", "analysis/summary.json")
 OPTIONAL = ("trace_cases.parquet", "trace_summary.parquet", "trace_meta.json", "edit_summary.parquet",
             "facts_filter.parquet", "support/answers_summary.parquet", "support/states_summary.parquet",
@@ -111,9 +112,13 @@ def publish_validate(results: Path, dest: Path = VALIDATE_DIR) -> list[Path]:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     copied = []
-    for name, path in [(n, src / n) for n in VALIDATE_FILES] + [("run.json", results / "run.json")]:
+    # the other planting editors' tables (validate/plant_<editor>/), when the run planted with several
+    dirs = json.loads((src / "summary.json").read_text()).get("plant_editor_dirs", {})
+    extra = [(f"{d}/{n}", src / d / n) for d in sorted(set(dirs.values()) - {"."}) for n in VALIDATE_FILES]
+    for name, path in [(n, src / n) for n in VALIDATE_FILES] + extra + [("run.json", results / "run.json")]:
         if path.is_file():
             _check(path)
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, staging / name)
             copied.append(dest / name)
     shutil.rmtree(dest, ignore_errors=True)

@@ -106,12 +106,13 @@ def test_helpers():
 
 def test_plant_editors_are_checked():
     check(resolve("smoke"))
-    assert PLANT_EDITORS == ("rome",)
-    for bad in (["memit"], [], ["rome", "rome"]):
+    assert PLANT_EDITORS == ("rome", "ft1", "memit")
+    check(dataclasses.replace(resolve("smoke"), plant_editors=["rome", "ft1", "memit"]))
+    for bad in (["ft5"], [], ["rome", "rome"]):
         with pytest.raises(ConfigError, match="plant_editors"):
             check(dataclasses.replace(resolve("smoke"), plant_editors=bad))
     with pytest.raises(ValueError, match="not available"):
-        make_planter("ft1", None, None, None, [])
+        make_planter("ft5", None, None, None, [])
 
 
 def test_partial_finish_rebuilds_the_tables_from_finished_parts(run_once, tmp_path, monkeypatch):

@@ -14,7 +14,8 @@ import torch
 from causaleval.data.counterfact import Fact
 from causaleval.editing.applied import AppliedWeights, EditOrderError
 from causaleval.editing.editor import RomeEditor, centred_window, parse_editors, probs_after_edits, sweep
-from causaleval.editing.ft import FT_PRESETS, FTEditor, FTHyperParams, compute_ft, import_ft_hparams, prepare_ft
+from causaleval.editing.ft import (FT_PRESETS, HASE_FT_PRESETS, FTEditor, FTHyperParams, compute_ft, import_ft_hparams,
+                                  prepare_ft)
 from causaleval.editing.memit import (MemitEditor, MemitHyperParams, compute_memit, import_memit_hparams,
                                       memit_hparams_for, prepare_memit)
 from causaleval.editing.rome import SecondMoments, apply_edit, compute_edit, default_contexts, hparams_for, prepare_edit
@@ -126,15 +127,17 @@ def test_memit_window_moves_the_residual_to_z(family):
 def test_ft_clamp_holds_and_loss_falls(family):
     b, *_ = _setup(family)
     batch = prepare_ft(b, FACTS)
-    for name, hp in (("ft1", FT_PRESETS["ft1"]), ("ft5", FT_PRESETS["ft5"]), ("wide", FTHyperParams(norm_constraint=1e-2, lr=1e-2))):
+    for name, hp in (("hase-ft1", HASE_FT_PRESETS["ft1"]), ("hase-ft5", HASE_FT_PRESETS["ft5"]),
+                     ("ft1", FT_PRESETS["ft1"]), ("ft5", FT_PRESETS["ft5"]),
+                     ("wide", FTHyperParams(norm_constraint=1e-2, lr=1e-2))):
         edits = compute_ft(b, batch, 2, hp)
         for e in edits:
             assert max(float(d.abs().max()) for d in e.deltas.values()) <= hp.norm_constraint
             assert e.losses[-1] < e.losses[0], (name, e.losses)
             assert e.steps == hp.num_steps or e.losses[-1] < hp.loss_stop
             assert sorted(e.deltas) == centred_window(2, hp.window, b.n_layers)
-        # the clamp binds for the default ε (Adam's first step is lr = 5e-4 > ε)
-        if name != "wide":
+        # the clamp binds for Hase et al.'s ε (Adam's first step is lr = 5e-4 > ε)
+        if name.startswith("hase"):
             assert any(float(d.abs().max()) == pytest.approx(hp.norm_constraint) for d in edits[0].deltas.values())
         # applied to the weights: |W − W0| ≤ ε up to one rounding of W0 + ΔW
         saved = {l: down_proj_weight_out_in(b.model, b.family, l).detach().clone() for l in edits[0].deltas}
@@ -241,7 +244,7 @@ def test_hyperparameters_validated_and_imported(tmp_path):
                                       "weight_decay: 0\nkl_factor: 0\nnorm_constraint: 5e-5\n"
                                       "rewrite_module_tmp: 'transformer.h.{}.mlp.fc_out'\n")
     ft, not_used = import_ft_hparams(tmp_path / "ft.yaml")
-    assert ft == FT_PRESETS["ft5"] and "kl_factor" in not_used
+    assert ft == HASE_FT_PRESETS["ft5"] and "kl_factor" in not_used
     (tmp_path / "bad.json").write_text(json.dumps({"layers": [0], "norm_constraint": False, "lr": 5e-4}))
     with pytest.raises(CausalEvalError, match="unconstrained"):
         import_ft_hparams(tmp_path / "bad.json")

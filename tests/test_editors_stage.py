@@ -59,7 +59,9 @@ def test_edit_stage_with_editors_resumes_per_editor(tmp_path, monkeypatch):
     summary = pd.read_parquet(tmp_path / "edit_summary.parquet")
     assert set(summary.editor) == set(editors)
     prov = json.loads((tmp_path / "edit_provenance.json").read_text())
-    assert prov["editors"]["ft5"]["norm_constraint"] == 5e-5
+    from causaleval.editing.ft import FT_PRESETS
+
+    assert prov["editors"]["ft5"]["norm_constraint"] == FT_PRESETS["ft5"].norm_constraint
     # resume: only the missing part of one editor is recomputed
     gone = tmp_path / "edit_parts_ft5" / "2.parquet"
     gone.unlink()

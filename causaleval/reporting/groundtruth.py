@@ -182,8 +182,15 @@ def write_groundtruth_report(folder: Path, dest: Path) -> list[Path]:
     acc, paired, calib, ko = read("accuracy"), read("accuracy_paired"), read("accuracy_calibration"), read("knockout")
     head = read("control_headline")
     summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
+    others = {}
+    if "plant_editor" in acc:            # planted with several editors: ROME's are the main tables
+        others = {e: g.drop(columns="plant_editor") for e, g in acc.groupby("plant_editor") if e != "rome"}
+        acc = acc[acc.plant_editor == "rome"].drop(columns="plant_editor")
+        if paired is not None and "plant_editor" in paired:
+            paired = paired[paired.plant_editor == "rome"].drop(columns="plant_editor")
     out = {"groundtruth_accuracy.tex": accuracy_table(acc), "groundtruth_knockout.tex": knockout_table(ko),
            "groundtruth_numbers.tex": numbers(acc, paired, calib, ko, head, summary)}
+    out.update({f"groundtruth_accuracy_{e}.tex": accuracy_table(g) for e, g in others.items()})
     if head is not None and len(head):
         out["groundtruth_control.tex"] = control_table(head)
     paths = []

@@ -41,6 +41,7 @@ from causaleval.patching.estimands import SiteGrid
 from causaleval.runs.parts import PartStore
 from causaleval.runs.store import atomic_write_json, atomic_write_parquet
 from experiments.backends import CaseJob
+from experiments.config import editor_overrides
 from experiments.context import StageContext, run_case_job, stratified_sample
 from experiments.stages.analyze import spec_from_config
 from experiments.stages.edit import COLUMNS as EDIT_COLUMNS
@@ -79,7 +80,8 @@ def _work(state: dict, facts):
         plants, traces, edits = [], [], []
         o3 = third_answer(fact, state["pool"], first, seed=c.seed)
         for editor in c.plant_editors:
-            planter = make_planter(editor, bundle, hp, state["stats"], state["contexts"])
+            planter = make_planter(editor, bundle, hp, state["stats"], state["contexts"],
+                                   editor_overrides(getattr(c, "editor_hparams", {}) or {}).get(editor, {}))
             for layer in state["layers"]:
                 t0 = time.perf_counter()
                 head = dict(case_id=int(fact.case_id), relation_id=str(fact.relation_id), plant_editor=editor,

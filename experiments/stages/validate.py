@@ -18,6 +18,12 @@ profiles), ``localisation.parquet`` (hit@1, hit@3, distance, mass, IE at l per e
 window), ``accuracy.parquet`` (means over facts with bootstrap CIs), ``paired.parquet`` (flip − noise
 and resample − noise, sign-flip test), ``argmax.parquet`` (where the argmax lands) and ``summary.json``
 (written last).  Finished cases are kept in ``validate_parts/``; a rerun computes only the missing ones.
+
+``plant_editors`` (default ``rome``; also ``ft1``, ``memit``: causaleval.groundtruth.planting) plants with
+each editor in turn: the first editor's tables are the ones above, each other editor's the same tables in
+``validate/plant_<editor>/`` (parts in ``validate_parts_<editor>/``), and ``plant_success.parquet`` records
+per planting editor and planted layer how many edits took.  Each editor's unedited traces are its own
+(identical draws and partners, so identical values; traced again so that each editor's run stands alone).
 """
 
 from __future__ import annotations
@@ -33,15 +39,16 @@ import torch
 from causaleval.data.counterfact import Fact
 from causaleval.data.known import next_token_logits
 from causaleval.data.tokens import answer_ids, encode_prompt
-from causaleval.editing.rome import SecondMoments, apply_edit, compute_edits, default_contexts, prepare_edits
+from causaleval.editing.rome import SecondMoments, default_contexts
 from causaleval.estimators import flip_scrubbing, noise_tracing, resample_scrubbing
 from causaleval.groundtruth.planted import accuracy_table, argmax_histogram, localisation_rows, paired_tests
+from causaleval.groundtruth.planting import make_planter
 from causaleval.patching.core import TraceTables
 from causaleval.patching.estimands import SiteGrid
 from causaleval.runs.parts import PartStore
 from causaleval.runs.store import atomic_write_json, atomic_write_parquet
 from experiments.backends import CaseJob
-from experiments.config import draw_seed
+from experiments.config import draw_seed, editor_overrides
 from experiments.context import StageContext, run_case_job, stratified_sample
 from experiments.stages.edit import _hparams
 
@@ -113,19 +120,23 @@ def _next_token(bundle, fact: Fact) -> torch.Tensor:
 
 
 def _setup(bundle, config, shared: dict) -> dict:
-    """Per worker: ROME hyperparameters, C⁻¹ at the planted layers (cached), context texts."""
+    """Per worker: ROME hyperparameters, C at the layers the planting editor needs (cached), context texts,
+    the planter."""
     hp = _hparams(bundle, config)
     stats = SecondMoments(bundle, hp, seed=config.seed, progress=False)
-    stats.ensure(shared["layers"])
+    stats.ensure(shared.get("stat_layers", shared["layers"]))
+    contexts = default_contexts(bundle, hp, seed=config.seed)
+    editor = shared.get("plant_editor", "rome")
+    overrides = editor_overrides(getattr(config, "editor_hparams", {}) or {}).get(editor, {})
     return dict(shared, bundle=bundle, config=config, hp=hp, stats=stats, grids=grids(config.validate_windows, config.validate_positions),
-                contexts=default_contexts(bundle, hp, seed=config.seed))
+                contexts=contexts, planter=make_planter(editor, bundle, hp, stats, contexts, overrides))
 
 
 def _work(state: dict, facts):
     """Per shard: unedited traces of the planted facts, then at each planted layer the shard's edits
     (v* optimised together), each applied, checked, traced and restored in turn.  Per case three parts:
     edits, cases and sites (sites last: it marks the case finished)."""
-    bundle, hp, tok = state["bundle"], state["hp"], state["bundle"].tokenizer
+    bundle, tok = state["bundle"], state["bundle"].tokenizer
     facts = list(facts)
     edits: list[list[dict]] = [[] for _ in facts]
     cases: list[list[pd.DataFrame]] = [[] for _ in facts]
@@ -145,15 +156,15 @@ def _work(state: dict, facts):
             cases[k].append(_tagged(t.cases, UNEDITED))
             sites[k].append(_tagged(t.sites, UNEDITED))
         before = {k: float(_next_token(bundle, facts[k])[firsts[k][1]]) for k in usable}
-        prep = prepare_edits(bundle, kept, state["contexts"], hp)
         shared = (time.perf_counter() - t0) / len(usable) / len(state["layers"])
+        planter = state["planter"]
         for layer in state["layers"]:
             t1 = time.perf_counter()
-            results = compute_edits(bundle, prep, layer, hp, state["stats"])
+            results = planter.compute(kept, layer)          # the shard's edits, optimised together
             per_edit = (time.perf_counter() - t1) / len(usable)
             for k, res in zip(usable, results):
                 t2 = time.perf_counter()
-                with apply_edit(bundle, res):
+                with planter.apply(res):
                     p = _next_token(bundle, facts[k])
                     top = int(p.argmax())
                     ok = top == firsts[k][1]
@@ -198,42 +209,98 @@ def profiles_of(sites: pd.DataFrame, last_pos: dict[int, int]) -> pd.DataFrame:
     return edited.merge(base, on=key, how="left")[cols + ["te_unedited"]]
 
 
+def parts_dir(editor: str) -> str:
+    """ROME's parts stay where they always were (runs in progress resume); the other planting editors' beside."""
+    return "validate_parts" if editor == "rome" else f"validate_parts_{editor}"
+
+
+def editor_dir(out, editor: str, first: str):
+    """The first planting editor's tables in ``validate/`` (ROME's by default, as before); the others' in
+    ``validate/plant_<editor>/``."""
+    return out if editor == first else out / f"plant_{editor}"
+
+
+def stat_layers(editors: list[str], layers: list[int], n_layers: int) -> list[int]:
+    """The layers whose key second moments the planting editors need (MEMIT: its whole windows)."""
+    from causaleval.editing.editor import centred_window
+    from causaleval.editing.memit import MemitHyperParams
+
+    need = set(layers)
+    if "memit" in editors:
+        for layer in layers:
+            need |= set(centred_window(layer, MemitHyperParams().window, n_layers))
+    return sorted(need)
+
+
 def run(ctx: StageContext) -> None:
     cfg, bundle = ctx.config, ctx.bundle
     t0 = time.time()
     facts = validate_facts(ctx)
     layers = validate_layers_for(cfg, bundle.n_layers)
+    editors = list(getattr(cfg, "plant_editors", ["rome"]) or ["rome"])
     hp = _hparams(bundle, cfg)
     stats = SecondMoments(bundle, hp, seed=cfg.seed, progress=ctx.progress)
-    stats.ensure(layers)
+    needed = stat_layers(editors, layers, bundle.n_layers)
+    stats.ensure(needed)
     for layer in layers:
         stats.inverse(layer)
     default_contexts(bundle, hp, seed=cfg.seed)          # computed (and cached) once, before the workers
     nu = noise_tracing.noise_scale(bundle, ctx.known_facts, cfg.noise_scale_factor)
     setup_seconds = time.time() - t0
-    shared = {"layers": layers, "nu": nu, "pool": ctx.known_facts, "estimators": list(cfg.trace_estimators)}
-    job = CaseJob(f"validate ({len(facts)} facts × {len(layers)} planted layers)", _setup, _work, shared=shared,
-                  key=lambda f: f"{f.case_id}_sites")
-    keys = run_case_job(ctx, job, facts, "validate_parts")
-    store = PartStore(ctx.out_dir / "validate_parts")
-    ids = [k.removesuffix("_sites") for k in keys]
-    edits = store.concat([f"{i}_edits" for i in ids])
-    cases = store.concat([f"{i}_cases" for i in ids])
-    sites = store.concat([f"{i}_sites" for i in ids])
-    profiles = profiles_of(sites, subject_last(bundle, facts))
-    rows = localisation_rows(profiles)
-    accuracy = accuracy_table(rows, cfg.n_bootstrap, cfg.seed)
-    paired = paired_tests(rows, n_perm=cfg.validate_permutations, n_resamples=cfg.n_bootstrap, seed=cfg.seed)
-    hist = argmax_histogram(rows)
     out = ctx.out_dir / "validate"
-    for name, frame in (("edits", edits), ("cases", cases), ("sites", sites), ("profiles", profiles),
-                        ("localisation", rows), ("accuracy", accuracy), ("paired", paired), ("argmax", hist)):
-        atomic_write_parquet(out / f"{name}.parquet", frame)
-    summary = summarise(edits, accuracy, paired, hist, facts, layers, cfg, bundle.n_layers)
-    summary.update(nu=nu, setup_seconds=round(setup_seconds, 1), seconds=round(time.time() - t0, 1),
-                   edit_trace_seconds=round(float(edits.seconds.sum()) if len(edits) else 0.0, 1))
-    atomic_write_json(out / "summary.json", summary)        # written last: the stage's marker
-    print(report(summary))
+    last_pos = subject_last(bundle, facts)
+    took = []
+    for editor in editors:
+        t1 = time.time()
+        shared = {"layers": layers, "nu": nu, "pool": ctx.known_facts, "estimators": list(cfg.trace_estimators),
+                  "plant_editor": editor, "stat_layers": needed}
+        label = "" if editor == "rome" else f", planted with {editor}"
+        job = CaseJob(f"validate ({len(facts)} facts × {len(layers)} planted layers{label})", _setup, _work,
+                      shared=shared, key=lambda f: f"{f.case_id}_sites")
+        keys = run_case_job(ctx, job, facts, parts_dir(editor))
+        store = PartStore(ctx.out_dir / parts_dir(editor))
+        ids = [k.removesuffix("_sites") for k in keys]
+        edits = store.concat([f"{i}_edits" for i in ids])
+        cases = store.concat([f"{i}_cases" for i in ids])
+        sites = store.concat([f"{i}_sites" for i in ids])
+        profiles = profiles_of(sites, last_pos)
+        rows = localisation_rows(profiles)
+        accuracy = accuracy_table(rows, cfg.n_bootstrap, cfg.seed)
+        paired = paired_tests(rows, n_perm=cfg.validate_permutations, n_resamples=cfg.n_bootstrap, seed=cfg.seed)
+        hist = argmax_histogram(rows)
+        where = editor_dir(out, editor, editors[0])
+        for name, frame in (("edits", edits), ("cases", cases), ("sites", sites), ("profiles", profiles),
+                            ("localisation", rows), ("accuracy", accuracy), ("paired", paired), ("argmax", hist)):
+            atomic_write_parquet(where / f"{name}.parquet", frame)
+        summary = summarise(edits, accuracy, paired, hist, facts, layers, cfg, bundle.n_layers)
+        summary.update(nu=nu, plant_editor=editor, setup_seconds=round(setup_seconds, 1),
+                       seconds=round(time.time() - (t0 if editor == editors[0] else t1), 1),
+                       edit_trace_seconds=round(float(edits.seconds.sum()) if len(edits) else 0.0, 1))
+        took.append(plant_success(edits, editor))
+        if editor != editors[0]:
+            atomic_write_json(where / "summary.json", summary)
+        else:
+            first = summary
+        print(report(summary))
+    first.update(plant_editors=editors, plant_editor_dirs={e: str(editor_dir(out, e, editors[0]).relative_to(out))
+                                                           for e in editors})
+    atomic_write_parquet(out / "plant_success.parquet", pd.concat(took, ignore_index=True))
+    atomic_write_json(out / "summary.json", first)        # written last: the stage's marker
+
+
+def plant_success(edits: pd.DataFrame, editor: str) -> pd.DataFrame:
+    """Per planted layer (and ``all``): planting editor, edits attempted (o_new's first token distinct from
+    o's), edits that took (the edited model's top-1 is o_new's first token), their share and mean p(o_new)."""
+    cols = ["plant_editor", "planted_layer", "n_edits", "n_took", "took", "p_new_after"]
+    if edits.empty:
+        return pd.DataFrame(columns=cols)
+    tried = edits[edits.reason != "o_new's first token is the true answer's"]
+    rows = []
+    for layer, g in [*tried.groupby("planted_layer"), ("all", tried)]:
+        rows.append(dict(plant_editor=editor, planted_layer=str(layer), n_edits=len(g), n_took=int(g.success.sum()),
+                         took=float(g.success.mean()) if len(g) else float("nan"),
+                         p_new_after=float(g.p_new_after.mean()) if len(g) else float("nan")))
+    return pd.DataFrame(rows, columns=cols)
 
 
 def summarise(edits: pd.DataFrame, accuracy: pd.DataFrame, paired: pd.DataFrame, hist: pd.DataFrame,
