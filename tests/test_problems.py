@@ -210,3 +210,30 @@ def test_edit_stage_problems_columns_resume_and_default_unchanged(tmp_path):
     assert gone.is_file() and all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     again = pd.read_parquet(run / "edits.parquet")
     pd.testing.assert_frame_equal(again.drop(columns="seconds"), df.drop(columns="seconds"), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_grid_driver_cells_on_their_facts_and_assembly(tmp_path):
+    """experiments.problem_grid: each cell runs on its own facts (all or the seeded subset), resumes from its
+    parts, and edits.parquet is assembled from every cell's parts."""
+    from experiments.problem_grid import assemble, run_cell, subset
+
+    torch.set_num_threads(1)
+    _write_facts(tmp_path)
+    cfg = resolve("smoke", edit_layers=[1], rome_context_texts=2, rome_stat_tokens=200, rome_batch_cases=2,
+                  rome_max_neighbours=1, partner_draws=2)
+    ctx = StageContext(config=cfg, out_dir=tmp_path, progress=False, _bundle=tiny_model("llama"))
+    facts = ctx.known_facts
+    small = subset(facts, 2, 0)
+    assert small == subset(facts, 2, 0) and len(small) == 2 and subset(facts, 9, 0) == facts
+    cells = [("error_injection", "rome"), ("flip_forcing", "ft1"), ("fact_erasure", "rome")]
+    for (problem, editor), chosen in zip(cells, (facts, facts, small)):
+        t = run_cell(ctx, problem, editor, chosen)
+        assert t["n_facts"] == len(chosen) and t["cpu_s"] > 0 and t["wall_s"] > 0
+    stamps = {p: p.stat().st_mtime_ns for d in tmp_path.glob("edit_parts*") for p in d.glob("*.parquet")}
+    run_cell(ctx, "fact_erasure", "rome", small)                          # finished: nothing recomputed
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    edits = assemble(tmp_path, cells + [("fact_forcing", "memit")])      # a cell never run is skipped
+    n = edits.groupby(["problem", "editor"]).case_id.nunique().to_dict()
+    assert n == {("error_injection", "rome"): 4, ("flip_forcing", "ft1"): 4, ("fact_erasure", "rome"): 2}
+    assert (edits[edits.problem == "flip_forcing"].draw >= 0).all()
