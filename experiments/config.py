@@ -63,6 +63,7 @@ class StudyConfig:
     rome_hparams: dict = field(default_factory=dict)  # further RomeHyperParams overrides (v_lr, kl_factor, ...)
     editors: list[str] = field(default_factory=lambda: ["rome"])   # rome, ft1, ft5, memit (docs/editors.md)
     editor_hparams: dict = field(default_factory=dict)  # per editor: {ft1: {lr: 1e-3}, memit: {mom2_update_weight: 2e4}}
+    edit_problems: list[str] = field(default_factory=lambda: ["error_injection"])   # docs/problems.md
     # analysis (docs/design.md#the-hypothesis-test)
     analysis_window: int = 5
     n_bootstrap: int = 1000
@@ -145,6 +146,8 @@ HELP: dict[str, str] = {
     "editors": "editors run by the edit stage: rome, ft1, ft5, memit (docs/editors.md)",
     "editor_hparams": "per-editor hyperparameter overrides, e.g. {ft5: {norm_constraint: 2e-5}} "
                       "(--set editor_hparams.ft5.norm_constraint=2e-5)",
+    "edit_problems": "editing problems of the edit stage: error_injection, fact_forcing, flip_forcing, "
+                     "fact_erasure, fact_amplification (docs/problems.md)",
     "rome_batch_cases": "cases whose ROME v* is optimised and scored together at each layer (speed only; 1 = one at a time)",
     "trace_batch_cases": "cases traced together in shared block calls (speed only; 1 = one at a time)",
     "support_noise_scales": "noise scales ν/σ_emb of the support stage's noise arms",
@@ -648,6 +651,9 @@ def validate(cfg: StudyConfig) -> None:
     except Exception as err:  # noqa: BLE001 - TypeError or ValueError from a bad value
         raise ConfigError(f"rome_hparams {cfg.rome_hparams}: {err}") from err
     check_editors(cfg.editors, cfg.editor_hparams)
+    from causaleval.editing.problems import parse_problems
+
+    parse_problems(cfg.edit_problems)
     check_device(cfg.device)
     if cfg.dtype == "float16" and cfg.device.split(":")[0] == "cpu":
         raise _bad("dtype", cfg.dtype, "half precision is not supported on the CPU; use float32 or bfloat16, "

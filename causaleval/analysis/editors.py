@@ -34,7 +34,11 @@ def editor_names(edits: pd.DataFrame) -> list[str]:
 
 def primary_edits(edits: pd.DataFrame) -> pd.DataFrame:
     """The rows of the primary editor (ROME when present), without the ``editor`` column: what the
-    study's analysis and the support stage read."""
+    study's analysis and the support stage read (error injection only, when the table holds problems)."""
+    if "problem" in edits:
+        from causaleval.analysis.problems import error_injection_rows
+
+        edits = error_injection_rows(edits)
     if "editor" not in edits:
         return edits
     first = editor_names(edits)[0]

@@ -256,7 +256,9 @@ def read_run(folder: Path) -> RunTables:
     if missing:
         raise AnalysisError(f"{folder} lacks {', '.join(m + '.parquet' for m in missing)}: point at a finished run")
     t, e, f = (pd.read_parquet(folder / f"{n}.parquet") for n in ("trace", "edits", "facts_filter"))
-    return RunTables(t, with_margin(e), f)
+    from causaleval.analysis.editors import primary_edits
+
+    return RunTables(t, with_margin(primary_edits(e) if "problem" in e else e), f)
 
 
 def withinfact_tables(run: RunTables, spec: AnalysisSpec = AnalysisSpec(), n_perm: int = 300, n_boot: int = 300,

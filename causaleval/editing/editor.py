@@ -56,7 +56,7 @@ class Editor(Protocol):
 
     def touched(self, layer: int, n_layers: int) -> list[int]: ...
 
-    def prepare(self, bundle: ModelBundle, facts: Sequence[Fact]) -> Any: ...
+    def prepare(self, bundle: ModelBundle, facts: Sequence[Fact], problem: Any = None) -> Any: ...
 
     def compute(self, bundle: ModelBundle, prepared: Any, layer: int) -> list[Edit]: ...
 
@@ -98,10 +98,17 @@ def probs_after_edits(bundle: ModelBundle, prepared: PreparedProbes,
 
 
 def sweep(bundle: ModelBundle, editor: Editor, facts: Sequence[Fact], layers: Sequence[int],
-          max_neighbours: int | None = None, seed: int = 0) -> list[list[dict]]:
+          max_neighbours: int | None = None, seed: int = 0, problem=None) -> list[list[dict]]:
     """Edit every fact at each layer with ``editor`` and score it; one list of rows (a dict per layer) per
     fact.  ``seconds`` per row = an equal share of that layer's edit computation and scoring plus an equal
-    share of the group's unedited passes (shared by all layers), as in ROME's sweep."""
+    share of the group's unedited passes (shared by all layers), as in ROME's sweep.
+
+    ``problem`` (an :class:`~causaleval.editing.problems.EditProblem`; None = error injection as always):
+    ``facts`` are then the problem's requests (:func:`causaleval.editing.problems.request`), the editor
+    optimises the problem's objective, and a noised problem is scored on ``score_draws`` fresh draws (the
+    probabilities before and after averaged over them)."""
+    if problem is not None:
+        return _problem_sweep(bundle, editor, facts, layers, max_neighbours, seed, problem)
     layers = [int(l) for l in layers]
     for layer in layers:
         check_layer(layer, bundle.n_layers)
@@ -125,6 +132,37 @@ def sweep(bundle: ModelBundle, editor: Editor, facts: Sequence[Fact], layers: Se
     return rows
 
 
+def _problem_sweep(bundle: ModelBundle, editor: Editor, facts: Sequence[Fact], layers: Sequence[int],
+                   max_neighbours: int | None, seed: int, problem) -> list[list[dict]]:
+    from causaleval.editing.problems import problem_scores
+
+    layers = [int(l) for l in layers]
+    for layer in layers:
+        check_layer(layer, bundle.n_layers)
+    n = len(facts)
+    t0 = time.perf_counter()
+    prep = editor.prepare(bundle, facts, problem=problem)
+    starts = sorted({min(editor.touched(l, bundle.n_layers)) for l in layers})
+    draws = problem.score_draws if problem.noise is not None else 1
+    probes = [prepare_probes(bundle, facts, max_neighbours=max_neighbours, seed=seed, layers=starts,
+                             noise=problem.noise, draw=d) for d in range(draws)]
+    before = np.mean([p.before for p in probes], axis=0)
+    shared = (time.perf_counter() - t0) / max(len(layers), 1) / n
+    rows: list[list[dict]] = [[] for _ in facts]
+    for layer in layers:
+        t1 = time.perf_counter()
+        edits = editor.compute(bundle, prep, layer)
+        after = np.mean([probs_after_edits(bundle, p, [e.deltas for e in edits]) for p in probes], axis=0)
+        seconds = (time.perf_counter() - t1) / n + shared
+        for c, (fact, e) in enumerate(zip(facts, edits)):
+            at = probes[0].prompts[c]
+            sc = problem_scores(problem, probes[0].kind(c), before[at], after[at])
+            rows[c].append({"case_id": int(fact.case_id), "relation_id": str(fact.relation_id), "layer": layer,
+                            **sc.to_dict(), "steps": int(e.steps), "final_loss": float(e.final_loss),
+                            "seconds": float(seconds)})
+    return rows
+
+
 class RomeEditor:
     """ROME (Meng et al. 2022) behind the editor interface, computed exactly as :mod:`causaleval.editing.rome`."""
 
@@ -136,10 +174,10 @@ class RomeEditor:
     def touched(self, layer: int, n_layers: int) -> list[int]:
         return [int(layer)]
 
-    def prepare(self, bundle: ModelBundle, facts: Sequence[Fact]):
+    def prepare(self, bundle: ModelBundle, facts: Sequence[Fact], problem=None):
         from causaleval.editing.rome.compute import prepare_edits
 
-        return prepare_edits(bundle, facts, self.contexts, self.hp)
+        return prepare_edits(bundle, facts, self.contexts, self.hp, problem)
 
     def compute(self, bundle: ModelBundle, prepared, layer: int) -> list[Edit]:
         from causaleval.editing.rome.compute import compute_edits

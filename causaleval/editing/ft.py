@@ -103,36 +103,63 @@ class FTBatch:
     tokens: torch.Tensor
     n_target: torch.Tensor
     blocks: BlockInputs
+    repeat: int = 1             # copies of every case's row (subject-noise draws); row j·n + c is copy j of case c
+    minimise: bool = False      # minimise p(target) (fact erasure) instead of its NLL
 
 
 @torch.no_grad()
-def prepare_ft(bundle: ModelBundle, facts: Sequence[Fact]) -> FTBatch:
-    """The rows of ``facts`` and one unedited forward recording every block's input."""
+def prepare_ft(bundle: ModelBundle, facts: Sequence[Fact], problem=None) -> FTBatch:
+    """The rows of ``facts`` and one unedited forward recording every block's input.  ``problem`` (an
+    :class:`~causaleval.editing.problems.EditProblem`) may minimise p(target) (erasure) or noise the
+    subject (fact forcing: ``edit_draws`` copies of each row, each with its own subject noise, fixed
+    through the optimisation, as Hase et al.'s code repeats the input for FT)."""
+    from causaleval.data.tokens import encode_prompt
+    from causaleval.editing.noise import d_model, embeddings_plus
+
     tok = bundle.tokenizer
-    seqs, rows, cols, toks, n_target = [], [], [], [], []
-    for c, fact in enumerate(facts):
-        if not fact.target_new.strip():
-            raise SiteError(f"case {fact.case_id}: target_new {fact.target_new!r} is empty; give a non-empty target")
-        target = answer_ids(tok, fact.target_new)
-        prompt = list(tok(fact.text, add_special_tokens=True)["input_ids"])
-        for j, t in enumerate(target):
-            rows.append(c)
-            cols.append(len(prompt) - 1 + j)
-            toks.append(t)
-        seqs.append(prompt + target[:-1])
-        n_target.append(len(target))
+    noise_spec = getattr(problem, "noise", None)
+    repeat = max(1, int(problem.edit_draws)) if noise_spec is not None else 1
+    seqs, rows, cols, toks, n_target, spans, keys = [], [], [], [], [], [], []
+    n = len(facts)
+    for j in range(repeat):
+        for c, fact in enumerate(facts):
+            if not fact.target_new.strip():
+                raise SiteError(f"case {fact.case_id}: target_new {fact.target_new!r} is empty; give a non-empty target")
+            target = answer_ids(tok, fact.target_new)
+            prompt = list(tok(fact.text, add_special_tokens=True)["input_ids"])
+            for k, t in enumerate(target):
+                rows.append(j * n + c)
+                cols.append(len(prompt) - 1 + k)
+                toks.append(t)
+            seqs.append(prompt + target[:-1])
+            if j == 0:
+                n_target.append(len(target))
+            if noise_spec is not None:
+                enc = encode_prompt(tok, fact.prompt, fact.subject, fact.case_id)
+                spans.append((enc.subject_start, enc.subject_end))
+                keys.append(("edit", int(fact.case_id), j))
     ids, mask, _ = pad_batch(seqs, tok.pad_token_id, device=bundle.device)
-    blocks, _ = capture_block_inputs(bundle, ids, mask)
+    noise = (noise_spec.tensor(spans, keys, ids.shape[1], d_model(bundle), ids.device)
+             if noise_spec is not None else None)
+    with embeddings_plus(bundle, noise):
+        blocks, _ = capture_block_inputs(bundle, ids, mask)
     as_t = lambda x: torch.tensor(x, dtype=torch.long, device=bundle.device)  # noqa: E731
-    return FTBatch(list(facts), ids, mask, as_t(rows), as_t(cols), as_t(toks), as_t(n_target), blocks)
+    return FTBatch(list(facts), ids, mask, as_t(rows), as_t(cols), as_t(toks), as_t(n_target), blocks, repeat,
+                   bool(getattr(problem, "minimise", False)))
 
 
 def _case_losses(bundle: ModelBundle, batch: FTBatch, layers: list[int], deltas: list[list[torch.Tensor]]) -> torch.Tensor:
-    """Per case: mean NLL of its target tokens with its ΔW_j added at each window layer j."""
+    """Per case: mean NLL of its target tokens with its ΔW_j added at each window layer j (with copies of
+    the rows, the mean over the copies)."""
+    n, reps = len(batch.facts), batch.repeat
+
     def hook_for(j: int):
         def hook(_m, inp, out):
             dw = torch.stack([d[j] for d in deltas])                 # (cases, out, in)
-            return out + torch.bmm(inp[0], dw.transpose(1, 2).to(out.dtype))
+            if reps == 1:
+                return out + torch.bmm(inp[0], dw.transpose(1, 2).to(out.dtype))
+            x = inp[0].view(reps, n, *inp[0].shape[1:])
+            return out + torch.einsum("jnti,noi->jnto", x, dw.to(out.dtype)).reshape(out.shape)
         return hook
 
     handles = [get_module(bundle.model, bundle.family.module_path("down_proj", l)).register_forward_hook(hook_for(j))
@@ -144,8 +171,10 @@ def _case_losses(bundle: ModelBundle, batch: FTBatch, layers: list[int], deltas:
             h.remove()
     logp = torch.log_softmax(logits_at_positions(bundle, last, batch.rows, batch.cols).float(), -1)
     tok_lp = logp.gather(1, batch.tokens[:, None]).squeeze(1)
-    n = len(batch.facts)
-    return -torch.zeros(n, device=tok_lp.device).index_add(0, batch.rows, tok_lp) / batch.n_target
+    if reps == 1:
+        return -torch.zeros(n, device=tok_lp.device).index_add(0, batch.rows, tok_lp) / batch.n_target
+    per_row = -torch.zeros(n * reps, device=tok_lp.device).index_add(0, batch.rows, tok_lp) / batch.n_target.repeat(reps)
+    return per_row.view(reps, n).mean(0)
 
 
 def compute_ft(bundle: ModelBundle, batch: FTBatch, layer: int, hp: FTHyperParams) -> list[Edit]:
@@ -164,12 +193,14 @@ def compute_ft(bundle: ModelBundle, batch: FTBatch, layer: int, hp: FTHyperParam
     for step in range(hp.num_steps + 1):
         with torch.enable_grad():
             loss = _case_losses(bundle, batch, layers, deltas)
+            if batch.minimise:               # fact erasure: the loss is p(o) itself (Hase et al. 2023's code)
+                loss = torch.exp(-loss)
         go_on = []
         for c, value in enumerate(loss.detach().tolist()):
             if done[c]:
                 continue
             losses[c].append(value)
-            if value < hp.loss_stop or step == hp.num_steps:
+            if (value < hp.loss_stop and not batch.minimise) or step == hp.num_steps:
                 done[c] = True
             else:
                 go_on.append(c)
@@ -206,8 +237,8 @@ class FTEditor:
     def touched(self, layer: int, n_layers: int) -> list[int]:
         return centred_window(layer, self.hp.window, n_layers)
 
-    def prepare(self, bundle: ModelBundle, facts: Sequence[Fact]) -> FTBatch:
-        return prepare_ft(bundle, facts)
+    def prepare(self, bundle: ModelBundle, facts: Sequence[Fact], problem=None) -> FTBatch:
+        return prepare_ft(bundle, facts, problem)
 
     def compute(self, bundle: ModelBundle, prepared: FTBatch, layer: int) -> list[Edit]:
         return compute_ft(bundle, prepared, int(layer), self.hp)

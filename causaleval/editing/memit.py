@@ -94,12 +94,16 @@ class MemitPrepared:
     groups: list[int]                   # rewriting prompts per context length (bare prompt first)
 
 
-def prepare_memit(bundle: ModelBundle, facts: Sequence[Fact], contexts: list[str], hp: RomeHyperParams) -> MemitPrepared:
-    prep = prepare_edits(bundle, facts, contexts, hp)
-    blocks, _ = capture_block_inputs(bundle, prep.batch.input_ids, prep.batch.attention_mask)
+def prepare_memit(bundle: ModelBundle, facts: Sequence[Fact], contexts: list[str], hp: RomeHyperParams,
+                  problem=None) -> MemitPrepared:
+    from causaleval.editing.noise import embeddings_plus
+
+    prep = prepare_edits(bundle, facts, contexts, hp, problem)
+    with embeddings_plus(bundle, prep.embed_noise):
+        blocks, _ = capture_block_inputs(bundle, prep.batch.input_ids, prep.batch.attention_mask)
     groups = [1] + [n for _, n in hp.context_lengths if n > 0]
-    if sum(groups) != 1 + len(contexts):
-        groups = [1 + len(contexts)]       # contexts not from hp.context_lengths: one plain mean
+    if prep.embed_noise is not None or sum(groups) != 1 + len(contexts):
+        groups = [int(prep.batch.n_rewrite[0])] if len(facts) else [1 + len(contexts)]   # one plain mean
     return MemitPrepared(prep, blocks, groups)
 
 
@@ -206,8 +210,8 @@ class MemitEditor:
     def touched(self, layer: int, n_layers: int) -> list[int]:
         return centred_window(layer, self.hp.window, n_layers)
 
-    def prepare(self, bundle: ModelBundle, facts: Sequence[Fact]) -> MemitPrepared:
-        return prepare_memit(bundle, facts, self.contexts, self.hp.z_hparams(self.rome_hp))
+    def prepare(self, bundle: ModelBundle, facts: Sequence[Fact], problem=None) -> MemitPrepared:
+        return prepare_memit(bundle, facts, self.contexts, self.hp.z_hparams(self.rome_hp), problem)
 
     def compute(self, bundle: ModelBundle, prepared: MemitPrepared, layer: int) -> list[Edit]:
         return compute_memit(bundle, prepared, int(layer), self.hp, self.rome_hp, self.stats, self.solver)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -53,6 +53,7 @@ class Probes:
     tokens: torch.Tensor
     owner: torch.Tensor
     target: torch.Tensor
+    texts: list = field(default_factory=list)     # the text of each prompt
 
 
 def build_probes(bundle: ModelBundle, fact: Fact, max_neighbours: int | None = None, seed: int = 0) -> Probes:
@@ -90,7 +91,8 @@ def build_probes(bundle: ModelBundle, fact: Fact, max_neighbours: int | None = N
     ids, mask, _ = pad_batch(seqs, tok.pad_token_id, device=bundle.device)
     dev = bundle.device
     as_t = lambda x: torch.tensor(x, device=dev)  # noqa: E731
-    return Probes([k for _, k in texts], ids, mask, as_t(rows), as_t(cols), as_t(toks), as_t(owner), as_t(which))
+    return Probes([k for _, k in texts], ids, mask, as_t(rows), as_t(cols), as_t(toks), as_t(owner), as_t(which),
+                  [t for t, _ in texts])
 
 
 def concat_probes(parts: Sequence[Probes], pad_id: int) -> Probes:
@@ -103,7 +105,7 @@ def concat_probes(parts: Sequence[Probes], pad_id: int) -> Probes:
                   torch.cat([pad(p.input_ids, pad_id) for p in parts]), torch.cat([pad(p.attention_mask, 0) for p in parts]),
                   torch.cat([p.rows + int(r) for p, r in zip(parts, row0)]), torch.cat([p.cols for p in parts]),
                   torch.cat([p.tokens for p in parts]), torch.cat([p.owner + int(o) for p, o in zip(parts, own0)]),
-                  torch.cat([p.target for p in parts]))
+                  torch.cat([p.target for p in parts]), [t for p in parts for t in p.texts])
 
 
 def probs_from_hidden(bundle: ModelBundle, probes: Probes, last_hidden: torch.Tensor) -> np.ndarray:
@@ -130,15 +132,42 @@ class PreparedProbes:
         return self.probes.kind[self.prompts[case]]
 
 
+def probe_noise(bundle: ModelBundle, facts: Sequence[Fact], parts: Sequence[Probes], probes: Probes, noise,
+                draw: int) -> torch.Tensor:
+    """Subject noise for every probe sequence: on the fact's subject wherever its prompt contains it (the
+    prompt and paraphrases; neighbourhood prompts have other subjects), seeded by (draw, case_id, prompt)
+    so both targets of one prompt see the same noise (Hase et al. 2023 score Fact Forcing so)."""
+    from causaleval.editing.noise import d_model, subject_span
+
+    seq_prompt: dict[int, int] = {}
+    for r, o in zip(probes.rows.tolist(), probes.owner.tolist()):
+        seq_prompt.setdefault(r, o)
+    prompt_case = [c for c, p in enumerate(parts) for _ in p.kind]
+    own0 = np.cumsum([0] + [len(p.kind) for p in parts])
+    spans, keys = [], []
+    for r in range(probes.input_ids.shape[0]):
+        o = seq_prompt[r]
+        c = prompt_case[o]
+        spans.append(subject_span(bundle.tokenizer, probes.texts[o], facts[c].subject))
+        keys.append(("score", int(draw), int(facts[c].case_id), int(o - own0[c])))
+    return noise.tensor(spans, keys, probes.input_ids.shape[1], d_model(bundle), probes.input_ids.device)
+
+
 @torch.no_grad()
 def prepare_probes(bundle: ModelBundle, facts: Fact | Sequence[Fact], max_neighbours: int | None = None,
-                   seed: int = 0, layers: Sequence[int] | None = None) -> PreparedProbes:
+                   seed: int = 0, layers: Sequence[int] | None = None, noise=None, draw: int = 0) -> PreparedProbes:
     """Probes of ``facts`` (one or several) in one batch and one unedited forward; keeps the block inputs
-    of ``layers`` only (default: every layer), the layers :func:`probs_after` may start from."""
+    of ``layers`` only (default: every layer), the layers :func:`probs_after` may start from.  With
+    ``noise`` (a :class:`~causaleval.editing.noise.SubjectNoise`) the subject is noised (draw ``draw``)
+    in that forward, so the before and after probabilities both read the noised prompts."""
+    from causaleval.editing.noise import embeddings_plus
+
     facts = [facts] if isinstance(facts, Fact) else list(facts)
     parts = [build_probes(bundle, f, max_neighbours, seed) for f in facts]
     probes = concat_probes(parts, bundle.tokenizer.pad_token_id)
-    blocks, last = capture_block_inputs(bundle, probes.input_ids, probes.attention_mask)
+    extra = probe_noise(bundle, facts, parts, probes, noise, draw) if noise is not None else None
+    with embeddings_plus(bundle, extra):
+        blocks, last = capture_block_inputs(bundle, probes.input_ids, probes.attention_mask)
     if layers is not None:
         blocks.hidden = [h if l in set(layers) else None for l, h in enumerate(blocks.hidden)]
     own0 = np.cumsum([0] + [len(p.kind) for p in parts])

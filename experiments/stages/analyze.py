@@ -90,9 +90,15 @@ def analyze_folder(out_dir: Path, spec: AnalysisSpec, plan=None, model: str | No
 
 def _with_editors(summary: dict, trace, edits, spec, out_dir: Path, draws, run_info: dict) -> dict:
     """With several editors in ``edits``: the other editors' tests and the comparison (docs/editors.md)."""
-    if len(editor_names(edits)) > 1:
-        table = analyze_editors(trace, edits, spec, out_dir, summary, draws, run_info)
+    from causaleval.analysis.problems import error_injection_rows, problem_grid, problem_names
+
+    injected = error_injection_rows(edits)
+    if len(editor_names(injected)) > 1:
+        table = analyze_editors(trace, injected, spec, out_dir, summary, draws, run_info)
         atomic_write_parquet(out_dir / "analysis" / "editors.parquet", table)
+    if problem_names(edits) != ["error_injection"]:          # docs/problems.md
+        grid = problem_grid(trace, edits, spec, out_dir, summary, draws, run_info, editor_names(edits)[0])
+        atomic_write_parquet(out_dir / "analysis" / "problems.parquet", grid)
     return summary
 
 

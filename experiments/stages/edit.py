@@ -12,6 +12,12 @@ context texts, statistics provenance, one-off seconds).  Cases are edited in gro
 the one-at-a-time run); each finished case is kept in ``edit_parts/<case_id>.parquet`` so that an
 interrupted run resumes with only the missing cases.  Other editors keep their parts in
 ``edit_parts_<editor>/`` (resumable per editor and case) and use the same groups of cases.
+
+``edit_problems`` (default ``error_injection``; docs/problems.md): each further problem runs every editor
+on the problem's requests, its parts in ``edit_parts_<problem>_<editor>/``; ``edits.parquet`` then gains
+``problem``, ``draw`` and ``partner_case`` (flip forcing: the trace stage's flip draw k and partner s′ of
+each edit, −1 otherwise).  With the default alone the outputs are exactly what they always were (a
+table without ``problem`` reads as error injection).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import time
 import pandas as pd
 
 from causaleval.editing.editor import parse_editors, sweep
+from causaleval.editing.problems import DEFAULT_PROBLEMS, PROBLEM_HPARAMS, flip_partners, make_problem, parse_problems, request
 from causaleval.editing.rome import SecondMoments, default_contexts, hparams_for, sweep_cases
 from causaleval.editing.rome.hparams import RomeHyperParams
 from causaleval.editing.scores import summarise
@@ -34,6 +41,7 @@ OUTPUTS = ("edits.parquet",)
 COLUMNS = ["case_id", "relation_id", "layer", "rewrite_score", "paraphrase_score", "neighborhood_score", "es", "ps",
            "ns", "es_magnitude", "ps_magnitude", "ns_magnitude", "p_before_new", "p_after_new", "p_before_true",
            "p_after_true", "steps", "final_loss", "seconds"]
+PROBLEM_COLUMNS = COLUMNS + ["problem", "draw", "partner_case"]
 
 
 def context_lengths(n: int) -> tuple[tuple[int, int], ...]:
@@ -54,13 +62,17 @@ def _hparams(bundle, c) -> RomeHyperParams:
     return hparams_for(bundle.family.name, bundle.n_layers, **settings)
 
 
-def parts_dir(editor: str) -> str:
+def parts_dir(editor: str, problem: str = "error_injection") -> str:
     """ROME's parts stay where they always were (runs in progress resume); the others beside them."""
+    if problem != "error_injection":
+        return f"edit_parts_{problem}_{editor}"
     return "edit_parts" if editor == "rome" else f"edit_parts_{editor}"
 
 
-def make_editor(name: str, bundle, config, hp: RomeHyperParams, stats, contexts):
-    """The editor ``name`` with the study's settings (``editor_hparams.<name>`` overrides)."""
+def make_editor(name: str, bundle, config, hp: RomeHyperParams, stats, contexts, problem: str = "error_injection"):
+    """The editor ``name`` with the study's settings (``editor_hparams.<name>`` overrides), and the
+    problem's own changes (:data:`~causaleval.editing.problems.PROBLEM_HPARAMS`) for a problem other
+    than error injection."""
     from causaleval.editing.editor import RomeEditor
     from causaleval.editing.ft import FT_PRESETS, FTEditor
     from causaleval.editing.memit import MemitEditor, memit_hparams_for
@@ -68,8 +80,10 @@ def make_editor(name: str, bundle, config, hp: RomeHyperParams, stats, contexts)
     from experiments.config import editor_overrides
 
     extra = editor_overrides(getattr(config, "editor_hparams", {}) or {}).get(name, {})
+    by_problem = PROBLEM_HPARAMS.get((problem, name), {})
     if name == "rome":
-        return RomeEditor(hp, stats, contexts)
+        return RomeEditor(hp.updated(**by_problem) if by_problem else hp, stats, contexts)
+    extra = {**extra, **by_problem}
     if name in FT_PRESETS:
         return FTEditor(name, FT_PRESETS[name].updated(**extra))
     return MemitEditor(memit_hparams_for(bundle.family.name, **extra), hp, stats, contexts)
@@ -82,14 +96,20 @@ def _setup(bundle, config, shared: dict) -> dict:
     stats.ensure(shared.get("stat_layers", shared["layers"]))
     contexts = default_contexts(bundle, hp, seed=config.seed)
     editor = shared.get("editor", "rome")
+    name = shared.get("problem", "error_injection")
+    problem = None if name == "error_injection" else make_problem(name, nu=shared.get("nu"), seed=shared.get("seed", 0))
     return {"bundle": bundle, "config": config, "hp": hp, "stats": stats, "layers": shared["layers"],
-            "contexts": contexts, "editor": editor,
-            "impl": None if editor == "rome" else make_editor(editor, bundle, config, hp, stats, contexts)}
+            "contexts": contexts, "editor": editor, "problem": problem, "pool": shared.get("known_facts"),
+            "impl": None if editor == "rome" and problem is None
+            else make_editor(editor, bundle, config, hp, stats, contexts, name)}
 
 
 def _work(state: dict, facts):
     """Groups of ``rome_batch_cases`` cases, optimised and scored together at each layer; a part per case."""
     c = state["config"]
+    if state["problem"] is not None:
+        yield from _problem_work(state, facts)
+        return
     for group in shards(list(facts), max(1, c.rome_batch_cases)):
         if state["impl"] is None:      # ROME: its own sweep (equal to the editor interface's, tested)
             rows = sweep_cases(state["bundle"], group, state["layers"], state["hp"], state["stats"],
@@ -99,6 +119,28 @@ def _work(state: dict, facts):
                          seed=c.seed)
         for fact, case_rows in zip(group, rows):
             yield str(fact.case_id), pd.DataFrame(case_rows)[COLUMNS]
+
+
+def _problem_work(state: dict, facts):
+    """A further problem: each fact's requests (flip forcing: one per flip partner draw), edited and scored
+    in groups of ``rome_batch_cases`` requests; a part per fact with all its requests' rows."""
+    from experiments.config import draw_seed
+
+    c, problem = state["config"], state["problem"]
+    for fact in facts:
+        if problem.subject == "partner":
+            pairs = flip_partners(state["bundle"], fact, state["pool"], c.partner_draws, draw_seed(c))
+            reqs = [(k, p.case_id, request(fact, problem, p)) for k, p in pairs]
+        else:
+            reqs = [(-1, -1, request(fact, problem))]
+        rows = []
+        for group in shards(reqs, max(1, c.rome_batch_cases)):
+            swept = sweep(state["bundle"], state["impl"], [r for _, _, r in group], state["layers"],
+                          max_neighbours=c.rome_max_neighbours, seed=c.seed, problem=problem)
+            for (k, partner, _), req_rows in zip(group, swept):
+                rows += [{**r, "problem": problem.name, "draw": int(k), "partner_case": int(partner)} for r in req_rows]
+        frame = pd.DataFrame(rows, columns=PROBLEM_COLUMNS)
+        yield str(fact.case_id), frame.astype({"draw": "int64", "partner_case": "int64"})
 
 
 def stat_layers(editors: list[str], layers: list[int], n_layers: int) -> list[int]:
@@ -117,6 +159,7 @@ def run(ctx: StageContext) -> None:
     cfg, bundle = ctx.config, ctx.bundle
     layers = ctx.edit_layers()
     editors = parse_editors(getattr(cfg, "editors", ["rome"]))
+    problems = parse_problems(getattr(cfg, "edit_problems", list(DEFAULT_PROBLEMS)))
     hp = hparams_from_config(ctx)
     t0 = time.time()
     stats = SecondMoments(bundle, hp, seed=cfg.seed, progress=ctx.progress)
@@ -133,9 +176,17 @@ def run(ctx: StageContext) -> None:
     if editors != ["rome"]:
         provenance["editors"] = {e: hp.to_dict() if e == "rome" else
                                  make_editor(e, bundle, cfg, hp, stats, contexts).hp.to_dict() for e in editors}
+    extra_problems = [p for p in problems if p != "error_injection"]
+    nu = _noise_scale(ctx) if "fact_forcing" in problems else None
+    if extra_problems:
+        provenance["problems"] = {p: {"editors": {e: make_editor(e, bundle, cfg, hp, stats, contexts, p).hp.to_dict()
+                                                  for e in editors},
+                                      **({"nu": nu, "edit_draws": make_problem(p, nu).edit_draws,
+                                          "score_draws": make_problem(p, nu).score_draws} if p == "fact_forcing" else {})}
+                                  for p in extra_problems}
     atomic_write_json(ctx.out_dir / "edit_provenance.json", provenance)
     frames = []
-    for editor in editors:
+    for editor in (editors if "error_injection" in problems else []):
         label = "ROME" if editor == "rome" else editor.upper()
         job = CaseJob(f"{label} edits ({len(layers)} layers)", _setup, _work,
                       shared={"layers": layers, "editor": editor, "stat_layers": needed},
@@ -143,10 +194,40 @@ def run(ctx: StageContext) -> None:
         keys = run_case_job(ctx, job, ctx.study_facts, parts_dir(editor))
         store = PartStore(ctx.out_dir / parts_dir(editor))          # parts verified against their checksums
         frames += [store.read(k).assign(editor=editor) for k in keys]
+    if problems != list(DEFAULT_PROBLEMS):
+        frames = [f.assign(problem="error_injection", draw=-1, partner_case=-1) for f in frames]
+    from experiments.config import draw_seed
+
+    for problem in extra_problems:
+        for editor in editors:
+            job = CaseJob(f"{problem} × {editor} edits ({len(layers)} layers)", _setup, _work,
+                          shared={"layers": layers, "editor": editor, "stat_layers": needed, "problem": problem,
+                                  "nu": nu, "seed": draw_seed(cfg), "known_facts": ctx.known_facts},
+                          batch=max(1, cfg.rome_batch_cases))
+            keys = run_case_job(ctx, job, ctx.study_facts, parts_dir(editor, problem))
+            store = PartStore(ctx.out_dir / parts_dir(editor, problem))
+            frames += [store.read(k).assign(editor=editor) for k in keys]
     edits = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS + ["editor"])
-    summary = summarise(edits) if editors == ["rome"] else summarise(edits, by=["editor", "layer"])
+    if problems != list(DEFAULT_PROBLEMS):
+        summary = summarise(edits, by=["problem", "editor", "layer"])
+    else:
+        summary = summarise(edits) if editors == ["rome"] else summarise(edits, by=["editor", "layer"])
     atomic_write_parquet(ctx.out_dir / "edit_summary.parquet", summary)
     atomic_write_parquet(ctx.out_dir / "edits.parquet", edits)
     print(f"editing setup (statistics, context texts): {one_off:.1f} s; edits: {edits.seconds.sum():.1f} s "
           f"for {len(edits)} (case, layer, editor) rows")
     print(summary.round(3).to_string(index=False))
+
+
+def _noise_scale(ctx: StageContext) -> float:
+    """ν of the trace stage (its trace_meta.json when present, else computed as the trace stage does)."""
+    import json
+
+    from causaleval.estimators import noise_tracing
+
+    meta = ctx.out_dir / "trace_meta.json"
+    if meta.is_file():
+        nu = json.loads(meta.read_text(encoding="utf-8")).get("nu")
+        if nu is not None:
+            return float(nu)
+    return float(noise_tracing.noise_scale(ctx.bundle, ctx.known_facts, ctx.config.noise_scale_factor))

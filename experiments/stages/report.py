@@ -55,9 +55,11 @@ def build_report(results_dir: Path, dest_dir: Path | None = None) -> list[Path]:
         paths.append(path)
     from causaleval.reporting.confirmatory import write_confirm_report
     from causaleval.reporting.editors import write_editors_report
+    from causaleval.reporting.problems import write_problems_report
 
     return (paths + support_report(results_dir, dest_dir) + validate_report(results_dir / "validate", dest_dir)
-            + write_confirm_report(results_dir, dest_dir) + write_editors_report(results_dir, dest_dir))
+            + write_confirm_report(results_dir, dest_dir) + write_editors_report(results_dir, dest_dir)
+            + write_problems_report(results_dir, dest_dir))
 
 
 def validate_report(folder: Path, dest_dir: Path) -> list[Path]:

@@ -62,6 +62,8 @@ class EditBatch:
     tgt_rows: torch.Tensor        # NLL read positions (flattened over rows and target tokens)
     tgt_cols: torch.Tensor
     tgt_tokens: torch.Tensor
+    spans: list = field(default_factory=list)     # (subject_start, subject_end) per row
+    row_keys: list = field(default_factory=list)  # (case_id, row within case) per row: seeds its subject noise
 
     @property
     def n_cases(self) -> int:
@@ -75,9 +77,12 @@ class EditBatch:
         cmap = torch.full((self.n_cases,), -1, dtype=torch.long, device=rows.device).index_put(
             (cases,), torch.arange(len(cases), device=rows.device))
         t = keep[self.tgt_rows]
+        kept = rows.tolist()
         return EditBatch(self.input_ids[rows], self.attention_mask[rows], self.lookup[rows], cmap[self.case[rows]],
                          remap[self.first_rows[cases]], remap[self.kl_rows[cases]], self.n_rewrite[cases],
-                         self.n_target[cases], remap[self.tgt_rows[t]], self.tgt_cols[t], self.tgt_tokens[t]), rows
+                         self.n_target[cases], remap[self.tgt_rows[t]], self.tgt_cols[t], self.tgt_tokens[t],
+                         [self.spans[r] for r in kept] if self.spans else [],
+                         [self.row_keys[r] for r in kept] if self.row_keys else []), rows
 
 
 def context_templates(prompt: str, contexts: list[str]) -> list[str]:
@@ -96,17 +101,21 @@ def _target_ids(tok, fact: Fact) -> list[int]:
 
 
 def build_edit_batch(bundle: ModelBundle, facts: Fact | Sequence[Fact], contexts: list[str],
-                     kl_prompt: str = "{} is a") -> EditBatch:
-    """The rows of ``facts`` (one fact or several), right-padded into one batch."""
+                     kl_prompt: str = "{} is a", repeat: int = 1) -> EditBatch:
+    """The rows of ``facts`` (one fact or several), right-padded into one batch; with ``repeat`` > 1 each
+    fact's rewriting prompts appear that many times (rows for several subject-noise draws)."""
     facts = [facts] if isinstance(facts, Fact) else list(facts)
     tok = bundle.tokenizer
     seqs, lookup, case, first, kl_rows, n_rewrite, n_target, rows, cols, toks = ([] for _ in range(10))
+    spans, keys = [], []
     for c, fact in enumerate(facts):
         target = _target_ids(tok, fact)
-        templates = context_templates(fact.prompt, contexts)
+        templates = context_templates(fact.prompt, contexts) * max(1, int(repeat))
         first.append(len(seqs))
         for template in templates:
             enc = encode_prompt(tok, template, fact.subject, fact.case_id)
+            spans.append((enc.subject_start, enc.subject_end))
+            keys.append((int(fact.case_id), len(seqs) - first[-1]))
             for j, t in enumerate(target):
                 rows.append(len(seqs))
                 cols.append(enc.length - 1 + j)
@@ -114,6 +123,8 @@ def build_edit_batch(bundle: ModelBundle, facts: Fact | Sequence[Fact], contexts
             seqs.append(list(enc.input_ids) + target[:-1])
             lookup.append(enc.position("subject_last"))
         kl = encode_prompt(tok, kl_prompt, fact.subject, fact.case_id)
+        spans.append((kl.subject_start, kl.subject_end))
+        keys.append((int(fact.case_id), len(seqs) - first[-1]))
         kl_rows.append(len(seqs))
         seqs.append(list(kl.input_ids))
         lookup.append(kl.position("subject_last"))
@@ -123,7 +134,7 @@ def build_edit_batch(bundle: ModelBundle, facts: Fact | Sequence[Fact], contexts
     ids, mask, _ = pad_batch(seqs, tok.pad_token_id, device=bundle.device)
     as_t = lambda x: torch.tensor(x, dtype=torch.long, device=bundle.device)  # noqa: E731
     return EditBatch(ids, mask, as_t(lookup), as_t(case), as_t(first), as_t(kl_rows), as_t(n_rewrite),
-                     as_t(n_target), as_t(rows), as_t(cols), as_t(toks))
+                     as_t(n_target), as_t(rows), as_t(cols), as_t(toks), spans, keys)
 
 
 @dataclass
@@ -137,13 +148,37 @@ class PreparedEdit:
     keys: dict[int, torch.Tensor]        # layer -> (rows, d_in) down-proj inputs at the subject's last token
     outs: dict[int, torch.Tensor]        # layer -> (rows, d_out) down-proj outputs there
     kl_init: torch.Tensor                # (cases, vocab) unedited log-probs at each case's KL position
+    minimise: bool = False               # minimise p(target) (fact erasure) instead of its NLL
+    embed_noise: torch.Tensor | None = None   # (rows, T, d) subject noise in every forward of these rows
+
+
+def edit_noise(bundle: ModelBundle, batch: EditBatch, problem) -> torch.Tensor | None:
+    """The subject noise of a problem that noises the subject (fact forcing), one draw per row, seeded
+    by (case_id, row); None otherwise."""
+    if problem is None or getattr(problem, "noise", None) is None:
+        return None
+    from causaleval.editing.noise import d_model
+
+    return problem.noise.tensor(batch.spans, [("edit",) + k for k in batch.row_keys], batch.input_ids.shape[1],
+                                d_model(bundle), batch.input_ids.device)
+
+
+def noise_repeat(problem, n_contexts: int) -> int:
+    """Copies of the rewriting prompts so that a noised problem has at least ``edit_draws`` noised rows."""
+    if problem is None or getattr(problem, "noise", None) is None:
+        return 1
+    return max(1, -(-int(problem.edit_draws) // (n_contexts + 1)))
 
 
 @torch.no_grad()
 def prepare_edits(bundle: ModelBundle, facts: Sequence[Fact], contexts: list[str],
-                  hparams: RomeHyperParams) -> PreparedEdit:
-    """One unedited forward over the rows of all ``facts`` (see :class:`PreparedEdit`)."""
-    batch = build_edit_batch(bundle, facts, contexts, hparams.kl_prompt)
+                  hparams: RomeHyperParams, problem=None) -> PreparedEdit:
+    """One unedited forward over the rows of all ``facts`` (see :class:`PreparedEdit`); ``problem`` (an
+    :class:`~causaleval.editing.problems.EditProblem`) may minimise p(target) or noise the subject."""
+    from causaleval.editing.noise import embeddings_plus
+
+    batch = build_edit_batch(bundle, facts, contexts, hparams.kl_prompt, noise_repeat(problem, len(contexts)))
+    noise = edit_noise(bundle, batch, problem)
     rows = torch.arange(batch.input_ids.shape[0], device=bundle.device)
     keys, outs, handles = {}, {}, []
     for l in range(bundle.n_layers):
@@ -154,7 +189,8 @@ def prepare_edits(bundle: ModelBundle, facts: Sequence[Fact], contexts: list[str
             outs[l] = out[rows, batch.lookup].detach().clone()
         handles.append(mod.register_forward_hook(hook))
     try:
-        hidden, cache = record_forward(bundle, batch.input_ids, batch.attention_mask)
+        with embeddings_plus(bundle, noise):
+            hidden, cache = record_forward(bundle, batch.input_ids, batch.attention_mask)
     finally:
         for h in handles:
             h.remove()
@@ -165,7 +201,8 @@ def prepare_edits(bundle: ModelBundle, facts: Sequence[Fact], contexts: list[str
     windows = [window_after(bundle, hidden, cache, batch.input_ids[g], batch.attention_mask[g], batch.lookup[g],
                             ends[g], rows=g) for g in groups]
     logits = logits_at_positions(bundle, hidden[-1], batch.kl_rows, batch.lookup[batch.kl_rows])
-    return PreparedEdit(list(facts), batch, windows, groups, keys, outs, torch.log_softmax(logits.float(), -1))
+    return PreparedEdit(list(facts), batch, windows, groups, keys, outs, torch.log_softmax(logits.float(), -1),
+                        bool(getattr(problem, "minimise", False)), noise)
 
 
 def prepare_edit(bundle: ModelBundle, fact: Fact, contexts: list[str], hparams: RomeHyperParams) -> PreparedEdit:
@@ -211,10 +248,12 @@ class _Active:
             order.append(reads)
         self.unsort = torch.argsort(torch.cat(order))        # reads come back in the order tgt..., kl...
         self.kl_init = prep.kl_init[cases]
+        self.minimise = prep.minimise
 
     def losses(self, bundle: ModelBundle, layer: int, delta: torch.Tensor, v0_norm: torch.Tensor,
                hp: RomeHyperParams, residual: bool = False) -> torch.Tensor:
-        """Per active case: mean NLL(target_new) + kl_factor · KL + wd · ‖δ‖/‖v₀‖² (``delta``: (cases, d))."""
+        """Per active case: mean NLL(target_new) + kl_factor · KL + wd · ‖δ‖/‖v₀‖² (``delta``: (cases, d));
+        when minimising (fact erasure), exp(−mean NLL) in place of the NLL (Hase et al. 2023's code)."""
         b = self.batch
         gathered = []
         for win, case, rows, cols in self.parts:
@@ -226,7 +265,8 @@ class _Active:
         row_lp = torch.zeros(n_rows, device=logp.device).index_add(0, b.tgt_rows, tok_lp) / b.n_target[b.case]
         nll = -torch.zeros(len(self.cases), device=logp.device).index_add(0, b.case, row_lp) / b.n_rewrite
         kl = torch.nn.functional.kl_div(self.kl_init, logp[n_t:], log_target=True, reduction="none").sum(-1)
-        return nll + hp.kl_factor * kl + hp.v_weight_decay * (delta.norm(dim=1) / v0_norm ** 2)
+        fit = torch.exp(-nll) if self.minimise else nll
+        return fit + hp.kl_factor * kl + hp.v_weight_decay * (delta.norm(dim=1) / v0_norm ** 2)
 
 
 def run_with_delta(bundle: ModelBundle, win: SuffixWindow, layer: int, delta: torch.Tensor,
@@ -278,7 +318,7 @@ def compute_v(bundle: ModelBundle, prep: PreparedEdit, layer: int, hp: RomeHyper
         for i, (c, value) in enumerate(zip(active.cases, loss.detach().tolist())):
             losses[c].append(value)
             steps[c] = step + 1
-            if not (value < hp.v_loss_stop or step == hp.v_num_grad_steps - 1):
+            if not ((value < hp.v_loss_stop and not prep.minimise) or step == hp.v_num_grad_steps - 1):
                 go_on.append(i)
         if not go_on:
             break
