@@ -66,6 +66,8 @@ class StudyConfig:
     # analysis (docs/design.md#the-hypothesis-test)
     analysis_window: int = 5
     n_bootstrap: int = 1000
+    withinfact_permutations: int = 100      # within-fact measures, golden layer, spec curve (docs/outputs.md#withinfact); 0 = skip
+    withinfact_bootstrap: int = 100
     # batched ROME sweeps: cases optimised and scored together at each edit layer (1 = one at a time)
     rome_batch_cases: int = 16
     # batched tracing: cases traced together in shared block calls (1 = one at a time)
@@ -142,6 +144,9 @@ HELP: dict[str, str] = {
     "rome_hparams": "further ROME hyperparameters, e.g. {v_lr: 0.5, kl_factor: 0.0625} (see --rome-hparams)",
     "analysis_window": "MLP window (layers) of the localisation effect used in the regressions",
     "n_bootstrap": "bootstrap resamples per confidence interval",
+    "withinfact_permutations": "analyze stage: swap/permutation draws per within-fact test and per specification "
+                               "of the specification curve; 0 = no within-fact analyses",
+    "withinfact_bootstrap": "analyze stage: bootstrap resamples per within-fact interval",
     "editors": "editors run by the edit stage: rome, ft1, ft5, memit (docs/editors.md)",
     "editor_hparams": "per-editor hyperparameter overrides, e.g. {ft5: {norm_constraint: 2e-5}} "
                       "(--set editor_hparams.ft5.norm_constraint=2e-5)",
@@ -187,6 +192,7 @@ PRESETS: dict[str, dict] = {
                   validate_layer_count=8),
     # Seconds-scale run for tests.
     "smoke": dict(max_facts=6, noise_draws=3, partner_draws=3, edit_layer_step=2, n_bootstrap=200,
+                  withinfact_permutations=10, withinfact_bootstrap=10,
                   trace_components=["residual", "mlp"], heatmap_cases=1, trace_layers=[0, 10, 20, 29],
                   support_draws=3, support_noise_scales=[1.0, 3.0], validate_facts=2, validate_layer_count=2,
                   validate_windows=[1, 3],

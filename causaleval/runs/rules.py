@@ -36,6 +36,8 @@ RULES: dict[str, Rule] = {
     "rome_max_neighbours": Rule(low=0, high=100_000),
     "analysis_window": Rule(low=1, high=MAX_LAYERS),      # and at most the model's depth (validate_layers)
     "n_bootstrap": Rule(low=1, high=1_000_000, why="resamples are held in memory at once"),
+    "withinfact_permutations": Rule(low=0, high=100_000, why="each draw recomputes every measure"),
+    "withinfact_bootstrap": Rule(low=1, high=100_000, why="resamples are held in memory at once"),
     "rome_batch_cases": Rule(low=1, high=4_096),
     "trace_batch_cases": Rule(low=1, high=4_096),
     "support_noise_scales": Rule(low=0, low_open=True, high=1_000, nonempty=True, distinct=True),
