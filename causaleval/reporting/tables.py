@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from causaleval.analysis import AnalysisTables
+from causaleval.analysis.study import effect_reliability
 from causaleval.runs.store import atomic_write_text
 
 LABELS = {"noise": "Noise tracing", "resample": "Resample scrubbing", "flip": "Flip scrubbing"}
@@ -160,14 +161,18 @@ def directional_table(t: AnalysisTables, variant: str = "default") -> str:
     part of ΔR² from positive slopes, the excess of ΔR² over its no-signal expectation, the effect's
     split-half reliability [CI], and r_w and the excess disattenuated by it."""
     r2 = _variant(t.r2, variant)
+    v = (t.summary.get("variants") or {}).get(variant, {})
     body: list = []
     for score, g in _by_score(r2):
         body.append(f"{SCORE_LABELS.get(score, score)} (n = {int(g.n_cases.iloc[0])} facts)")
         for row in g.itertuples():
             r = lambda name: getattr(row, name, None)      # an analysis written before these columns: --
+            rel, rel_lo, rel_hi = effect_reliability(v, row.estimator, dict(
+                reliability=r("reliability"), reliability_ci_low=r("reliability_ci_low"),
+                reliability_ci_high=r("reliability_ci_high")))
             body.append([LABELS.get(row.estimator, row.estimator), est_ci(r("r_w"), r("r_w_ci_low"), r("r_w_ci_high")),
                          pval(r("p_r_w")), num(r("delta_r2_pos"), 4), num(r("delta_excess"), 4),
-                         est_ci(r("reliability"), r("reliability_ci_low"), r("reliability_ci_high"), 2),
+                         est_ci(rel, rel_lo, rel_hi, 2),
                          num(r("r_w_disattenuated")), num(r("delta_excess_disattenuated"), 4)])
     n_boot = int(r2.n_boot.iloc[0]) if not r2.empty else 0
     caption = (r"Does a larger localisation effect go with a \emph{better} edit at the same layer? $r_w$: the "
@@ -347,8 +352,9 @@ def numbers_tex(t: AnalysisTables, score: str = "rewrite_score") -> str:
         m[f"DeltaRPos{cap}"] = mnum(e.get("delta_r2_pos"), 4)
         m[f"NullDeltaR{cap}"] = mnum(e.get("null_mean"), 4)
         m[f"Excess{cap}"] = mnum(e.get("excess"), 4)
-        m[f"Rel{cap}"] = mnum(e.get("reliability"), 2)
-        m[f"Rel{cap}CI"] = ci(e.get("reliability_ci_low"), e.get("reliability_ci_high"), 2) or "n/a"
+        rel, rel_lo, rel_hi = effect_reliability(v, est, e)
+        m[f"Rel{cap}"] = mnum(rel, 2)
+        m[f"Rel{cap}CI"] = ci(rel_lo, rel_hi, 2) or "n/a"
         m[f"RwDis{cap}"] = mnum(e.get("r_w_disattenuated"))
         m[f"ExcessDis{cap}"] = mnum(e.get("excess_disattenuated"), 4)
         rel = (v.get("reliability") or {}).get(est, {})
