@@ -159,6 +159,20 @@ def test_margin_clips_zero_probabilities_and_spec_grid_is_complete():
     with pytest.raises(Exception, match="p_after_true"):
         with_margin(pd.DataFrame(dict(p_after_new=[0.5])))
     assert len(specifications()) == 6 * 2 * 2 * 2 * 4
+    assert len(specifications(sites=("mlp 5", "attn 5"), metrics=("p", "ld"))) == 6 * 2 * 2 * 2 * 4 * 2 * 2
+
+
+def test_traced_choices_are_the_sites_and_metrics_every_fact_has_for_every_estimator():
+    from causaleval.analysis.speccurve import traced_choices
+
+    rows = [(e, c, w, m, case) for e in ("noise", "flip") for case in range(4)
+            for c, w, m in (("mlp", 5, "p"), ("attn", 5, "p"), ("mlp", 5, "ld"))]
+    rows += [(e, "mlp", 10, "p", 0) for e in ("noise", "flip")]           # a heatmap fact only
+    rows += [("flip", "attn", 5, "ld", case) for case in range(4)]          # one estimator only
+    trace = pd.DataFrame(rows, columns=["estimator", "component", "window", "metric", "case_id"]).assign(
+        direction="denoise")
+    assert traced_choices(trace, ["noise", "flip"]) == (["mlp 5", "attn 5"], ["p"])
+    assert traced_choices(trace, ["flip"]) == (["mlp 5", "attn 5"], ["p", "ld"])
 
 
 def test_relation_share_is_zero_without_and_one_with_pure_relation_effects():
@@ -203,7 +217,7 @@ def test_tables_spec_curve_and_report_from_the_committed_study(tmp_path):
         frame.to_parquet(out / "withinfact" / f"{name}.parquet")
     paths = write_withinfact([out], tmp_path / "paper")
     names = {p.name for p in paths}
-    assert {"speccurve.tex", "golden.tex", "withinfact_numbers.tex", "speccurve.pdf"} <= names
+    assert {"speccurve.tex", "golden.tex", "withinfact_numbers.tex", "speccurve.pdf", "relations.pdf"} <= names
     numbers = (tmp_path / "paper" / "tables" / "withinfact_numbers.tex").read_text()
     assert rf"\SpecSmolLMFlipNoiseN}}{{{len(specs)}}}" in numbers and "nan" not in numbers.lower()
     assert write_withinfact([tmp_path / "nothing"], tmp_path / "p2") == []
@@ -234,6 +248,10 @@ def test_analyze_stage_writes_the_within_fact_tables_and_report_turns_them_into_
                       "speccurve_joint"}
     curve = pd.read_parquet(out / "withinfact" / "speccurve.parquet")
     assert set(curve.n_perm) == {ctx.config.withinfact_permutations} and curve["diff"].notna().all()
+    # the synthetic run traces three sites for every fact with every estimator (the logit difference for
+    # flip only): the site is a choice of the curve, the metric is not
+    assert set(curve.site) == {"mlp 5", "mlp 10", "residual 1"} and set(curve.metric) == {"p"}
+    assert len(curve) == 2 * len(specifications(sites=("mlp 5", "mlp 10", "residual 1")))
     # the synthetic run plants flip > noise: the two-way rank H1 sees it
     h1 = pd.read_parquet(out / "withinfact" / "withinfact_h1.parquet")
     row = h1[(h1.measure == "twoway_rank") & (h1.a == "flip") & (h1.outcome == "rewrite_score")]
@@ -247,7 +265,7 @@ def test_analyze_stage_writes_the_within_fact_tables_and_report_turns_them_into_
     assert {p.stem for p in analyze.withinfact_outputs(ctx)} == tables
     report.run(ctx)
     for name in ("tables/withinfact.tex", "tables/speccurve.tex", "tables/golden.tex", "tables/relations.tex",
-                 "tables/withinfact_numbers.tex", "figures/speccurve.pdf"):
+                 "tables/withinfact_numbers.tex", "figures/speccurve.pdf", "figures/relations.pdf"):
         assert (out / name).is_file(), name
 
 
