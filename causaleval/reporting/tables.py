@@ -340,6 +340,11 @@ def numbers_tex(t: AnalysisTables, score: str = "rewrite_score") -> str:
         m[f"RBoth{cap}"] = mnum(e.get("r2_both"))
         m[f"DeltaR{cap}"] = mnum(e.get("delta_r2"), 4)
         m[f"DeltaR{cap}CI"] = ci(e.get("ci_low"), e.get("ci_high"), 4) or "n/a"
+        # partial R²: ΔR² as a share of the variance the layer leaves unexplained (compares studies whose
+        # R²(layer) differ, as Hase et al.'s and this one do)
+        unexplained = None if _missing(e.get("r2_layer")) else 1 - e["r2_layer"]
+        m[f"PartialR{cap}"] = mnum(e["delta_r2"] / unexplained, 4) if unexplained and not _missing(
+            e.get("delta_r2")) else "n/a"
         m[f"PF{cap}"] = pexpr(e.get("p_f"))
         m[f"PCluster{cap}"] = (pexpr(e.get("p_cluster")) if not _missing(e.get("p_cluster"))
                                else r"\text{(too few facts for a cluster test)}")
