@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from causaleval.analysis import AnalysisTables
@@ -312,6 +313,19 @@ def _macro(name: str, value: str) -> str:
     return rf"\newcommand{{\{name}}}{{{value}}}"
 
 
+def score_layer_correlation(t: AnalysisTables, score: str = "rewrite_score") -> float | None:
+    """How strongly a fact's rows depend on each other: the mean over pairs of edit layers of the Pearson
+    correlation, across facts, of the score minus its layer mean (default analysis; None without rows)."""
+    j = _variant(t.joined, "default") if "variant" in t.joined else t.joined
+    if j.empty or score not in j:
+        return None
+    wide = j.pivot_table(index="case_id", columns="layer", values=score)
+    r = (wide - wide.mean()).corr().to_numpy()
+    pairs = r[np.triu_indices_from(r, 1)]
+    pairs = pairs[np.isfinite(pairs)]
+    return float(pairs.mean()) if pairs.size else None
+
+
 def numbers_tex(t: AnalysisTables, score: str = "rewrite_score") -> str:
     """``\\newcommand`` macros so the paper's prose quotes live numbers (n/a where a value is missing)."""
     s = t.summary
@@ -330,6 +344,7 @@ def numbers_tex(t: AnalysisTables, score: str = "rewrite_score") -> str:
         "NoiseDraws": str(cfg.get("noise_draws", "n/a")),
         "PartnerDraws": str(cfg.get("partner_draws", "n/a")),
     }
+    m["ScoreLayerCorr"] = mnum(score_layer_correlation(t, score), 2)
     d = v.get("delta_r2", {}).get(score, {})
     first = next(iter(d.values()), {})
     m["RLayer"] = mnum(first.get("r2_layer"))
