@@ -66,7 +66,8 @@ class StudyConfig:
     # analysis (docs/design.md#the-hypothesis-test)
     analysis_window: int = 5
     n_bootstrap: int = 1000
-    withinfact_permutations: int = 100      # within-fact measures, golden layer, spec curve (docs/outputs.md#withinfact); 0 = skip
+    # within-fact measures, golden layer, spec curve (docs/outputs.md#withinfact); 0 permutations = skip
+    withinfact_permutations: int = 100
     withinfact_bootstrap: int = 100
     # batched ROME sweeps: cases optimised and scored together at each edit layer (1 = one at a time)
     rome_batch_cases: int = 16

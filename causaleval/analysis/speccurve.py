@@ -130,7 +130,8 @@ def spec_curve(run: RunTables, pairs=(("flip", "noise"), ("resample", "noise")),
                 p = float((1 + np.sum(np.abs(null) >= abs(diff) - 1e-12)) / (curve.n_perm + 1))
                 nulls[(a, b)].append(null)
                 rows.append(dict(a=a, b=b, measure=measure, effect=effect, token_rule=token, layer_set=layer_set,
-                                 outcome=outcome, site=site, metric=metric, diff=diff, ci_low=float(lo), ci_high=float(hi), p_two_sided=p,
+                                 outcome=outcome, site=site, metric=metric, diff=diff, ci_low=float(lo),
+                                 ci_high=float(hi), p_two_sided=p,
                                  crit_low=float(np.quantile(null, curve.alpha / 2)),
                                  crit_high=float(np.quantile(null, 1 - curve.alpha / 2)),
                                  n_cases=len(arr.cases), n_layers=len(arr.layers), n_perm=curve.n_perm,

@@ -20,7 +20,7 @@ import pandas as pd
 from causaleval.analysis.golden import golden_table
 from causaleval.analysis.spec import AnalysisSpec
 from causaleval.analysis.speccurve import CurveSpec, spec_curve
-from causaleval.analysis.withinfact import OUTCOMES, read_run, study_arrays, withinfact_tables
+from causaleval.analysis.withinfact import read_run, study_arrays, withinfact_tables
 from causaleval.runs.store import atomic_write_parquet
 
 TABLES = ("withinfact", "withinfact_h1", "relations", "positions", "golden", "speccurve", "speccurve_joint")

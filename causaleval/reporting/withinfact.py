@@ -267,7 +267,8 @@ def relations_figure(runs: dict[str, dict], measure: str = "r_w", outcome: str =
             r = r[(r.measure == measure) & (r.outcome == outcome)]
             rels = sorted(r.relation.unique())
             w, h = t["withinfact"], t["withinfact_h1"]
-            pooled = {e: w[(w.measure == measure) & (w.outcome == outcome) & (w.predictor == e)] for e in FOREST_TARGETS[:3]}
+            pooled = {e: w[(w.measure == measure) & (w.outcome == outcome) & (w.predictor == e)]
+                      for e in FOREST_TARGETS[:3]}
             pooled["flip - noise"] = h[(h.measure == measure) & (h.outcome == outcome) & (h.a == "flip")
                                        & (h.b == "noise")].rename(columns={"diff": "value"})
             for target in FOREST_TARGETS:

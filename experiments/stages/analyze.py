@@ -9,7 +9,8 @@ difference and verdict; with ``trace_draws.parquet``, each effect's split-half r
 (``analysis/reliability.parquet``) and the disattenuated numbers; the TE floor and the excluded cases),
 then prints the headline answer.  Then the within-fact analyses (exploratory: the measures with
 baseline predictors, the per-relation forest, the golden layer and the specification curve) into
-``withinfact/*.parquet`` (causaleval.analysis.withinfact_outputs; setting ``withinfact_permutations``).  When ``edits.parquet`` holds several editors, that is ROME's analysis;
+``withinfact/*.parquet`` (causaleval.analysis.withinfact_outputs; setting ``withinfact_permutations``).
+When ``edits.parquet`` holds several editors, that is ROME's analysis;
 each other editor gets the default analysis in ``editors/<editor>/analysis/`` and
 ``analysis/editors.parquet`` compares them (causaleval.analysis.editors).
 
