@@ -18,6 +18,7 @@ from pathlib import Path
 
 from causaleval.errors import CausalEvalError, ConfigError
 from causaleval.runs.checks import Rule, link_problem
+from causaleval.runs.rules import MAX_CASES, MAX_DRAWS, MAX_LAYERS, RULES  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -67,6 +68,9 @@ class StudyConfig:
     # analysis (docs/design.md#the-hypothesis-test)
     analysis_window: int = 5
     n_bootstrap: int = 1000
+    # within-fact measures, golden layer, spec curve (docs/outputs.md#withinfact); 0 permutations = skip
+    withinfact_permutations: int = 100
+    withinfact_bootstrap: int = 100
     # batched ROME sweeps: cases optimised and scored together at each edit layer (1 = one at a time)
     rome_batch_cases: int = 16
     # batched tracing: cases traced together in shared block calls (1 = one at a time)
@@ -143,6 +147,9 @@ HELP: dict[str, str] = {
     "rome_hparams": "further ROME hyperparameters, e.g. {v_lr: 0.5, kl_factor: 0.0625} (see --rome-hparams)",
     "analysis_window": "MLP window (layers) of the localisation effect used in the regressions",
     "n_bootstrap": "bootstrap resamples per confidence interval",
+    "withinfact_permutations": "analyze stage: swap/permutation draws per within-fact test and per specification "
+                               "of the specification curve; 0 = no within-fact analyses",
+    "withinfact_bootstrap": "analyze stage: bootstrap resamples per within-fact interval",
     "editors": "editors run by the edit stage: rome, ft1, ft5, memit (docs/editors.md)",
     "editor_hparams": "per-editor hyperparameter overrides, e.g. {ft5: {norm_constraint: 2e-5}} "
                       "(--set editor_hparams.ft5.norm_constraint=2e-5)",
@@ -191,6 +198,7 @@ PRESETS: dict[str, dict] = {
                   validate_layer_count=8),
     # Seconds-scale run for tests.
     "smoke": dict(max_facts=6, noise_draws=3, partner_draws=3, edit_layer_step=2, n_bootstrap=200,
+                  withinfact_permutations=10, withinfact_bootstrap=10,
                   trace_components=["residual", "mlp"], heatmap_cases=1, trace_layers=[0, 10, 20, 29],
                   support_draws=3, support_noise_scales=[1.0, 3.0], validate_facts=2, validate_layer_count=2,
                   validate_windows=[1, 3],
@@ -530,52 +538,7 @@ def _bad(key: str, value, what: str) -> ConfigError:
     return ConfigError(f"{name_of(key)} {shown!r}: {what}")
 
 
-# Per-setting checks (range, finiteness, distinctness, the ceilings that keep memory and time bounded).
-# A setting without a rule is only type-checked, and every float setting (or list of floats) must also be
-# finite; a rule for a setting that does not exist is ignored.  Add a line here for a new setting.
-MAX_CASES = 1_000_000        # far above CounterFact's 21,919 records
-MAX_DRAWS = 10_000           # draws per case: a case's corrupted runs are held in memory at once
-MAX_LAYERS = 512             # deeper than any model (Llama 3.1 405B: 126); validate_layers checks the model's depth
-RULES: dict[str, Rule] = {
-    "seed": Rule(low=0, high=2**32 - 1, why="seeds are 32-bit"),
-    "trace_seed": Rule(low=0, high=2**32 - 1, why="seeds are 32-bit"),
-    "max_facts": Rule(low=1, high=MAX_CASES),
-    "batch_size": Rule(low=1, high=65_536),
-    "workers": Rule(low=1, high=4_096),
-    "shard_size": Rule(low=1, high=MAX_CASES),
-    "relations": Rule(nonempty=True, distinct=True),
-    "exclude_facts_from": Rule(nonempty=True, distinct=True),
-    "noise_draws": Rule(low=1, high=MAX_DRAWS),
-    "partner_draws": Rule(low=1, high=MAX_DRAWS),
-    "trace_window": Rule(low=1, high=MAX_LAYERS),         # and at most the model's depth (validate_layers)
-    "trace_layers": Rule(low=0, high=MAX_LAYERS - 1, nonempty=True, distinct=True),
-    "heatmap_cases": Rule(low=0, high=MAX_CASES),
-    "noise_scale_factor": Rule(low=0, low_open=True, high=1_000),
-    "edit_layers": Rule(low=0, high=MAX_LAYERS - 1, nonempty=True, distinct=True),
-    "edit_layer_step": Rule(low=1, high=10_000),
-    "rome_context_texts": Rule(low=0, high=1_000),
-    "rome_stat_tokens": Rule(low=1, high=100_000_000, why="the corpus is held in memory"),
-    "rome_max_neighbours": Rule(low=0, high=100_000),
-    "analysis_window": Rule(low=1, high=MAX_LAYERS),      # and at most the model's depth (validate_layers)
-    "n_bootstrap": Rule(low=1, high=1_000_000, why="resamples are held in memory at once"),
-    "rome_batch_cases": Rule(low=1, high=4_096),
-    "trace_batch_cases": Rule(low=1, high=4_096),
-    "support_noise_scales": Rule(low=0, low_open=True, high=1_000, nonempty=True, distinct=True),
-    "support_draws": Rule(low=1, high=MAX_DRAWS),
-    "support_retrace_draws": Rule(low=1, high=MAX_DRAWS),
-    "support_reference_facts": Rule(low=6, high=MAX_CASES, why="the reference needs 3 fit and 3 calibration "
-                                                              "subjects"),
-    "support_min_reference": Rule(low=6, high=MAX_CASES, why="the reference needs 3 fit and 3 calibration "
-                                                            "subjects"),
-    "support_quantile": Rule(low=0, high=1, low_open=True, high_open=True),
-    "validate_facts": Rule(low=1, high=MAX_CASES),
-    "validate_layers": Rule(low=0, high=MAX_LAYERS - 1, nonempty=True, distinct=True),
-    "validate_layer_count": Rule(low=1, high=MAX_LAYERS),
-    "validate_windows": Rule(low=1, high=MAX_LAYERS, nonempty=True, distinct=True),
-    "validate_permutations": Rule(low=1, high=1_000_000),
-    "control_facts": Rule(low=3, high=MAX_CASES, why="the within-fact analysis needs 3 facts"),
-    "control_layers": Rule(low=0, high=MAX_LAYERS - 1, nonempty=True, distinct=True),
-}
+# Per-setting checks: causaleval.runs.rules (the API's argument checks share them).
 FINITE = Rule()        # the default rule of a float setting without its own
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from causaleval.analysis import headline
+from causaleval.analysis.study import effect_reliability
 from causaleval.data.geofacts import RELATIONS
 from causaleval.errors import CausalEvalError
 
@@ -136,7 +137,7 @@ def _directional(v: dict) -> str:
     rows = []
     for e, d in v["delta_r2"][SCORE].items():
         rows.append([ESTIMATORS.get(e, e), ci(d["r_w"], d["r_w_ci_low"], d["r_w_ci_high"]), pval(d["p_r_w"]),
-                     ci(d.get("reliability"), d.get("reliability_ci_low"), d.get("reliability_ci_high"), 2),
+                     ci(*effect_reliability(v, e, d), 2),
                      num(d.get("r_w_disattenuated"))])
     return md_table(["estimator", "r_w [95% CI]", "one-sided p", "reliability [95% CI]", "r_w disattenuated"], rows)
 

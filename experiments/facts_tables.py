@@ -14,7 +14,8 @@ of its answer's first token) and writes
   minimum, median and maximum, and the share of facts with at least 10 and at least 24 partners (the row
   ``all`` leaves out relations whose answers all start with one token, whose known-facts test is void).
 
-``--pages`` then writes docs/facts_tables.md from every committed ``known_*.csv`` / ``flip_pool_*.csv``.
+``--pages`` then writes docs/facts_tables.md from every committed ``known_*.csv`` / ``flip_pool_*.csv``;
+``--drop RELATION ...`` first removes relations from those tables (:func:`drop_relations`).
 """
 
 from __future__ import annotations
@@ -72,6 +73,28 @@ def flip_pool_table(filter_table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def drop_relations(known: pd.DataFrame, pool: pd.DataFrame, relations: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The committed tables without ``relations``, as :func:`known_table` and :func:`flip_pool_table`
+    would build them from a filter table without them: the known table's ``all`` row is the sum of the
+    others; the flip pools' ``all`` row must already leave the relation out (its known-facts test void,
+    ``known_valid`` 0), since its median over facts cannot be recomputed from the rows — else an error."""
+    from causaleval.errors import CausalEvalError
+
+    drop = known.relation_id.isin(relations)
+    counted = known[drop & (known.known_valid.astype(int) > 0)]
+    if len(counted):
+        raise CausalEvalError(f"relation {counted.relation_id.iloc[0]} has valid known facts, so the flip pools' all "
+                              "row includes it and cannot be recomputed without the facts-stage run: rebuild the "
+                              "tables from that run without it")
+    kept = known[~drop & (known.relation_id != "all")]
+    total = {"relation_id": "all", "relation": "", "built": kept.built.astype(int).sum(),
+             "known": kept.known.astype(int).sum(), "answer_tokens": "",
+             "known_valid": kept.known_valid.astype(int).sum()}
+    total["share"] = round(total["known"] / total["built"], 3)
+    known = pd.concat([kept, pd.DataFrame([total])], ignore_index=True)[list(known.columns)]
+    return known, pool[~pool.relation_id.isin(relations)].reset_index(drop=True)
+
+
 def write_tables(run: Path, name: str, out: Path) -> tuple[Path, Path]:
     table = pd.read_parquet(run / "facts_filter.parquet")
     out.mkdir(parents=True, exist_ok=True)
@@ -115,6 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--name", help="model name used in the file names, e.g. smollm2")
     p.add_argument("--out", type=Path, default=Path("paper/facts"))
     p.add_argument("--pages", action="store_true", help="write docs/facts_tables.md from the committed tables")
+    p.add_argument("--drop", nargs="+", default=[], metavar="RELATION",
+                   help="remove relations from every committed known_*/flip_pool_* table "
+                        "(no model run; see drop_relations)")
     a = p.parse_args(argv)
     if a.run is not None:
         if not (a.run / "facts_filter.parquet").is_file():
@@ -124,10 +150,16 @@ def main(argv: list[str] | None = None) -> None:
             p.error("--name is needed with a run folder (e.g. --name smollm2)")
         for path in write_tables(a.run, a.name, a.out):
             print(path)
+    for known_path in sorted(a.out.glob("known_*.csv")) if a.drop else []:
+        pool_path = a.out / known_path.name.replace("known_", "flip_pool_", 1)
+        known, pool = drop_relations(pd.read_csv(known_path, keep_default_na=False), pd.read_csv(pool_path), a.drop)
+        atomic_write_text(known_path, known.to_csv(index=False))
+        atomic_write_text(pool_path, pool.to_csv(index=False))
+        print(known_path, pool_path)
     if a.pages:
         print(write_page(a.out, Path("docs/facts_tables.md")))
-    if a.run is None and not a.pages:
-        p.error("give a run folder, --pages, or both")
+    if a.run is None and not a.pages and not a.drop:
+        p.error("give a run folder, --pages, --drop, or a combination")
 
 
 if __name__ == "__main__":

@@ -225,7 +225,7 @@ def check_compatible(out_dir: Path, cfg: StudyConfig) -> dict:
 
 # which stage writes a file (by its path in the results folder)
 OWNERS = (("facts", "facts"), ("trace", "trace"), ("edit", "edit"), ("validate/", "validate"), ("support/", "support"),
-          ("analysis/", "analyze"))
+          ("analysis/", "analyze"), ("withinfact/", "analyze"))
 PARTS = {"trace": "trace_parts", "edit": "edit_parts", "validate": "validate_parts", "support": "support_parts"}
 # the stages whose outputs a stage reads (docs/design.md#stages): recomputing one invalidates the finished
 # stages that depend on it, directly or not

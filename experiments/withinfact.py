@@ -1,7 +1,9 @@
 """The within-fact analyses of a finished run, read from its committed trace, edit and fact tables:
 measures with baseline predictors, H1 on every measure, relations, positions of the max, the golden
 layer and the specification curve, written to ``<run>/withinfact/*.parquet`` (each table atomically;
-a table already there is kept, so an interrupted run resumes; ``--force`` recomputes).
+a table already there is kept, so an interrupted run resumes; ``--force`` recomputes).  The ``analyze``
+stage writes the same tables for every run (causaleval.analysis.withinfact_outputs); this command
+recomputes them for committed runs with other draw counts.
 
     python -m experiments.withinfact --run paper/study [--perm 300] [--boot 300] [--outcomes ...]
                                      [--curve-boot 0] [--force]
@@ -12,26 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 
-from causaleval.analysis.golden import golden_table
 from causaleval.analysis.per_layer import per_layer_tests
 from causaleval.analysis.spec import AnalysisSpec
-from causaleval.analysis.speccurve import CurveSpec, spec_curve
 from causaleval.analysis.within_case import within_case_tests
-from causaleval.analysis.withinfact import (
-    OUTCOMES,
-    read_run,
-    study_arrays,
-    withinfact_tables,
-)
+from causaleval.analysis.withinfact import OUTCOMES
+from causaleval.analysis.withinfact_outputs import TABLES, WithinFactSettings, write_withinfact_outputs  # noqa: F401
 from causaleval.errors import CausalEvalError
 from causaleval.runs.store import atomic_write_parquet
-
-TABLES = ("withinfact", "withinfact_h1", "relations", "positions", "golden", "speccurve", "speccurve_joint")
 
 
 def refresh_analysis(folder: Path) -> list[Path]:
@@ -59,31 +52,6 @@ def refresh_analysis(folder: Path) -> list[Path]:
     return paths
 
 
-def run_all(folder: Path, n_perm: int, n_boot: int, force: bool = False, outcomes: tuple[str, ...] = OUTCOMES,
-            curve_boot: int = 0) -> list[Path]:
-    out = Path(folder) / "withinfact"
-    have = lambda names: not force and all((out / f"{n}.parquet").is_file() for n in names)
-    run, spec = read_run(folder), AnalysisSpec()
-    written = []
-    steps = [(("withinfact", "withinfact_h1", "relations", "positions"),
-              lambda: withinfact_tables(run, spec, n_perm, n_boot, outcomes)),
-             (("golden",), lambda: {"golden": pd.concat(
-                 [golden_table(a.y, a.x, a.layers, o, n_boot=n_boot, seed=k)
-                  for k, o in enumerate(outcomes)
-                  for a in [study_arrays(run.trace, run.edits, run.facts, spec, o)]], ignore_index=True)}),
-             (("speccurve", "speccurve_joint"), lambda: dict(zip(
-                 ("speccurve", "speccurve_joint"), spec_curve(run, curve=CurveSpec(n_perm=n_perm, n_boot=curve_boot)))))]
-    for names, compute in steps:
-        if have(names):
-            continue
-        t = time.time()
-        for name, frame in compute().items():
-            atomic_write_parquet(out / f"{name}.parquet", frame)
-            written.append(out / f"{name}.parquet")
-        print(f"{folder}: {', '.join(names)} in {time.time() - t:.0f} s", flush=True)
-    return written
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.withinfact", description=__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, action="append", required=True, help="a finished run folder (repeatable)")
@@ -102,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             if a.refresh_analysis:
                 refresh_analysis(folder)
             else:
-                run_all(folder, a.perm, a.boot, a.force, tuple(a.outcomes), a.curve_boot)
+                write_withinfact_outputs(folder, WithinFactSettings(a.perm, a.boot, tuple(a.outcomes), a.curve_boot,
+                                                                    a.force))
     except CausalEvalError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -153,6 +153,36 @@ def test_reliability_is_one_without_draw_noise_and_drops_with_it(tables):
     assert noisy.h1.loc[noisy.h1.measure == "r_w", "diff_disattenuated"].notna().all()
 
 
+def test_one_reliability_one_interval_in_every_table_and_page(tables):
+    """The reliability of an effect is computed once: the r2 rows of a score on the same rows (and so the
+    directional table, the macros, the headline and the replication table) carry the pooled row's CI;
+    a score missing for some facts gets the same computation on its own rows."""
+    from causaleval.analysis.study import effect_reliability, summary_dict
+
+    spec = AnalysisSpec(n_bootstrap=60, n_permutations=20, power_reps=4,
+                        scores=("rewrite_score", "neighborhood_score"))
+    edits = tables["edits"].copy()
+    edits.loc[edits.case_id == edits.case_id.iloc[0], "neighborhood_score"] = np.nan
+    res = analyze(tables["trace"], edits, spec, _draws_from(tables["trace"], 6, 0.05))
+    pooled = res.reliability[res.reliability.layer == -1].set_index("estimator")
+    r2 = res.r2.set_index(["score", "estimator"])
+    for e in pooled.index:
+        same = r2.loc[("rewrite_score", e)]
+        assert (same.reliability, same.reliability_ci_low, same.reliability_ci_high) == \
+            (pooled.reliability[e], pooled.ci_low[e], pooled.ci_high[e])
+        other = r2.loc[("neighborhood_score", e)]
+        assert other.reliability != pooled.reliability[e]         # fewer facts: another quantity
+    v = summary_dict([res])["variants"]["default"]
+    e = pooled.index[0]
+    assert effect_reliability(v, e, v["delta_r2"]["rewrite_score"][e]) == \
+        (pooled.reliability[e], pooled.ci_low[e], pooled.ci_high[e])
+    own = v["delta_r2"]["neighborhood_score"][e]
+    assert effect_reliability(v, e, own) == (own["reliability"], own["reliability_ci_low"], own["reliability_ci_high"])
+    # an older summary whose per-score copy drew another bootstrap stream: the pooled interval wins
+    stale = dict(own, reliability=pooled.reliability[e], reliability_ci_low=0.0, reliability_ci_high=1.0)
+    assert effect_reliability(v, e, stale)[1:] == (pooled.ci_low[e], pooled.ci_high[e])
+
+
 def test_a_half_whose_te_averages_below_the_floor_does_not_sink_the_reliability(tables):
     """A fact whose odd draws almost fail to corrupt (half-TE 0.002 though its TE is above the floor):
     its odd half's fraction restored is IE/0.002, an outlier that alone drags the split-half correlation

@@ -27,3 +27,24 @@ def test_flip_pool_is_known_partners_with_another_answer_token():
     t = flip_pool_table(FILTER).set_index("relation_id")
     assert t.loc["A", ["known", "pool_min", "pool_max"]].tolist() == [3, 1, 2]
     assert t.loc["all", "known"] == 3          # the void relation B is left out of "all"
+
+
+def test_dropping_a_void_relation_from_the_tables_equals_building_without_it(tmp_path):
+    import pytest
+
+    from causaleval.errors import CausalEvalError
+    from experiments.facts_tables import drop_relations, main
+
+    # a third relation C keeps "all" from being A alone
+    table = pd.concat([FILTER, pd.DataFrame({"case_id": [7, 8, 9], "relation_id": ["C"] * 3,
+                                             "true_first_id": [4, 5, 5], "known": [True, True, False]})])
+    without = table[table.relation_id != "B"]
+    # through CSV, as the committed tables are read
+    (tmp_path / "known_m.csv").write_text(known_table(table).to_csv(index=False))
+    (tmp_path / "flip_pool_m.csv").write_text(flip_pool_table(table).to_csv(index=False))
+    main(["--out", str(tmp_path), "--drop", "B"])
+    read = lambda name: pd.read_csv(tmp_path / name, keep_default_na=False).astype(str)   # noqa: E731
+    assert read("known_m.csv").equals(known_table(without).astype(str))
+    assert read("flip_pool_m.csv").equals(flip_pool_table(without).astype(str))
+    with pytest.raises(CausalEvalError, match="relation A has valid known facts"):
+        drop_relations(known_table(table), flip_pool_table(table), ["A"])

@@ -59,6 +59,17 @@ def test_case_ids_unique_and_apart_from_geography(more):
     assert [f.to_record() for f in alone] == [f.to_record() for f in more if f.relation_id == "P246"]
 
 
+def test_a_dropped_relation_keeps_its_case_id_slot(more):
+    """P1086 (element → atomic number; every answer starts with one token, so its known-facts test is
+    void) is no longer built or accepted, and the relations after it keep their case ids."""
+    assert "P1086" not in morefacts.MORE_RELATIONS and "P1086" not in catalogue.FACT_SETS["more"]
+    assert set(morefacts.MORE_RELATIONS) < set(morefacts.CASE_ID_SLOTS)
+    demonyms = [f.case_id for f in more if f.relation_id == "P1549"]
+    assert min(demonyms) == morefacts.CASE_ID_BASE + 8 * morefacts.CASE_ID_BLOCK   # its id before the drop
+    with pytest.raises(DataError, match="unknown relation ids"):
+        morefacts.build_more_facts(seed=0, relations=["P1086"])
+
+
 def test_deterministic_for_a_seed(more):
     assert _digest(morefacts.build_more_facts(seed=0)) == _digest(more)
     other = morefacts.build_more_facts(seed=1)

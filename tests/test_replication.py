@@ -71,3 +71,21 @@ def test_a_merged_edit_stage_counts_its_source_runs_time(tmp_path):
     assert facts["seconds"]["edit"] == 3060.0 and facts["split"] == {"edit": 2}
     table = write_replication([STUDY, other], tmp_path / "out")[0].read_text()
     assert "51 (edits' compute time, 2 parallel runs)" in table and "not run" in table      # Gemma copy has no support stage
+
+
+def test_within_fact_verdict_says_which_swap_tests_reject():
+    """Each model's reading of flip − noise within fact comes from its two one-sided swap tests; a sign
+    difference with one significant model is not called a reversal."""
+    from causaleval.reporting.replication import within_fact_verdict
+
+    def study(name, diff, p_up, p_low):
+        return {"name": name, "within": {"mean_rho": diff, "p_perm": p_up, "p_perm_lower": p_low}}
+
+    smol, gemma = study("smollm2", 0.06, 0.11, 0.89), study("gemma3-270m", -0.13, 1.0, 0.0005)
+    text = within_fact_verdict([smol, gemma])
+    assert "on SmolLM2-135M, neither estimator" in text and "on Gemma 3 270M, noise tracing follows" in text
+    assert "only Gemma 3 270M is distinguishable" in text and "no reversal" in text
+    both = within_fact_verdict([study("smollm2", 0.06, 0.01, 0.99), gemma])
+    assert "disagree in direction, each significantly" in both
+    assert "agree in sign" in within_fact_verdict([study("smollm2", -0.02, 0.7, 0.3), gemma])
+    assert "not in every model" in within_fact_verdict([smol, {"name": "x", "within": {}}])

@@ -94,3 +94,23 @@ def test_write_tables_without_variants(folder, tmp_path):
     paths = write_tables(t, tmp_path)
     assert {p.name for p in paths} == {"r2.tex", "directional.tex", "h1.tex", "per_layer.tex", "within_case.tex",
                                         "numbers.tex"}
+
+
+def test_score_layer_correlation_is_the_mean_pairwise_correlation_of_layer_centred_scores():
+    import types
+
+    import numpy as np
+    import pandas as pd
+
+    from causaleval.reporting.tables import score_layer_correlation
+
+    rng = np.random.default_rng(0)
+    fact = rng.normal(size=(400, 1))
+    y = fact + rng.normal(size=(400, 4)) + np.arange(4)          # correlation 0.5 between any two layers
+    case, layer = np.indices(y.shape)
+    joined = pd.DataFrame(dict(case_id=case.ravel(), layer=layer.ravel(), rewrite_score=y.ravel(), variant="default"))
+    t = types.SimpleNamespace(joined=joined)
+    assert score_layer_correlation(t) == pytest.approx(0.5, abs=0.06)
+    independent = joined.assign(rewrite_score=rng.normal(size=len(joined)))
+    assert abs(score_layer_correlation(types.SimpleNamespace(joined=independent))) < 0.06
+    assert score_layer_correlation(types.SimpleNamespace(joined=pd.DataFrame())) is None

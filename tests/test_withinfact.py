@@ -1,5 +1,6 @@
 """The within-fact measures, their registry in H1, the golden-layer comparison and the spec curve's joint test."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +159,20 @@ def test_margin_clips_zero_probabilities_and_spec_grid_is_complete():
     with pytest.raises(Exception, match="p_after_true"):
         with_margin(pd.DataFrame(dict(p_after_new=[0.5])))
     assert len(specifications()) == 6 * 2 * 2 * 2 * 4
+    assert len(specifications(sites=("mlp 5", "attn 5"), metrics=("p", "ld"))) == 6 * 2 * 2 * 2 * 4 * 2 * 2
+
+
+def test_traced_choices_are_the_sites_and_metrics_every_fact_has_for_every_estimator():
+    from causaleval.analysis.speccurve import traced_choices
+
+    rows = [(e, c, w, m, case) for e in ("noise", "flip") for case in range(4)
+            for c, w, m in (("mlp", 5, "p"), ("attn", 5, "p"), ("mlp", 5, "ld"))]
+    rows += [(e, "mlp", 10, "p", 0) for e in ("noise", "flip")]           # a heatmap fact only
+    rows += [("flip", "attn", 5, "ld", case) for case in range(4)]          # one estimator only
+    trace = pd.DataFrame(rows, columns=["estimator", "component", "window", "metric", "case_id"]).assign(
+        direction="denoise")
+    assert traced_choices(trace, ["noise", "flip"]) == (["mlp 5", "attn 5"], ["p"])
+    assert traced_choices(trace, ["flip"]) == (["mlp 5", "attn 5"], ["p", "ld"])
 
 
 def test_relation_share_is_zero_without_and_one_with_pure_relation_effects():
@@ -202,7 +217,66 @@ def test_tables_spec_curve_and_report_from_the_committed_study(tmp_path):
         frame.to_parquet(out / "withinfact" / f"{name}.parquet")
     paths = write_withinfact([out], tmp_path / "paper")
     names = {p.name for p in paths}
-    assert {"speccurve.tex", "golden.tex", "withinfact_numbers.tex", "speccurve.pdf"} <= names
+    assert {"speccurve.tex", "golden.tex", "withinfact_numbers.tex", "speccurve.pdf", "relations.pdf"} <= names
     numbers = (tmp_path / "paper" / "tables" / "withinfact_numbers.tex").read_text()
     assert rf"\SpecSmolLMFlipNoiseN}}{{{len(specs)}}}" in numbers and "nan" not in numbers.lower()
     assert write_withinfact([tmp_path / "nothing"], tmp_path / "p2") == []
+
+
+def _synthetic_run(folder, with_facts=True):
+    from causaleval.inference.synthetic import SyntheticSpec, write_synthetic_results
+
+    out = write_synthetic_results(folder, SyntheticSpec(n_cases=12, n_layers=6, seed=4))
+    if with_facts:
+        cases = pd.read_parquet(out / "edits.parquet").drop_duplicates("case_id")[["case_id", "relation_id"]]
+        cases.assign(known=True, p_true=np.linspace(0.2, 0.9, len(cases))).to_parquet(out / "facts_filter.parquet")
+    return out
+
+
+def test_analyze_stage_writes_the_within_fact_tables_and_report_turns_them_into_tables(tmp_path):
+    """The pipeline itself: analyze writes withinfact/*.parquet (measures, H1, relations, positions,
+    golden layer, spec curve); report writes their tables and figures into the run's own folder."""
+    from experiments.config import resolve
+    from experiments.context import StageContext
+    from experiments.stages import analyze, report
+
+    out = _synthetic_run(tmp_path / "run")
+    ctx = StageContext(config=resolve("smoke", n_bootstrap=30, seed=4), out_dir=out, progress=False)
+    analyze.run(ctx)
+    tables = {p.stem for p in (out / "withinfact").glob("*.parquet")}
+    assert tables == {"withinfact", "withinfact_h1", "relations", "positions", "golden", "speccurve",
+                      "speccurve_joint"}
+    curve = pd.read_parquet(out / "withinfact" / "speccurve.parquet")
+    assert set(curve.n_perm) == {ctx.config.withinfact_permutations} and curve["diff"].notna().all()
+    # the synthetic run traces three sites for every fact with every estimator (the logit difference for
+    # flip only): the site is a choice of the curve, the metric is not
+    assert set(curve.site) == {"mlp 5", "mlp 10", "residual 1"} and set(curve.metric) == {"p"}
+    assert len(curve) == 2 * len(specifications(sites=("mlp 5", "mlp 10", "residual 1")))
+    # the synthetic run plants flip > noise: the two-way rank H1 sees it
+    h1 = pd.read_parquet(out / "withinfact" / "withinfact_h1.parquet")
+    row = h1[(h1.measure == "twoway_rank") & (h1.a == "flip") & (h1.outcome == "rewrite_score")]
+    assert float(row["diff"].iloc[0]) > 0
+    # kept when newer than the run's inputs (an interrupted stage resumes) ...
+    stamp = (out / "withinfact" / "golden.parquet").stat().st_mtime_ns
+    assert analyze.withinfact_outputs(ctx) == [] and (out / "withinfact" / "golden.parquet").stat().st_mtime_ns == stamp
+    # ... recomputed when the edits are newer
+    later = max(p.stat().st_mtime_ns for p in (out / "withinfact").glob("*.parquet")) + 10**9
+    os.utime(out / "edits.parquet", ns=(later, later))
+    assert {p.stem for p in analyze.withinfact_outputs(ctx)} == tables
+    report.run(ctx)
+    for name in ("tables/withinfact.tex", "tables/speccurve.tex", "tables/golden.tex", "tables/relations.tex",
+                 "tables/withinfact_numbers.tex", "figures/speccurve.pdf", "figures/relations.pdf"):
+        assert (out / name).is_file(), name
+
+
+def test_analyze_stage_without_fact_confidences_notes_it_and_keeps_the_analysis(tmp_path, capsys):
+    from experiments.config import resolve
+    from experiments.context import StageContext
+    from experiments.stages import analyze
+
+    out = _synthetic_run(tmp_path / "run", with_facts=False)
+    analyze.run(StageContext(config=resolve("smoke", n_bootstrap=30, seed=4), out_dir=out, progress=False))
+    assert (out / "analysis" / "summary.json").is_file() and not (out / "withinfact").exists()
+    assert "within-fact analyses not computed" in capsys.readouterr().out
+    off = resolve("smoke", n_bootstrap=30, seed=4, withinfact_permutations=0)
+    assert analyze.withinfact_outputs(StageContext(config=off, out_dir=out, progress=False)) == []

@@ -86,22 +86,30 @@ def disattenuated_diff(y: np.ndarray, xa: np.ndarray, xb: np.ndarray, ha: tuple,
 
 
 def regression_tables(joined: pd.DataFrame, spec: AnalysisSpec, n_edit_cases: int | None = None,
-                      halves: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                      halves: pd.DataFrame | None = None,
+                      reliability: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per (estimator, score): Hase et al.'s R² and ΔR² [BC bootstrap CI] with the F-test (it assumes
     independent rows: descriptive), ΔR² split by slope sign, ΔR²'s no-signal expectation (the mean of
     its case-permutation null) and the excess over it, the case-permutation p (the evidence), and the
     directional r_w [case-bootstrap CI] with its one-sided case-permutation p; with ``halves``, the
-    split-half reliability and the disattenuated r_w and excess.  Per pair and measure (r_w primary,
+    split-half reliability and the disattenuated r_w, excess and H1.  The reliability of a score whose
+    rows are those of ``reliability`` (the table of
+    :func:`causaleval.analysis.reliability.reliability_table`) is its pooled row, CI included, so one
+    quantity has one interval; a score with other rows gets the same computation (same seed) on them.
+    Per pair and measure (r_w primary,
     ΔR² descriptive): H1 by the paired swap test with the paired bootstrap interval, the one-sided
     bounds and the minimum detectable difference at 80 % power on this score's design."""
     ests = present_estimators(joined, spec)
     total = int(joined.case_id.nunique()) if n_edit_cases is None else n_edit_cases
+    pooled = {} if reliability is None or reliability.empty else \
+        {r.estimator: r for r in reliability.itertuples() if r.layer == -1}
     r2_rows, h1_rows = [], []
     for k, score in enumerate(spec.scores):
         data = common_rows(joined, score, ests)
         if data.case_id.nunique() < 3 or data.layer.nunique() < 2:
             continue
         counts = _case_counts(total, data)
+        same_rows = len(data) == len(joined.dropna(subset=[f"effect_{e}" for e in ests]))
         layers = sorted(data.layer.unique())
         cases = sorted(data.case_id.unique())
         y = case_layer_arrays(data, score, layers, cases)
@@ -110,7 +118,7 @@ def regression_tables(joined: pd.DataFrame, spec: AnalysisSpec, n_edit_cases: in
         few = len(cases) < spec.min_clusters
         method = (f"too few clusters ({len(cases)} < {spec.min_clusters})" if few
                   else f"case permutation (B = {spec.n_permutations})")
-        xs, hs, rel = {}, {}, {}
+        xs, hs = {}, {}
         for j, e in enumerate(ests):
             fit = fit_r2(data, score, e)
             x = xs[e] = case_layer_arrays(data, f"effect_{e}", layers, cases)
@@ -134,9 +142,12 @@ def regression_tables(joined: pd.DataFrame, spec: AnalysisSpec, n_edit_cases: in
             h = half_arrays(halves, e, layers, cases)
             if h is not None:
                 hs[e] = h
-                r = split_half(h[0], h[1], spec.n_bootstrap, np.random.default_rng([spec.seed, k, j, 2]),
-                               spec.ci_level)
-                rel[e] = r.reliability
+            r = None
+            if e in pooled and same_rows:     # the reliability table's own computation: one value, one CI
+                r = pooled[e]
+            elif h is not None:               # this score's rows differ: the same computation on them
+                r = split_half(h[0], h[1], spec.n_bootstrap, np.random.default_rng([spec.seed, j, 3]), spec.ci_level)
+            if r is not None:
                 root = np.sqrt(r.reliability) if r.reliability > 0 else np.nan
                 row.update(reliability=r.reliability, reliability_ci_low=r.ci_low, reliability_ci_high=r.ci_high,
                            r_w_disattenuated=r_w / root,

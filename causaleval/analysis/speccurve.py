@@ -3,11 +3,14 @@ every defensible way of asking "does estimator a's localisation predict edit suc
 and the joint test over all of them.
 
 Choices (:func:`specifications`): measure (:data:`SPEC_MEASURES`, keys of
-:data:`causaleval.inference.h1.MEASURES`) × effect (fraction restored, raw IE; the logit difference is
-traced for flip only, so H1 is undefined there) × token rule (max from the first subject token, the last
-subject token) × layer set (all edit layers; the layers where edits work, mean rewrite score ≥ 0.5) ×
-outcome (rewrite, paraphrase, neighbourhood score, the post-edit log-odds margin).  The attention window
-is not a choice: windows other than 5 were traced for the two heatmap facts only.
+:data:`causaleval.inference.h1.MEASURES`) × effect (fraction restored, raw IE) × token rule (max from the
+first subject token, the last subject token) × layer set (all edit layers; the layers where edits work,
+mean rewrite score ≥ 0.5) × outcome (rewrite, paraphrase, neighbourhood score, the post-edit log-odds
+margin) × site (component and window) × metric (probability, logit difference).  Sites and metrics are
+those the run traced for every fact with every estimator of the pairs (:func:`traced_choices`): the
+study presets trace the MLP at window 5 for every fact, other windows and the residual stream for the
+heatmap facts only, the attention not at all, and the logit difference for flip only, so on those runs
+the site and the metric are one choice each; a run that traces more gets them as choices.
 
 Per specification: H1 = T_a − T_b with a paired case-bootstrap percentile CI (or, with ``n_boot = 0``,
 diff ± z·SD of its swap null, the permutation standard error: cheaper, and close where the difference
@@ -44,7 +47,9 @@ SPEC_MEASURES = ("r_w", "r_w_rank", "twoway", "twoway_rank", "r_w_rank_adj", "tw
 EFFECTS = ("fraction", "raw")
 TOKEN_RULES = ("max", "subject_last")
 LAYER_SETS = ("all", "working")
-CHOICES = ("measure", "effect", "token_rule", "layer_set", "outcome")
+SITES = ("mlp 5",)
+METRICS = ("p",)
+CHOICES = ("measure", "effect", "token_rule", "layer_set", "outcome", "site", "metric")
 
 
 @dataclass(frozen=True)
@@ -60,22 +65,45 @@ class CurveSpec:
 
 
 def specifications(measures=SPEC_MEASURES, effects=EFFECTS, token_rules=TOKEN_RULES, layer_sets=LAYER_SETS,
-                   outcomes=OUTCOMES) -> pd.DataFrame:
-    """Every combination of the choices (one row each)."""
-    return pd.DataFrame(list(product(measures, effects, token_rules, layer_sets, outcomes)), columns=list(CHOICES))
+                   outcomes=OUTCOMES, sites=SITES, metrics=METRICS) -> pd.DataFrame:
+    """Every combination of the choices (one row each); a site is ``"<component> <window>"``."""
+    return pd.DataFrame(list(product(measures, effects, token_rules, layer_sets, outcomes, sites, metrics)),
+                        columns=list(CHOICES))
+
+
+def traced_choices(trace: pd.DataFrame, estimators, direction: str = "denoise") -> tuple[list[str], list[str]]:
+    """(sites, metrics) traced for every fact by every one of ``estimators``: a (component, window,
+    metric) counts when each estimator has rows for all the cases it has at all (heatmap-only sites and
+    flip-only metrics drop out); sites are those with the probability metric, metrics those traced at
+    every such site, so every (site, metric) of the grid exists.  MLP window 5 and ``p`` first."""
+    ests = list(estimators)
+    sel = trace[(trace.direction == direction) & trace.estimator.isin(ests)]
+    cases = sel.groupby("estimator").case_id.nunique().reindex(ests)
+    have = sel.groupby(["component", "window", "metric", "estimator"]).case_id.nunique().unstack("estimator")
+    full = have.reindex(columns=ests).eq(cases).all(axis=1)
+    keys = {(c, int(w), m) for (c, w, m), ok in full.items() if ok}
+    sites = sorted({(c, w) for c, w, m in keys if m == "p"}, key=lambda x: (x != ("mlp", 5), x))
+    metrics = sorted({m for _, _, m in keys if all((c, w, m) in keys for c, w in sites)}, key=lambda x: (x != "p", x))
+    return [f"{c} {w}" for c, w in sites], metrics
 
 
 def spec_curve(run: RunTables, pairs=(("flip", "noise"), ("resample", "noise")), base: AnalysisSpec = AnalysisSpec(),
                curve: CurveSpec = CurveSpec(), specs: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-specification table, joint table) for each pair; see the module docstring."""
-    specs = specifications() if specs is None else specs
+    if specs is None:
+        sites, metrics = traced_choices(run.trace, sorted({e for pair in pairs for e in pair}), base.direction)
+        specs = specifications(sites=sites or SITES, metrics=metrics or METRICS)
+    for c, default in (("site", SITES[0]), ("metric", METRICS[0])):
+        if c not in specs:
+            specs = specs.assign(**{c: default})
     all_cases = np.array(sorted(run.edits.case_id.unique()))
     coins = np.random.default_rng([curve.seed, 1]).random((curve.n_perm, all_cases.size)) < 0.5
     working = working_layers(run.edits)
     rows, nulls = [], {p: [] for p in pairs}
-    for (effect, token, layer_set, outcome), g in specs.groupby(["effect", "token_rule", "layer_set", "outcome"],
-                                                                 sort=False):
-        spec = replace(base, effect=effect, token_rule=token)
+    for (effect, token, layer_set, outcome, site, metric), g in specs.groupby(
+            ["effect", "token_rule", "layer_set", "outcome", "site", "metric"], sort=False):
+        component, window = site.split()
+        spec = replace(base, effect=effect, token_rule=token, component=component, window=int(window), metric=metric)
         try:
             arr = study_arrays(run.trace, run.edits, run.facts, spec, outcome,
                                working if layer_set == "working" else None)
@@ -102,7 +130,8 @@ def spec_curve(run: RunTables, pairs=(("flip", "noise"), ("resample", "noise")),
                 p = float((1 + np.sum(np.abs(null) >= abs(diff) - 1e-12)) / (curve.n_perm + 1))
                 nulls[(a, b)].append(null)
                 rows.append(dict(a=a, b=b, measure=measure, effect=effect, token_rule=token, layer_set=layer_set,
-                                 outcome=outcome, diff=diff, ci_low=float(lo), ci_high=float(hi), p_two_sided=p,
+                                 outcome=outcome, site=site, metric=metric, diff=diff, ci_low=float(lo),
+                                 ci_high=float(hi), p_two_sided=p,
                                  crit_low=float(np.quantile(null, curve.alpha / 2)),
                                  crit_high=float(np.quantile(null, 1 - curve.alpha / 2)),
                                  n_cases=len(arr.cases), n_layers=len(arr.layers), n_perm=curve.n_perm,

@@ -68,12 +68,13 @@ def analyze(trace: pd.DataFrame, edits: pd.DataFrame, spec: AnalysisSpec,
         joined = joined[~joined.case_id.isin(bad)].reset_index(drop=True)
     n_edit = int(edits.case_id.nunique())
     halves = half_effects(draws, trace, spec)
-    r2, h1 = regression_tables(joined, spec, n_edit, halves)
+    reliability = reliability_table(joined, halves, spec)
+    r2, h1 = regression_tables(joined, spec, n_edit, halves, reliability)
     per_layer = per_layer_tests(joined, spec, n_edit)
     within, argmax = within_case_tests(joined, spec, n_edit)
     return AnalysisResult(joined=joined, r2=r2, h1=h1, per_layer=per_layer, within_case=within, argmax=argmax,
                           excluded=excluded.reset_index(drop=True), spec=spec, n_edit_cases=n_edit, notes=notes,
-                          reliability=reliability_table(joined, halves, spec))
+                          reliability=reliability)
 
 
 def analyze_all(trace: pd.DataFrame, edits: pd.DataFrame, base: AnalysisSpec,
@@ -184,6 +185,21 @@ def _fmt(x, digits: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{digits}f}"
 
 
+def effect_reliability(variant: dict, estimator: str, score_entry: dict | None = None) -> tuple:
+    """(reliability, ci_low, ci_high) of one estimator's effect in a summary variant, as every table and
+    page quotes it: the pooled row of the reliability table (``variant["reliability"]``), unless the
+    score's own entry (``delta_r2[score][estimator]``, computed on that score's rows) has another value —
+    its rows differ (a score missing for some facts), so it is another quantity; Nones when not measured."""
+    own = score_entry or {}
+    own_value = own.get("reliability")
+    if own_value is not None and not np.isfinite(own_value):
+        own_value = None
+    r = (variant.get("reliability") or {}).get(estimator)
+    if r and (own_value is None or abs(own_value - r["reliability"]) < 1e-12):
+        return r.get("reliability"), r.get("ci_low"), r.get("ci_high")
+    return own_value, own.get("reliability_ci_low"), own.get("reliability_ci_high")
+
+
 def headline(summary: dict, variant: str = "default", score: str = "rewrite_score") -> str:
     """The answer in a few lines: per estimator the directional r_w with its CI and permutation p, the
     reliability, and Hase et al.'s ΔR² beside its no-signal expectation; H1 (flip − noise) on r_w with
@@ -194,9 +210,9 @@ def headline(summary: dict, variant: str = "default", score: str = "rewrite_scor
     lines = [f"Does localisation inform editing? ({v['description']}; {v['n_cases']} cases × "
              f"{len(v['layers'])} edit layers, {v.get('n_excluded', 0)} cases excluded; score: {score})"]
     for est, d in v["delta_r2"].get(score, {}).items():
-        rel = d.get("reliability")
-        rel_text = (f", reliability {_fmt(rel, 2)} [{_fmt(d.get('reliability_ci_low'), 2)}, "
-                    f"{_fmt(d.get('reliability_ci_high'), 2)}] (r_w disattenuated {_fmt(d.get('r_w_disattenuated'))})"
+        rel, rel_lo, rel_hi = effect_reliability(v, est, d)
+        rel_text = (f", reliability {_fmt(rel, 2)} [{_fmt(rel_lo, 2)}, "
+                    f"{_fmt(rel_hi, 2)}] (r_w disattenuated {_fmt(d.get('r_w_disattenuated'))})"
                     if rel is not None else "")
         lines.append(f"  {est:>9}: r_w = {_fmt(d.get('r_w'))} [{_fmt(d.get('r_w_ci_low'))}, {_fmt(d.get('r_w_ci_high'))}]"
                      f", one-sided permutation p = {_fmt(d.get('p_r_w'))}{rel_text}")

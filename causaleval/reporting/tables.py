@@ -10,9 +10,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from causaleval.analysis import AnalysisTables
+from causaleval.analysis.study import effect_reliability
 from causaleval.runs.store import atomic_write_text
 
 LABELS = {"noise": "Noise tracing", "resample": "Resample scrubbing", "flip": "Flip scrubbing"}
@@ -160,14 +162,18 @@ def directional_table(t: AnalysisTables, variant: str = "default") -> str:
     part of ΔR² from positive slopes, the excess of ΔR² over its no-signal expectation, the effect's
     split-half reliability [CI], and r_w and the excess disattenuated by it."""
     r2 = _variant(t.r2, variant)
+    v = (t.summary.get("variants") or {}).get(variant, {})
     body: list = []
     for score, g in _by_score(r2):
         body.append(f"{SCORE_LABELS.get(score, score)} (n = {int(g.n_cases.iloc[0])} facts)")
         for row in g.itertuples():
             r = lambda name: getattr(row, name, None)      # an analysis written before these columns: --
+            rel, rel_lo, rel_hi = effect_reliability(v, row.estimator, dict(
+                reliability=r("reliability"), reliability_ci_low=r("reliability_ci_low"),
+                reliability_ci_high=r("reliability_ci_high")))
             body.append([LABELS.get(row.estimator, row.estimator), est_ci(r("r_w"), r("r_w_ci_low"), r("r_w_ci_high")),
                          pval(r("p_r_w")), num(r("delta_r2_pos"), 4), num(r("delta_excess"), 4),
-                         est_ci(r("reliability"), r("reliability_ci_low"), r("reliability_ci_high"), 2),
+                         est_ci(rel, rel_lo, rel_hi, 2),
                          num(r("r_w_disattenuated")), num(r("delta_excess_disattenuated"), 4)])
     n_boot = int(r2.n_boot.iloc[0]) if not r2.empty else 0
     caption = (r"Does a larger localisation effect go with a \emph{better} edit at the same layer? $r_w$: the "
@@ -307,6 +313,19 @@ def _macro(name: str, value: str) -> str:
     return rf"\newcommand{{\{name}}}{{{value}}}"
 
 
+def score_layer_correlation(t: AnalysisTables, score: str = "rewrite_score") -> float | None:
+    """How strongly a fact's rows depend on each other: the mean over pairs of edit layers of the Pearson
+    correlation, across facts, of the score minus its layer mean (default analysis; None without rows)."""
+    j = _variant(t.joined, "default") if "variant" in t.joined else t.joined
+    if j.empty or score not in j:
+        return None
+    wide = j.pivot_table(index="case_id", columns="layer", values=score)
+    r = (wide - wide.mean()).corr().to_numpy()
+    pairs = r[np.triu_indices_from(r, 1)]
+    pairs = pairs[np.isfinite(pairs)]
+    return float(pairs.mean()) if pairs.size else None
+
+
 def numbers_tex(t: AnalysisTables, score: str = "rewrite_score") -> str:
     """``\\newcommand`` macros so the paper's prose quotes live numbers (n/a where a value is missing)."""
     s = t.summary
@@ -325,6 +344,7 @@ def numbers_tex(t: AnalysisTables, score: str = "rewrite_score") -> str:
         "NoiseDraws": str(cfg.get("noise_draws", "n/a")),
         "PartnerDraws": str(cfg.get("partner_draws", "n/a")),
     }
+    m["ScoreLayerCorr"] = mnum(score_layer_correlation(t, score), 2)
     d = v.get("delta_r2", {}).get(score, {})
     first = next(iter(d.values()), {})
     m["RLayer"] = mnum(first.get("r2_layer"))
@@ -335,6 +355,11 @@ def numbers_tex(t: AnalysisTables, score: str = "rewrite_score") -> str:
         m[f"RBoth{cap}"] = mnum(e.get("r2_both"))
         m[f"DeltaR{cap}"] = mnum(e.get("delta_r2"), 4)
         m[f"DeltaR{cap}CI"] = ci(e.get("ci_low"), e.get("ci_high"), 4) or "n/a"
+        # partial R²: ΔR² as a share of the variance the layer leaves unexplained (compares studies whose
+        # R²(layer) differ, as Hase et al.'s and this one do)
+        unexplained = None if _missing(e.get("r2_layer")) else 1 - e["r2_layer"]
+        m[f"PartialR{cap}"] = mnum(e["delta_r2"] / unexplained, 4) if unexplained and not _missing(
+            e.get("delta_r2")) else "n/a"
         m[f"PF{cap}"] = pexpr(e.get("p_f"))
         m[f"PCluster{cap}"] = (pexpr(e.get("p_cluster")) if not _missing(e.get("p_cluster"))
                                else r"\text{(too few facts for a cluster test)}")
@@ -347,8 +372,9 @@ def numbers_tex(t: AnalysisTables, score: str = "rewrite_score") -> str:
         m[f"DeltaRPos{cap}"] = mnum(e.get("delta_r2_pos"), 4)
         m[f"NullDeltaR{cap}"] = mnum(e.get("null_mean"), 4)
         m[f"Excess{cap}"] = mnum(e.get("excess"), 4)
-        m[f"Rel{cap}"] = mnum(e.get("reliability"), 2)
-        m[f"Rel{cap}CI"] = ci(e.get("reliability_ci_low"), e.get("reliability_ci_high"), 2) or "n/a"
+        rel, rel_lo, rel_hi = effect_reliability(v, est, e)
+        m[f"Rel{cap}"] = mnum(rel, 2)
+        m[f"Rel{cap}CI"] = ci(rel_lo, rel_hi, 2) or "n/a"
         m[f"RwDis{cap}"] = mnum(e.get("r_w_disattenuated"))
         m[f"ExcessDis{cap}"] = mnum(e.get("excess_disattenuated"), 4)
         rel = (v.get("reliability") or {}).get(est, {})

@@ -1,6 +1,7 @@
 """The paper's tables, figure and macros of the within-fact analyses (``<run>/withinfact/*.parquet``,
-written by ``python -m experiments.withinfact``), for every model side by side: measures with baseline
-predictors, H1 on every measure, the golden layer, the specification curve and where the max lands.
+written by the analyze stage or ``python -m experiments.withinfact``), for every model side by side:
+measures with baseline predictors, H1 on every measure, the per-relation forest, the golden layer, the
+specification curve and where the max lands.
 Nothing is recomputed here."""
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from causaleval.data.catalogue import relation_name
 from causaleval.reporting.figures import COLORS, STYLE, WIDTH, plt, save
+from causaleval.reporting.replication import MODEL_LABELS
 from causaleval.reporting.tables import (
     LABELS,
     SCORE_LABELS,
@@ -32,7 +35,11 @@ CHOICE_LABELS = {"measure": MEASURE_TEX, "effect": {"fraction": "fraction", "raw
                  "token_rule": {"max": "max from subject", "subject_last": "subject last"},
                  "layer_set": {"all": "all edit layers", "working": "layers where edits work"},
                  "outcome": {"rewrite_score": "rewrite", "paraphrase_score": "paraphrase",
-                             "neighborhood_score": "neighbourhood", "margin": "log-odds margin"}}
+                             "neighborhood_score": "neighbourhood", "margin": "log-odds margin"},
+                 "site": {"mlp 5": "MLP window 5", "mlp 10": "MLP window 10", "mlp 1": "MLP window 1",
+                          "attn 5": "attention window 5", "attn 10": "attention window 10",
+                          "attn 1": "attention window 1", "residual 1": "residual stream"},
+                 "metric": {"p": "probability", "ld": "logit difference"}}
 TEX_MACRO_MODEL = {"smollm2": "SmolLM", "gemma3-270m": "Gemma"}
 
 
@@ -149,9 +156,24 @@ def speccurve_tex(runs: dict[str, dict]) -> str:
                r"(rewrite, paraphrase, neighbourhood, log-odds margin). Median: the median difference over "
                r"specifications; shares: specifications whose swap test is significant at 0.05 (two-sided) in "
                r"each direction. Joint $p$: the same swap draws applied to every specification give the null "
-               r"distribution of the median and of each share.")
+               r"distribution of the median and of each share. " + _site_metric_text(runs))
     header = ["Model", "H1", "Specs", "Median", r"$p$ (median)", r"Share $> 0$ ($p$)", r"Share $< 0$ ($p$)"]
     return booktabs(header, body, caption, "tab:speccurve", align="llrrrll", fit=True)
+
+
+def _site_metric_text(runs: dict[str, dict]) -> str:
+    """What the curves' site and metric were: one each (the only ones traced for every fact with every
+    estimator), or the choices."""
+    def values(c, default):
+        return sorted({v for t in runs.values() for v in (t["speccurve"][c] if c in t["speccurve"] else [default])})
+    sites, metrics = values("site", "mlp 5"), values("metric", "p")
+    name = lambda c, v: CHOICE_LABELS[c].get(v, v)     # noqa: E731
+    if len(sites) == 1 and len(metrics) == 1:
+        return (f"Site {name('site', sites[0])} and metric {name('metric', metrics[0])} throughout: the only ones "
+                r"traced for every fact with every estimator (other windows, the residual stream and the logit "
+                r"difference were traced for the heatmap facts or for flip scrubbing only).")
+    return ("Sites: " + ", ".join(name("site", v) for v in sites) + "; metrics: "
+            + ", ".join(name("metric", v) for v in metrics) + ".")
 
 
 def positions_tex(runs: dict[str, dict], role: str = "last") -> str:
@@ -197,7 +219,12 @@ def relations_tex(runs: dict[str, dict], measure: str = "r_w", outcome: str = "r
 def speccurve_figure(runs: dict[str, dict], pair: tuple[str, str] = ("flip", "noise")):
     """Per model: the sorted H1 estimates with 95 % CIs (coloured by significance) above, the choice matrix below."""
     curves = pd.concat([t["speccurve"] for t in runs.values()])
-    levels = [(c, v) for c in CHOICE_LABELS for v in CHOICE_LABELS[c] if (curves[c] == v).any()]
+    # a choice with one level on every run (e.g. the site, where only MLP window 5 was traced for every fact)
+    # is no choice: it has no row; a site or metric without a label is shown as written
+    labels = {c: {**names, **{v: v for v in (curves[c].unique() if c in curves else []) if v not in names}}
+              for c, names in CHOICE_LABELS.items()}
+    levels = [(c, v) for c in labels if c in curves and curves[c].nunique() > 1
+              for v in labels[c] if (curves[c] == v).any()]
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(2, len(runs), figsize=(WIDTH, 5.6), squeeze=False, sharex="col",
                                  gridspec_kw={"height_ratios": [1.0, 1.6]}, layout="constrained")
@@ -218,8 +245,49 @@ def speccurve_figure(runs: dict[str, dict], pair: tuple[str, str] = ("flip", "no
                 bottom.scatter(x[on], np.full(on.sum(), k), s=2, c=col[on], marker="s")
             bottom.set_ylim(len(levels) - 0.5, -0.5)
             bottom.set_yticks(range(len(levels)),
-                              [CHOICE_LABELS[c][v].replace("$", "") if j == 0 else "" for c, v in levels])
+                              [labels[c][v].replace("$", "") if j == 0 else "" for c, v in levels])
             bottom.set_xlabel("specification (sorted by estimate)")
+    return fig
+
+
+FOREST_TARGETS = ("noise", "resample", "flip", "flip - noise")
+
+
+def relations_figure(runs: dict[str, dict], measure: str = "r_w", outcome: str = "rewrite_score"):
+    """Per model (a panel): the forest of Table relations — per relation, each localiser's measure and
+    flip − noise with 95 % case-bootstrap CIs, and a row ``all facts`` with the pooled value (from the
+    measure and H1 tables); the legend gives each target's heterogeneity p."""
+    offsets = dict(zip(FOREST_TARGETS, np.linspace(-0.27, 0.27, len(FOREST_TARGETS))))
+    colours = {**COLORS, "flip - noise": "black"}
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(runs), figsize=(WIDTH, 3.6), squeeze=False, sharex=True, layout="constrained")
+        for j, (model, t) in enumerate(runs.items()):
+            ax = axes[0, j]
+            r = t["relations"]
+            r = r[(r.measure == measure) & (r.outcome == outcome)]
+            rels = sorted(r.relation.unique())
+            w, h = t["withinfact"], t["withinfact_h1"]
+            pooled = {e: w[(w.measure == measure) & (w.outcome == outcome) & (w.predictor == e)]
+                      for e in FOREST_TARGETS[:3]}
+            pooled["flip - noise"] = h[(h.measure == measure) & (h.outcome == outcome) & (h.a == "flip")
+                                       & (h.b == "noise")].rename(columns={"diff": "value"})
+            for target in FOREST_TARGETS:
+                g = r[r.target == target].set_index("relation").reindex(rels)
+                rows = pd.concat([g[["value", "ci_low", "ci_high"]], pooled[target][["value", "ci_low", "ci_high"]]
+                                  .head(1).set_axis(["all facts"])]) if len(pooled[target]) else g
+                ypos = np.arange(len(rows)) + offsets[target]
+                p_het = g.p_heterogeneity.dropna()
+                label = target.replace(" - ", " − ") + (f" (het. p {p_het.iloc[0]:.2f})" if len(p_het) else "")
+                ax.errorbar(rows.value, ypos, xerr=[rows.value - rows.ci_low, rows.ci_high - rows.value], fmt="o",
+                            ms=3, color=colours.get(target, "0.4"), label=label, lw=0.8)
+            ax.axvline(0, color="0.5", lw=0.6, ls="--")
+            names = [f"{x} {relation_name(x)}" for x in rels] + ["all facts"]
+            ax.set_yticks(range(len(rels) + 1), names if j == 0 else [""] * len(names))
+            ax.set_ylim(len(rels) + 0.6, -0.6)
+            ax.set_title(MODEL_LABELS.get(model, model), pad=30)
+            ax.set_xlabel(f"{MEASURE_TEX.get(measure, measure)} (rewrite score) [95% CI]")
+            ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=6, frameon=False, ncol=2,
+                      handletextpad=0.2, columnspacing=0.8)
     return fig
 
 
@@ -262,8 +330,8 @@ def numbers_tex(runs: dict[str, dict]) -> str:
 
 
 def write_withinfact(folders: list[Path], dest_dir: Path) -> list[Path]:
-    """tables/{withinfact,withinfact_h1,golden,speccurve,positions,withinfact_numbers}.tex and
-    figures/speccurve.{pdf,png} for every folder with within-fact tables (none: nothing written)."""
+    """tables/{withinfact,withinfact_h1,golden,speccurve,positions,relations,withinfact_numbers}.tex and
+    figures/{speccurve,relations}.{pdf,png} for every folder with within-fact tables (none: nothing written)."""
     runs = {model_name(f): t for f in folders if (t := read_withinfact(f)) is not None}
     if not runs:
         return []
@@ -276,4 +344,5 @@ def write_withinfact(folders: list[Path], dest_dir: Path) -> list[Path]:
     for name, text in files.items():
         atomic_write_text(out / name, text)
         paths.append(out / name)
-    return paths + save(speccurve_figure(runs), Path(dest_dir) / "figures", "speccurve")
+    return (paths + save(speccurve_figure(runs), Path(dest_dir) / "figures", "speccurve")
+            + save(relations_figure(runs), Path(dest_dir) / "figures", "relations"))

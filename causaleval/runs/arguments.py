@@ -1,7 +1,7 @@
 """Typed checks of the Python API's arguments with the study settings' own rules (one validation layer).
 
 The CLI parses text into typed settings and checks each against its :class:`~causaleval.runs.checks.Rule`
-in ``experiments.config.RULES``.  The API takes Python values, which must already have the right type
+in :data:`causaleval.runs.rules.RULES`.  The API takes Python values, which must already have the right type
 (no silent coercion: ``window=2.7``, ``layers="01"`` or ``seed="3"`` are errors, never 2, [0, 1] or 3) and
 are then checked against the same rule as the setting they correspond to (:data:`API_RULES`), so the two
 layers cannot drift.
@@ -15,6 +15,7 @@ import os
 
 from causaleval.errors import CausalEvalError
 from causaleval.runs.checks import Rule
+from causaleval.runs.rules import RULES
 
 
 class ArgumentError(CausalEvalError):
@@ -28,8 +29,6 @@ NU = Rule(low=0, high=1e6, why="a noise scale in units of the embeddings")
 
 
 def rule_for(name: str) -> Rule | None:
-    from experiments.config import RULES
-
     return NU if name == "nu" else RULES.get(API_RULES.get(name, name))
 
 
@@ -93,7 +92,7 @@ def as_setting(key: str, value):
     (``seed="3"`` and ``max_facts=1.5`` are refused), then checked against its rule in ``RULES``."""
     import typing
 
-    from experiments.config import RULES, _split, field_types
+    from experiments.config import _split, field_types
 
     base, _ = _split(field_types()[key])
     if value is None:

@@ -7,7 +7,10 @@ plus the flip-only noising / logit-difference rows where they exist) and ``analy
 no-signal expectations; H1 on both with intervals, one-sided bounds and p, minimum detectable
 difference and verdict; with ``trace_draws.parquet``, each effect's split-half reliability
 (``analysis/reliability.parquet``) and the disattenuated numbers; the TE floor and the excluded cases),
-then prints the headline answer.  When ``edits.parquet`` holds several editors, that is ROME's analysis;
+then prints the headline answer.  Then the within-fact analyses (exploratory: the measures with
+baseline predictors, the per-relation forest, the golden layer and the specification curve) into
+``withinfact/*.parquet`` (causaleval.analysis.withinfact_outputs; setting ``withinfact_permutations``).
+When ``edits.parquet`` holds several editors, that is ROME's analysis;
 each other editor gets the default analysis in ``editors/<editor>/analysis/`` and
 ``analysis/editors.parquet`` compares them (causaleval.analysis.editors).
 
@@ -130,3 +133,23 @@ def run(ctx: StageContext) -> None:
     if plan is not None:
         print(plan_headline(summary))
     print(headline(summary))
+    withinfact_outputs(ctx)
+
+
+def withinfact_outputs(ctx: StageContext) -> list[Path]:
+    """The within-fact measures with baseline predictors, the per-relation forest, the golden layer and
+    the specification curve into ``withinfact/`` (exploratory; ``withinfact_permutations`` = 0 skips
+    them).  A run they cannot be computed on (too few facts or layers, a facts table without p(o_true))
+    gets a one-line note instead: the hypothesis tests above stand without them."""
+    c = ctx.config
+    if not c.withinfact_permutations:
+        return []
+    from causaleval.analysis.withinfact_outputs import WithinFactSettings, write_withinfact_outputs
+
+    settings = WithinFactSettings(n_perm=c.withinfact_permutations, n_boot=c.withinfact_bootstrap,
+                                  force=ctx.recompute)
+    try:
+        return write_withinfact_outputs(ctx.out_dir, settings, spec_from_config(c))
+    except AnalysisError as err:
+        print(f"[analyze] within-fact analyses not computed: {err}")
+        return []
