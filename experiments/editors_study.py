@@ -146,7 +146,8 @@ def main(argv=None) -> None:
     from causaleval.model.loading import load_model
     from causaleval.runs.store import atomic_write_json
     from experiments.stages.analyze import analyze_folder, spec_from_config
-    from experiments.stages.edit import _hparams, make_editor, stat_layers
+    from causaleval.editing.editor import stat_layers
+    from experiments.stages.edit import _hparams, make_editor
 
     if a.threads:
         torch.set_num_threads(a.threads)

@@ -188,12 +188,18 @@ class RomeEditor:
 
 def parse_editors(value) -> list[str]:
     """``"rome,ft1"`` or a list → the editor names, checked (before any model loads)."""
-    names = [s.strip().lower() for s in (value.split(",") if isinstance(value, str) else list(value))]
-    names = [s for s in names if s]
-    bad = [s for s in names if s not in EDITORS]
-    if bad or not names:
-        raise ConfigError(f"editors {value!r}: {'unknown ' + ', '.join(map(repr, bad)) if bad else 'none given'}; "
-                          f"choose from {', '.join(EDITORS)} (e.g. --set editors=rome,ft1,ft5,memit)")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"editors {value!r}: an editor is listed twice")
-    return names
+    from causaleval.runs.rules import parse_names
+
+    return parse_names("editors", value, EDITORS, "--set editors=rome,ft1,ft5,memit", "an editor")
+
+
+def stat_layers(editors: Sequence[str], layers: Sequence[int], n_layers: int) -> list[int]:
+    """The layers whose key second moments ``editors`` need at edit layers ``layers`` (MEMIT: its whole
+    windows; the others: the edit layers)."""
+    from causaleval.editing.memit import MemitHyperParams
+
+    need = set(layers)
+    if "memit" in editors:
+        for layer in layers:
+            need |= set(centred_window(layer, MemitHyperParams().window, n_layers))
+    return sorted(need)

@@ -83,15 +83,10 @@ def make_problem(name: str, nu: float | None = None, seed: int = 0, edit_draws: 
 
 def parse_problems(value) -> list[str]:
     """``"error_injection,fact_forcing"`` or a list → the problem names, checked before any model loads."""
-    names = [s.strip().lower() for s in (value.split(",") if isinstance(value, str) else list(value))]
-    names = [s for s in names if s]
-    bad = [s for s in names if s not in PROBLEMS]
-    if bad or not names:
-        raise ConfigError(f"edit_problems {value!r}: {'unknown ' + ', '.join(map(repr, bad)) if bad else 'none given'}; "
-                          f"choose from {', '.join(PROBLEMS)} (e.g. --set edit_problems=error_injection,flip_forcing)")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"edit_problems {value!r}: a problem is listed twice")
-    return names
+    from causaleval.runs.rules import parse_names
+
+    return parse_names("edit_problems", value, PROBLEMS, "--set edit_problems=error_injection,flip_forcing",
+                       "a problem")
 
 
 def request(fact: Fact, problem: EditProblem, partner: Fact | None = None) -> Fact:

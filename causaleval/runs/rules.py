@@ -9,6 +9,7 @@ does not exist is ignored.  Add a line here for a new setting.
 
 from __future__ import annotations
 
+from causaleval.errors import ConfigError
 from causaleval.runs.checks import Rule
 
 MAX_CASES = 1_000_000        # far above CounterFact's 21,919 records
@@ -56,3 +57,18 @@ RULES: dict[str, Rule] = {
     "control_facts": Rule(low=3, high=MAX_CASES, why="the within-fact analysis needs 3 facts"),
     "control_layers": Rule(low=0, high=MAX_LAYERS - 1, nonempty=True, distinct=True),
 }
+
+
+def parse_names(setting: str, value, known, example: str, item: str = "a name") -> list[str]:
+    """``"a,b"`` or a list → the names, lower-cased, each one of ``known`` and none twice; otherwise a
+    one-line :class:`ConfigError` naming ``setting`` and ``example`` (checked before any model loads);
+    ``item`` names one entry in the message about a repeat ("an editor")."""
+    names = [s.strip().lower() for s in (value.split(",") if isinstance(value, str) else list(value))]
+    names = [s for s in names if s]
+    bad = [s for s in names if s not in known]
+    if bad or not names:
+        raise ConfigError(f"{setting} {value!r}: {'unknown ' + ', '.join(map(repr, bad)) if bad else 'none given'}; "
+                          f"choose from {', '.join(known)} (e.g. {example})")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{setting} {value!r}: {item} is listed twice")
+    return names

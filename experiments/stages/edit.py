@@ -26,7 +26,7 @@ import time
 
 import pandas as pd
 
-from causaleval.editing.editor import parse_editors, sweep
+from causaleval.editing.editor import parse_editors, stat_layers, sweep
 from causaleval.editing.problems import DEFAULT_PROBLEMS, PROBLEM_HPARAMS, flip_partners, make_problem, parse_problems, request
 from causaleval.editing.rome import SecondMoments, default_contexts, hparams_for, sweep_cases
 from causaleval.editing.rome.hparams import RomeHyperParams
@@ -142,17 +142,6 @@ def _problem_work(state: dict, facts):
         frame = pd.DataFrame(rows, columns=PROBLEM_COLUMNS)
         yield str(fact.case_id), frame.astype({"draw": "int64", "partner_case": "int64"})
 
-
-def stat_layers(editors: list[str], layers: list[int], n_layers: int) -> list[int]:
-    """The layers whose key second moments the editors need (MEMIT: its whole windows)."""
-    from causaleval.editing.editor import centred_window
-    from causaleval.editing.memit import MemitHyperParams
-
-    need = set(layers)
-    if "memit" in editors:
-        for layer in layers:
-            need |= set(centred_window(layer, MemitHyperParams().window, n_layers))
-    return sorted(need)
 
 
 def run(ctx: StageContext) -> None:

@@ -39,6 +39,7 @@ import torch
 from causaleval.data.counterfact import Fact
 from causaleval.data.known import next_token_logits
 from causaleval.data.tokens import answer_ids, encode_prompt
+from causaleval.editing.editor import stat_layers
 from causaleval.editing.rome import SecondMoments, default_contexts
 from causaleval.estimators import flip_scrubbing, noise_tracing, resample_scrubbing
 from causaleval.groundtruth.planted import accuracy_table, argmax_histogram, localisation_rows, paired_tests
@@ -219,17 +220,6 @@ def editor_dir(out, editor: str, first: str):
     ``validate/plant_<editor>/``."""
     return out if editor == first else out / f"plant_{editor}"
 
-
-def stat_layers(editors: list[str], layers: list[int], n_layers: int) -> list[int]:
-    """The layers whose key second moments the planting editors need (MEMIT: its whole windows)."""
-    from causaleval.editing.editor import centred_window
-    from causaleval.editing.memit import MemitHyperParams
-
-    need = set(layers)
-    if "memit" in editors:
-        for layer in layers:
-            need |= set(centred_window(layer, MemitHyperParams().window, n_layers))
-    return sorted(need)
 
 
 def run(ctx: StageContext) -> None:
