@@ -9,6 +9,7 @@ import dataclasses
 import pandas as pd
 import pytest
 import torch
+from conftest import one_thread_tiny_gpt2
 
 from causaleval.analysis.spec import AnalysisSpec
 from causaleval.data.counterfact import Fact, write_jsonl
@@ -20,7 +21,6 @@ from causaleval.groundtruth.control import (
     unit_id,
 )
 from causaleval.groundtruth.planting import PLANT_EDITORS, make_planter
-from causaleval.model.testing import tiny_model
 from experiments.config import ConfigError, resolve
 from experiments.config import validate as check
 from experiments.context import StageContext
@@ -50,17 +50,11 @@ def _ctx(out, bundle, **over) -> StageContext:
 @pytest.fixture(scope="module")
 def run_once(tmp_path_factory):
     root = tmp_path_factory.mktemp("control")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CAUSALEVAL_CACHE", str(root / "cache"))
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        bundle = tiny_model("gpt2", n_layers=4)
-        original = {k: v.clone() for k, v in bundle.model.state_dict().items()}
+    with one_thread_tiny_gpt2(root) as (bundle, mp, original):
         # the tiny model's p(o_new) is ≈ 0.005 after planting: no TE floor, small resamples
         mp.setattr(control, "spec_from_config", lambda c: AnalysisSpec(
             window=c.analysis_window, n_bootstrap=50, n_permutations=99, power_reps=20, te_floor=0.0))
         control.run(_ctx(root / "r", bundle))
-        torch.set_num_threads(threads)
     return root / "r", original, bundle
 
 

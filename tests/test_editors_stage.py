@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import twin_synthetic_runs
 
 from causaleval.analysis import AnalysisSpec
 from causaleval.analysis.editors import comparison, editor_names, primary_edits
 from causaleval.data.counterfact import Fact, write_jsonl
 from causaleval.errors import ConfigError
-from causaleval.inference.synthetic import SyntheticSpec, write_synthetic_results
 from causaleval.model.testing import tiny_model
 from causaleval.runs.store import atomic_write_parquet
 from experiments.config import parse_set, resolve, validate
@@ -90,13 +90,7 @@ def test_editors_settings_are_checked_before_the_model_loads():
 def test_analyze_per_editor_and_table(tmp_path):
     """ROME's analysis is unchanged by other editors' rows; each editor gets its own tests and a row in the
     comparison; the report writes tables/editors.tex."""
-    spec = SyntheticSpec(n_cases=24, n_layers=8, seed=4)
-    plain, multi = tmp_path / "plain", tmp_path / "multi"
-    write_synthetic_results(plain, spec)
-    write_synthetic_results(multi, spec)
-    edits = pd.read_parquet(multi / "edits.parquet")
-    rng = np.random.default_rng(0)
-    ft = edits.assign(rewrite_score=rng.permutation(edits.rewrite_score.to_numpy()))
+    plain, multi, edits, ft, rng = twin_synthetic_runs(tmp_path)
     atomic_write_parquet(multi / "edits.parquet", pd.concat([edits.assign(editor="rome"), ft.assign(editor="ft1")]))
     a = AnalysisSpec(window=5, n_bootstrap=50, seed=0)
     a = a.__class__(**{**a.__dict__, "n_permutations": 99, "power_reps": 20})

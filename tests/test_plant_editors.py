@@ -7,6 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+from conftest import one_thread_tiny_gpt2
 
 from causaleval.data.counterfact import Fact, write_jsonl
 from causaleval.data.tokens import answer_ids
@@ -87,15 +88,9 @@ def test_plant_editors_listed():
 @pytest.fixture(scope="module")
 def three_editor_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("plant")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CAUSALEVAL_CACHE", str(root / "cache"))
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        bundle = tiny_model("gpt2", n_layers=4)
-        original = {k: v.clone() for k, v in bundle.model.state_dict().items()}
+    with one_thread_tiny_gpt2(root) as (bundle, _, original):
         validate.run(_ctx(root / "all", bundle, plant_editors=["rome", "ft1", "memit"]))
         validate.run(_ctx(root / "rome", bundle))
-        torch.set_num_threads(threads)
     return root, original, bundle
 
 

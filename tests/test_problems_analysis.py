@@ -11,12 +11,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import twin_synthetic_runs
 
 from causaleval.analysis import AnalysisSpec
 from causaleval.analysis.effects import localisation_effects
 from causaleval.analysis.problems import (error_injection_rows, per_draw_effects, per_draw_matched, per_fact,
                                           with_problem)
-from causaleval.inference.synthetic import SyntheticSpec, write_synthetic_results
 from causaleval.runs.store import atomic_write_parquet
 from experiments.stages.analyze import analyze_folder
 
@@ -27,13 +27,7 @@ def _spec():
 
 
 def test_grid_cells_matched_and_study_unchanged(tmp_path):
-    spec = SyntheticSpec(n_cases=24, n_layers=8, seed=4)
-    plain, multi = tmp_path / "plain", tmp_path / "multi"
-    write_synthetic_results(plain, spec)
-    write_synthetic_results(multi, spec)
-    edits = pd.read_parquet(multi / "edits.parquet")
-    rng = np.random.default_rng(0)
-    forced = edits.assign(rewrite_score=rng.permutation(edits.rewrite_score.to_numpy()))
+    plain, multi, edits, forced, rng = twin_synthetic_runs(tmp_path)
     flips = pd.concat([edits.assign(rewrite_score=edits.rewrite_score + rng.normal(0, 0.1, len(edits)), draw=k,
                                     partner_case=1000 + k) for k in range(3)], ignore_index=True)
     table = pd.concat([with_problem(edits), forced.assign(problem="fact_forcing", draw=-1, partner_case=-1),

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import one_thread_tiny_gpt2
 
 from causaleval.data.counterfact import Fact, write_jsonl
 from causaleval.data.tokens import answer_ids
@@ -98,14 +99,8 @@ def test_planted_edit_raises_the_window1_effect_at_its_layer(cache, tmp_path):
 def strong_run(tmp_path_factory):
     """The stage once on a tiny GPT-2 whose edits succeed: (results folder, weights before, model after)."""
     root = tmp_path_factory.mktemp("validate")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CAUSALEVAL_CACHE", str(root / "cache"))
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        bundle = tiny_model("gpt2", n_layers=4)
-        original = {k: v.clone() for k, v in bundle.model.state_dict().items()}
+    with one_thread_tiny_gpt2(root) as (bundle, _, original):
         validate.run(_ctx(root / "r", bundle, **_strong()))
-        torch.set_num_threads(threads)
     return root / "r", original, bundle
 
 
