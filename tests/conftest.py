@@ -25,7 +25,7 @@ def tiny_llama():
 
 
 @contextlib.contextmanager
-def one_thread_tiny_gpt2(root):
+def _one_thread_tiny_gpt2(root):
     """A 4-layer tiny GPT-2 with its weights as they were, under an isolated ROME statistics cache in ``root``
     and one torch thread (restored on exit): (bundle, monkeypatch, weights before)."""
     with pytest.MonkeyPatch.context() as mp:
@@ -39,6 +39,14 @@ def one_thread_tiny_gpt2(root):
             torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session")
+def one_thread_tiny_gpt2():
+    """The context manager above, for module-scoped fixtures:
+    ``with one_thread_tiny_gpt2(root) as (bundle, mp, weights)``."""
+    return _one_thread_tiny_gpt2
+
+
+@pytest.fixture
 def twin_synthetic_runs(tmp_path):
     """Two identical synthetic results folders (24 facts × 8 layers), the second's edits, the same edits with
     the rewrite scores permuted (no signal), and the generator that permuted them:

@@ -9,7 +9,6 @@ import dataclasses
 import pandas as pd
 import pytest
 import torch
-from conftest import one_thread_tiny_gpt2
 
 from causaleval.analysis.spec import AnalysisSpec
 from causaleval.data.counterfact import Fact, write_jsonl
@@ -48,7 +47,7 @@ def _ctx(out, bundle, **over) -> StageContext:
 
 
 @pytest.fixture(scope="module")
-def run_once(tmp_path_factory):
+def run_once(tmp_path_factory, one_thread_tiny_gpt2):
     root = tmp_path_factory.mktemp("control")
     with one_thread_tiny_gpt2(root) as (bundle, mp, original):
         # the tiny model's p(o_new) is ≈ 0.005 after planting: no TE floor, small resamples

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import twin_synthetic_runs
 
 from causaleval.analysis import AnalysisSpec
 from causaleval.analysis.editors import comparison, editor_names, primary_edits
@@ -87,10 +86,10 @@ def test_editors_settings_are_checked_before_the_model_loads():
             validate(resolve("smoke", editors=editors, editor_hparams=hparams))
 
 
-def test_analyze_per_editor_and_table(tmp_path):
+def test_analyze_per_editor_and_table(tmp_path, twin_synthetic_runs):
     """ROME's analysis is unchanged by other editors' rows; each editor gets its own tests and a row in the
     comparison; the report writes tables/editors.tex."""
-    plain, multi, edits, ft, rng = twin_synthetic_runs(tmp_path)
+    plain, multi, edits, ft, rng = twin_synthetic_runs
     atomic_write_parquet(multi / "edits.parquet", pd.concat([edits.assign(editor="rome"), ft.assign(editor="ft1")]))
     a = AnalysisSpec(window=5, n_bootstrap=50, seed=0)
     a = a.__class__(**{**a.__dict__, "n_permutations": 99, "power_reps": 20})

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from conftest import one_thread_tiny_gpt2
 
 from causaleval.data.counterfact import Fact, write_jsonl
 from causaleval.data.tokens import answer_ids
@@ -86,7 +85,7 @@ def test_plant_editors_listed():
 
 
 @pytest.fixture(scope="module")
-def three_editor_run(tmp_path_factory):
+def three_editor_run(tmp_path_factory, one_thread_tiny_gpt2):
     root = tmp_path_factory.mktemp("plant")
     with one_thread_tiny_gpt2(root) as (bundle, _, original):
         validate.run(_ctx(root / "all", bundle, plant_editors=["rome", "ft1", "memit"]))

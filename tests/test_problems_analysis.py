@@ -11,7 +11,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import twin_synthetic_runs
 
 from causaleval.analysis import AnalysisSpec
 from causaleval.analysis.effects import localisation_effects
@@ -26,8 +25,8 @@ def _spec():
     return a.__class__(**{**a.__dict__, "n_permutations": 99, "power_reps": 20})
 
 
-def test_grid_cells_matched_and_study_unchanged(tmp_path):
-    plain, multi, edits, forced, rng = twin_synthetic_runs(tmp_path)
+def test_grid_cells_matched_and_study_unchanged(tmp_path, twin_synthetic_runs):
+    plain, multi, edits, forced, rng = twin_synthetic_runs
     flips = pd.concat([edits.assign(rewrite_score=edits.rewrite_score + rng.normal(0, 0.1, len(edits)), draw=k,
                                     partner_case=1000 + k) for k in range(3)], ignore_index=True)
     table = pd.concat([with_problem(edits), forced.assign(problem="fact_forcing", draw=-1, partner_case=-1),

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import one_thread_tiny_gpt2
 
 from causaleval.data.counterfact import Fact, write_jsonl
 from causaleval.data.tokens import answer_ids
@@ -96,7 +95,7 @@ def test_planted_edit_raises_the_window1_effect_at_its_layer(cache, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def strong_run(tmp_path_factory):
+def strong_run(tmp_path_factory, one_thread_tiny_gpt2):
     """The stage once on a tiny GPT-2 whose edits succeed: (results folder, weights before, model after)."""
     root = tmp_path_factory.mktemp("validate")
     with one_thread_tiny_gpt2(root) as (bundle, _, original):
