@@ -263,12 +263,7 @@ def import_ft_hparams(path) -> tuple[FTHyperParams, dict]:
             if key == "norm_constraint" and (value is False or value is None):
                 raise CausalEvalError(f"{where}: norm_constraint {value!r} means unconstrained fine-tuning; "
                                       "causaleval's FT-1/FT-5 need a number ε (Hase et al. use 1e-4 / 5e-5)")
-            if isinstance(value, bool):
-                raise CausalEvalError(f"{where}: {key} {value!r} is not a number")
-            try:
-                out[key] = int(value) if key == "num_steps" else float(value)
-            except (TypeError, ValueError) as err:
-                raise CausalEvalError(f"{where}: {key} {value!r} is not a number") from err
+            out[key] = _number(where, key, value, integer=key == "num_steps")
         elif key == "layers":
             layers = value if isinstance(value, list) else [value]
             out["window"] = len(layers)
@@ -277,6 +272,16 @@ def import_ft_hparams(path) -> tuple[FTHyperParams, dict]:
         else:
             not_used[key] = value
     return FTHyperParams(**out), not_used
+
+
+def _number(where: str, key: str, value, integer: bool = False) -> int | float:
+    """A hyperparameter file's numeric value (``where`` names the file in the one-line error)."""
+    if isinstance(value, bool):
+        raise CausalEvalError(f"{where}: {key} {value!r} is not a number")
+    try:
+        return int(value) if integer else float(value)
+    except (TypeError, ValueError) as err:
+        raise CausalEvalError(f"{where}: {key} {value!r} is not a number") from err
 
 
 def _read_mapping(path, alg: str) -> tuple[dict, str]:

@@ -229,18 +229,13 @@ def import_memit_hparams(path) -> tuple[MemitHyperParams, dict]:
     ``mom2_update_weight`` map to the same names; ``fact_token`` must be ``subject_last``;
     ``mom2_adjustment: false`` is refused (λC is MEMIT's update).  Returns the hyperparameters and the
     keys not used (module names, statistics dataset and size: causaleval's statistics are ROME's)."""
-    from causaleval.editing.ft import _read_mapping
+    from causaleval.editing.ft import _number, _read_mapping
 
     data, where = _read_mapping(path, "MEMIT")
     out, not_used = {}, {}
     for key, value in data.items():
         if key in _MEMIT_SAME:
-            if isinstance(value, bool):
-                raise CausalEvalError(f"{where}: {key} {value!r} is not a number")
-            try:
-                out[key] = int(value) if key == "v_num_grad_steps" else float(value)
-            except (TypeError, ValueError) as err:
-                raise CausalEvalError(f"{where}: {key} {value!r} is not a number") from err
+            out[key] = _number(where, key, value, integer=key == "v_num_grad_steps")
         elif key == "layers":
             layers = value if isinstance(value, list) else [value]
             out["window"] = len(layers)
