@@ -9,7 +9,7 @@ from causaleval.analysis import (AnalysisError, AnalysisSpec, analyze, case_laye
                                  load_results, localisation_effects, summary_dict, write_results)
 from causaleval.inference.correlation import fisher_ci, williams_abs, williams_t
 from causaleval.inference.regression import delta_r2_many, f_test, weighted_r2
-from causaleval.inference.synthetic import SyntheticSpec, synthetic_tables
+from causaleval.inference.synthetic import SyntheticSpec, draws_around, synthetic_tables
 
 SPEC = AnalysisSpec(n_bootstrap=200, n_permutations=199, power_reps=100, seed=1)
 
@@ -124,28 +124,16 @@ def test_signed_parts_add_up_to_delta_r2(result):
     assert noise.delta_null_mean > 0 and abs(noise.delta_excess) < 3 * noise.delta_null_mean
 
 
-def _draws_from(trace: pd.DataFrame, n_draws: int, sd: float, seed: int = 0) -> pd.DataFrame:
-    """Per-draw rows whose mean over draws is the trace table's IE (deviations centred over draws)."""
-    rng = np.random.default_rng(seed)
-    sel = trace[(trace.component == "mlp") & (trace.window == 5)].reset_index(drop=True)
-    eps = rng.standard_normal((len(sel), n_draws)) * sd
-    eps -= eps.mean(1, keepdims=True)
-    keys = ["estimator", "direction", "metric", "case_id", "component", "window", "layer", "position"]
-    return pd.DataFrame({**{k: np.repeat(sel[k].to_numpy(), n_draws) for k in keys},
-                         "draw": np.tile(np.arange(n_draws), len(sel)),
-                         "value": (sel.ie.to_numpy()[:, None] + eps).ravel(),
-                         "te": np.repeat(sel.te.to_numpy(), n_draws)})
-
 
 def test_reliability_is_one_without_draw_noise_and_drops_with_it(tables):
     spec = AnalysisSpec(n_bootstrap=100, n_permutations=99, power_reps=20, seed=1, scores=("rewrite_score",))
-    exact = analyze(tables["trace"], tables["edits"], spec, _draws_from(tables["trace"], 6, 0.0))
+    exact = analyze(tables["trace"], tables["edits"], spec, draws_around(tables["trace"], 6, 0.0))
     rel = exact.reliability[exact.reliability.layer == -1].set_index("estimator")
     assert np.allclose(rel.reliability, 1.0) and np.allclose(rel.first3_minus_all, 0.0, atol=1e-12)
-    noisy = analyze(tables["trace"], tables["edits"], spec, _draws_from(tables["trace"], 6, 0.03))
+    noisy = analyze(tables["trace"], tables["edits"], spec, draws_around(tables["trace"], 6, 0.03))
     rel2 = noisy.reliability[noisy.reliability.layer == -1].set_index("estimator")
     assert (rel2.reliability < 0.999).all() and (rel2.ci_low <= rel2.reliability).all()
-    noisier = analyze(tables["trace"], tables["edits"], spec, _draws_from(tables["trace"], 6, 0.1))
+    noisier = analyze(tables["trace"], tables["edits"], spec, draws_around(tables["trace"], 6, 0.1))
     rel3 = noisier.reliability[noisier.reliability.layer == -1].set_index("estimator")
     assert (rel3.reliability < rel2.reliability).all()
     r2 = noisy.r2.set_index("estimator")
@@ -163,7 +151,7 @@ def test_one_reliability_one_interval_in_every_table_and_page(tables):
                         scores=("rewrite_score", "neighborhood_score"))
     edits = tables["edits"].copy()
     edits.loc[edits.case_id == edits.case_id.iloc[0], "neighborhood_score"] = np.nan
-    res = analyze(tables["trace"], edits, spec, _draws_from(tables["trace"], 6, 0.05))
+    res = analyze(tables["trace"], edits, spec, draws_around(tables["trace"], 6, 0.05))
     pooled = res.reliability[res.reliability.layer == -1].set_index("estimator")
     r2 = res.r2.set_index(["score", "estimator"])
     for e in pooled.index:
@@ -188,7 +176,7 @@ def test_a_half_whose_te_averages_below_the_floor_does_not_sink_the_reliability(
     its odd half's fraction restored is IE/0.002, an outlier that alone drags the split-half correlation
     down.  The half is undefined below the TE floor, as a case is in the analysis."""
     spec = AnalysisSpec(n_bootstrap=100, n_permutations=99, power_reps=20, seed=1, scores=("rewrite_score",))
-    draws = _draws_from(tables["trace"], 6, 0.0)
+    draws = draws_around(tables["trace"], 6, 0.0)
     te = draws.groupby(["estimator", "case_id"]).te.first()
     est, case = te[te > 0.2].index[0]
     odd = (draws.estimator == est) & (draws.case_id == case) & (draws.draw % 2 == 1)

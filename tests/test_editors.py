@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from causaleval.data.counterfact import Fact
 from causaleval.editing.applied import AppliedWeights, EditOrderError
 from causaleval.editing.editor import RomeEditor, centred_window, parse_editors, probs_after_edits, sweep
 from causaleval.editing.ft import (FT_PRESETS, HASE_FT_PRESETS, FTEditor, FTHyperParams, compute_ft, import_ft_hparams,
@@ -23,18 +22,10 @@ from causaleval.editing.scores import prepare_probes, probs_from_hidden
 from causaleval.editing.suffix import capture_block_inputs
 from causaleval.errors import CausalEvalError, ConfigError
 from causaleval.model.sites import down_proj_weight_out_in
-from causaleval.model.testing import FAMILY_CONFIGS, isolated_cache, tiny_model
+from causaleval.model.testing import BATCH_FACTS, FAMILY_CONFIGS, isolated_cache, tiny_model
 
 FAMILIES = tuple(FAMILY_CONFIGS)
-# as tests/test_rome_batch.py: subjects at the start, middle and end; one- and multi-token targets; 0–2 neighbours
-FACTS = [
-    Fact(7, "The capital of {}", "P36", "France", "Paris", "Africa", paraphrase_prompts=["The capital city of France"],
-         neighborhood_prompts=["The capital of Germany"]),
-    Fact(8, "{} is a city in the country of", "P17", "Lyon", "France", "South America",
-         paraphrase_prompts=["Lyon is located in"], neighborhood_prompts=["Paris is a city in the country of",
-                                                                          "Nice is in"]),
-    Fact(9, "The official language of {} is", "P37", "Brazil", "Portuguese", "Spanish"),
-]
+FACTS = BATCH_FACTS[:3]      # subjects at the start, middle and end; one- and multi-token targets; 0–2 neighbours
 
 
 @pytest.fixture(autouse=True)

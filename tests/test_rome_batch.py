@@ -6,26 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from causaleval.data.counterfact import Fact
 from causaleval.editing.rome import (SecondMoments, apply_edit, compute_edits, default_contexts, hparams_for,
                                      prepare_edit, prepare_edits, sweep_case, sweep_cases)
 from causaleval.editing.rome.compute import build_edit_batch
 from causaleval.editing.scores import prepare_probes, probs_after
-from causaleval.model.testing import FAMILY_CONFIGS, isolated_cache, tiny_model
+from causaleval.model.testing import BATCH_FACTS, FAMILY_CONFIGS, isolated_cache, tiny_model
 
 FAMILIES = tuple(FAMILY_CONFIGS)
-# the subject at the start, in the middle and at the end of the prompt; one- and multi-token targets;
-# zero, one and two neighbours, so the rows, windows and read positions of the cases all differ
-FACTS = [
-    Fact(7, "The capital of {}", "P36", "France", "Paris", "Africa", paraphrase_prompts=["The capital city of France"],
-         neighborhood_prompts=["The capital of Germany"]),
-    Fact(8, "{} is a city in the country of", "P17", "Lyon", "France", "South America",
-         paraphrase_prompts=["Lyon is located in"], neighborhood_prompts=["Paris is a city in the country of",
-                                                                          "Nice is in"]),
-    Fact(9, "The official language of {} is", "P37", "Brazil", "Portuguese", "Spanish"),
-    Fact(10, "{} is part of the continent of", "P30", "Kenya", "Africa", "Europe",
-         neighborhood_prompts=["Ghana is part of the continent of"]),
-]
+FACTS = BATCH_FACTS
 TOL = 1e-5   # absolute; losses (O(1)–O(10) on SmolLM2) also relative: float32 rounding differs with batch shapes
 
 

@@ -204,3 +204,18 @@ if __name__ == "__main__":
         print("usage: python -m causaleval.inference.synthetic OUT_DIR", file=sys.stderr)
         sys.exit(2)
     print(write_synthetic_results(Path(sys.argv[1])))
+
+
+def draws_around(trace: pd.DataFrame, n_draws: int, sd: float, seed: int = 0) -> pd.DataFrame:
+    """Per-draw rows (the trace stage's ``trace_draws`` schema) for the MLP window-5 rows of ``trace``:
+    each row's IE plus Gaussian deviations of standard deviation ``sd`` centred over draws, so the mean
+    over draws is the trace table's IE exactly (a known split-half reliability, for tests)."""
+    rng = np.random.default_rng(seed)
+    sel = trace[(trace.component == "mlp") & (trace.window == 5)].reset_index(drop=True)
+    eps = rng.standard_normal((len(sel), n_draws)) * sd
+    eps -= eps.mean(1, keepdims=True)
+    keys = ["estimator", "direction", "metric", "case_id", "component", "window", "layer", "position"]
+    return pd.DataFrame({**{k: np.repeat(sel[k].to_numpy(), n_draws) for k in keys},
+                         "draw": np.tile(np.arange(n_draws), len(sel)),
+                         "value": (sel.ie.to_numpy()[:, None] + eps).ravel(),
+                         "te": np.repeat(sel.te.to_numpy(), n_draws)})

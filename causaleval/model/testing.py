@@ -10,6 +10,7 @@ from functools import lru_cache
 
 import torch
 
+from causaleval.data.counterfact import Fact
 from causaleval.model.loading import ModelBundle, bundle_from
 
 #: The tiny Gemma 3's sliding attention window (tokens).
@@ -93,3 +94,18 @@ def save_tiny_model(folder, family: str = "gpt2"):
     b.model.save_pretrained(folder)
     b.tokenizer.save_pretrained(folder)
     return folder
+
+
+#: Facts for batched-edit tests: the subject at the start, in the middle and at the end of the prompt;
+#: one- and multi-token targets; zero, one and two neighbours, so the rows, windows and read positions of
+#: the cases all differ.
+BATCH_FACTS = [
+    Fact(7, "The capital of {}", "P36", "France", "Paris", "Africa", paraphrase_prompts=["The capital city of France"],
+         neighborhood_prompts=["The capital of Germany"]),
+    Fact(8, "{} is a city in the country of", "P17", "Lyon", "France", "South America",
+         paraphrase_prompts=["Lyon is located in"], neighborhood_prompts=["Paris is a city in the country of",
+                                                                          "Nice is in"]),
+    Fact(9, "The official language of {} is", "P37", "Brazil", "Portuguese", "Spanish"),
+    Fact(10, "{} is part of the continent of", "P30", "Kenya", "Africa", "Europe",
+         neighborhood_prompts=["Ghana is part of the continent of"]),
+]
