@@ -109,6 +109,15 @@ def stratified_sample(strata: list[str], n: int, seed: int) -> list[int]:
     return sorted(i for g in sorted(groups) for i in rng.sample(groups[g], quota[g]))
 
 
+def stratified_subset(facts: list, n: int | None, seed: int) -> list:
+    """``n`` of ``facts`` drawn by :func:`stratified_sample` over their relations (seeded), in their order;
+    all of them when ``n`` is None or not below their number."""
+    if n is None or n >= len(facts):
+        return list(facts)
+    chosen = set(stratified_sample([f.relation_id for f in facts], n, seed))
+    return [f for i, f in enumerate(facts) if i in chosen]
+
+
 def edit_layers_for(config: StudyConfig, n_layers: int) -> list[int]:
     """The configured edit layers, or every ``edit_layer_step``-th layer and the last."""
     if config.edit_layers is not None:

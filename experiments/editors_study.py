@@ -52,7 +52,7 @@ def study_config(study: Path = STUDY, settings: list[str] | None = None):
 def study_subset(study: Path, n: int | None, seed: int) -> list:
     """``n`` of the study's facts, stratified over relations and seeded (all when ``n`` is None), case order."""
     from causaleval.data.geofacts import build_facts
-    from experiments.context import stratified_sample
+    from experiments.context import stratified_subset
 
     ids = {int(i) for i in pd.read_parquet(study / "edits.parquet", columns=["case_id"]).case_id}
     run = json.loads((study / "run.json").read_text())
@@ -60,10 +60,7 @@ def study_subset(study: Path, n: int | None, seed: int) -> list:
     if len(facts) != len(ids):
         raise SystemExit(f"{study}: {len(ids) - len(facts)} of its facts are not among the built-in facts; this "
                          "driver needs a study run on the built-in facts")
-    if n is not None and n < len(facts):
-        chosen = set(stratified_sample([f.relation_id for f in facts], n, seed))
-        facts = [f for i, f in enumerate(facts) if i in chosen]
-    return facts
+    return stratified_subset(facts, n, seed)
 
 
 def study_layers(study: Path) -> list[int]:

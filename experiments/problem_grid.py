@@ -30,7 +30,7 @@ import pandas as pd
 from causaleval.analysis.editors import editor_names
 
 from causaleval.errors import ConfigError
-from experiments.context import stratified_sample
+from experiments.context import stratified_subset
 
 ALL_FACT_CELLS = [(p, e) for p in ("error_injection", "fact_forcing", "flip_forcing") for e in ("rome", "ft1")]
 SUBSET_CELLS = ([(p, e) for p in ("error_injection", "fact_forcing", "flip_forcing") for e in ("ft5", "memit")]
@@ -72,14 +72,6 @@ def study_facts(ctx, study: Path) -> list:
                           f"{len(got & want)} of the {len(want)} in {study / 'edits.parquet'}; pass --facts-from "
                           "the study's own results folder (its facts.jsonl)")
     return facts
-
-
-def subset(facts: list, n: int, seed: int) -> list:
-    """``n`` facts stratified by relation (seeded), in case order."""
-    if n >= len(facts):
-        return list(facts)
-    chosen = set(stratified_sample([f.relation_id for f in facts], n, seed))
-    return [f for i, f in enumerate(facts) if i in chosen]
 
 
 def run_cell(ctx, problem: str, editor: str, facts: list, layers: list[int] | None = None) -> dict:
@@ -151,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             pd.DataFrame(rows).to_csv(a.out / "cell_timing.csv", index=False)
         return 0
     facts = study_facts(ctx, a.study)
-    small = subset(facts, a.subset, ctx.config.seed)
+    small = stratified_subset(facts, a.subset, ctx.config.seed)
     for problem, editor in cells:
         print(run_cell(ctx, problem, editor, facts if (problem, editor) in ALL_FACT_CELLS else small), flush=True)
     assemble(a.out, cells)

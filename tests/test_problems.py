@@ -216,7 +216,8 @@ def test_edit_stage_problems_columns_resume_and_default_unchanged(tmp_path):
 def test_grid_driver_cells_on_their_facts_and_assembly(tmp_path):
     """experiments.problem_grid: each cell runs on its own facts (all or the seeded subset), resumes from its
     parts, and edits.parquet is assembled from every cell's parts."""
-    from experiments.problem_grid import assemble, run_cell, subset
+    from experiments.context import stratified_subset as subset
+    from experiments.problem_grid import assemble, run_cell
 
     torch.set_num_threads(1)
     _write_facts(tmp_path)
