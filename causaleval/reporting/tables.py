@@ -313,6 +313,16 @@ def _macro(name: str, value: str) -> str:
     return rf"\newcommand{{\{name}}}{{{value}}}"
 
 
+def calibration_score_correlation() -> float:
+    """The correlation of a fact's scores across layers that the calibration's dependent design builds in
+    (the default of :meth:`causaleval.inference.synthetic.SyntheticSpec.dependent`)."""
+    import inspect
+
+    from causaleval.inference.synthetic import SyntheticSpec
+
+    return float(inspect.signature(SyntheticSpec.dependent).parameters["score_corr"].default)
+
+
 def score_layer_correlation(t: AnalysisTables, score: str = "rewrite_score") -> float | None:
     """How strongly a fact's rows depend on each other: the mean over pairs of edit layers of the Pearson
     correlation, across facts, of the score minus its layer mean (default analysis; None without rows)."""
@@ -345,6 +355,7 @@ def numbers_tex(t: AnalysisTables, score: str = "rewrite_score") -> str:
         "PartnerDraws": str(cfg.get("partner_draws", "n/a")),
     }
     m["ScoreLayerCorr"] = mnum(score_layer_correlation(t, score), 2)
+    m["CalibScoreCorr"] = mnum(calibration_score_correlation(), 2)
     d = v.get("delta_r2", {}).get(score, {})
     first = next(iter(d.values()), {})
     m["RLayer"] = mnum(first.get("r2_layer"))
