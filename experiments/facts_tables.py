@@ -124,10 +124,18 @@ def write_page(tables: Path, page: Path) -> Path:
             parts += [f"## {title}: {model}", "", _markdown(pd.read_csv(path, keep_default_na=False)), ""]
     for path in sorted(tables.glob("reliability_*.csv")):
         rel = pd.read_csv(path)
-        pooled = rel[rel.layer == -1][["folder", "estimator", "n_cases", "reliability", "ci_low", "ci_high"]].round(3)
+        cols = ["folder", "estimator", "n_cases", "reliability", "ci_low", "ci_high"]
+        projected = "draws_for_target" in rel.columns
+        if projected:
+            cols += ["mean_draws", "draws_for_target", "draws_for_target_low", "draws_for_target_high"]
+        pooled = rel[rel.layer == -1][cols].round(3)
+        note = (f" `draws_for_target`: the draws (partners, noise samples) per case that the Spearman–Brown "
+                f"prophecy needs for a reliability of {rel.target.iloc[0]:g} from the measured one at "
+                "`mean_draws`; `_low` and `_high` are the same at the CI's upper and lower bounds."
+                if projected else "")
         parts += [f"## Split-half reliability within layer (pooled over the analysis layers): {path.stem}", "",
-                  "From `python -m experiments.trace_reliability`; see [facts.md](facts.md#reliability-on-the-new-relations).",
-                  "", _markdown(pooled), ""]
+                  "From `python -m experiments.trace_reliability`; see [facts.md](facts.md#reliability-on-the-new-relations)."
+                  + note, "", _markdown(pooled), ""]
     atomic_write_text(page, "\n".join(parts))
     return page
 

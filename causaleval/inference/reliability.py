@@ -26,6 +26,14 @@ def spearman_brown(r, factor: float = 2.0):
         return factor * r / (1 + (factor - 1) * r)
 
 
+def length_factor(reliability, target: float):
+    """Spearman–Brown prophecy inverted: by what factor the number of draws must grow for a measure of
+    ``reliability`` to reach ``target``, k = target (1 − ρ) / (ρ (1 − target))."""
+    rho = np.asarray(reliability, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return target * (1 - rho) / (rho * (1 - target))
+
+
 def half_correlation(h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
     """The pooled within-layer correlation of two half-effects (..., cases, layers)."""
     return within_layer_r(standardise_by_layer(h1), h2)
