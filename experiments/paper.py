@@ -41,6 +41,15 @@ def confirm_reports(folders: list[Path], paper: Path) -> list[Path]:
     return [p for f in folders for p in write_confirm_report(f, paper, plan if plan.is_file() else None)]
 
 
+def table_name(folder: Path) -> str:
+    """A folder's name in table file names: its path under paper/ with '-' for '/' (``confirm-smollm2``,
+    ``replication-gemma3-270m``, ``study``), else its own name, so that two models' folders never collide."""
+    try:
+        return "-".join(folder.resolve().relative_to(PAPER_DIR).parts)
+    except ValueError:
+        return folder.name
+
+
 def rebuilt_reliabilities(folders: list[Path], paper: Path) -> list[Path]:
     """``tables/reliability_<folder>.tex`` for each folder with a published per-draw table, rebuilt from it;
     prints how far each rebuilt pooled reliability is from the one its analysis recorded."""
@@ -50,11 +59,11 @@ def rebuilt_reliabilities(folders: list[Path], paper: Path) -> list[Path]:
     from causaleval.runs.store import atomic_write_text
 
     out = []
-    for folder in folders:
+    for folder in dict.fromkeys(folders):
         if not (folder / "trace_draws.parquet").is_file():
             continue
         rebuilt = rebuild_reliability(folder)
-        name = folder.name
+        name = table_name(folder)
         path = paper / "tables" / f"reliability_{name}.tex"
         atomic_write_text(path, reliability_tex(rebuilt, name))
         gap = largest_difference(rebuilt, json.loads((folder / "analysis" / "summary.json").read_text()))
