@@ -36,14 +36,18 @@ class Sources:
     study: Path
     validate: Path | None = None
     replication: tuple[Path, ...] = ()
+    confirm: tuple[Path, ...] = ()          # planned runs on held-out facts (paper/confirm/<model>)
 
 
 def committed() -> Sources:
-    """The committed runs ``make paper`` reports: paper/study, paper/validate and every paper/replication/<model>."""
+    """The committed runs ``make paper`` reports: paper/study, paper/validate, every paper/replication/<model>
+    and every paper/confirm/<model>."""
     from experiments.publish import REPLICATION_DIR, STUDY_DIR, VALIDATE_DIR
 
-    others = tuple(sorted(d for d in REPLICATION_DIR.glob("*") if (d / "analysis" / "summary.json").is_file()))
-    return Sources(STUDY_DIR, VALIDATE_DIR, others)
+    def finished(parent: Path) -> tuple[Path, ...]:
+        return tuple(sorted(d for d in parent.glob("*") if (d / "analysis" / "summary.json").is_file()))
+
+    return Sources(STUDY_DIR, VALIDATE_DIR, finished(REPLICATION_DIR), finished(ROOT / "paper" / "confirm"))
 
 
 def _note(*sources: Path) -> str:
@@ -104,21 +108,37 @@ def _model_name(summary: dict) -> str:
 # ----------------------------------------------------------------------------------------------
 
 def answer_block(src: Sources) -> str:
-    """The README's short generated answer: per committed run (the study, then each replication) its r_w per
-    estimator and H1 on r_w with its interval, one-sided p and verdict (rewrite score)."""
-    lines = []
+    """The README's short generated answer: first each planned run on held-out facts (its label, the plan's
+    primary test with interval, one-sided p and verdict), then per exploratory run (the study, then each
+    replication) its r_w per estimator and H1 on r_w with its interval, one-sided p and verdict (rewrite score)."""
+    lines = [confirm_line(folder) for folder in src.confirm]
     for i, folder in enumerate((src.study, *src.replication)):
         s = _summary(folder)
         v = s["variants"]["default"]
         d = v["delta_r2"][SCORE]
         h = v["h1"][SCORE]["flip-noise"]
         role = "the committed study" if i == 0 else "replication"
+        role += ", exploratory" if src.confirm else ""
         lines.append(f"- **{_model_name(s).split(' (')[0]}** ({role}, {v['n_cases']} facts × {len(v['layers'])} "
                      "edit layers, rewrite score): r_w "
                      + ", ".join(f"{e} {ci(d[e]['r_w'], d[e]['r_w_ci_low'], d[e]['r_w_ci_high'])}" for e in d)
                      + f". H1: r_w(flip) − r_w(noise) = {ci(h['diff'], h['ci_low'], h['ci_high'])}, one-sided "
                      f"p = {num(h['p_one_sided'], 2)}; the evidence {h['verdict']}.")
     return "\n".join([BEGIN, *lines, END])
+
+
+def confirm_line(folder: Path) -> str:
+    """One README line for a planned run: its label, the plan's primary test with interval, p and verdict."""
+    s = _summary(folder)
+    rec = s.get("plan")
+    if not rec:
+        raise CausalEvalError(f"{folder}/analysis/summary.json has no plan record: analyse it with --plan "
+                              "paper/plan.yaml before publishing it under paper/confirm")
+    p = rec["primary"]
+    return (f"- **{_model_name(s).split(' (')[0]}** (held-out facts, {rec['label']}; plan sha256 "
+            f"{rec['plan']['sha256'][:12]}): {p['measure']}, {p['a']} − {p['b']} = "
+            f"{ci(p['diff'], p['ci_low'], p['ci_high'])} on {p['n_cases']} facts, one-sided "
+            f"p = {num(p['p_one_sided'], 3)}; the result {p['verdict']}.")
 
 
 def update_readme(readme: Path, block: str) -> bool:

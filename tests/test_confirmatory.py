@@ -401,3 +401,18 @@ def test_study_command_fills_the_held_out_facts_from_the_plan(capsys, monkeypatc
     assert main(["--plan", "paper/plan.yaml", "--model", "gemma3-270m", "--print-config"]) == 0
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["exclude_facts_from"] == ["paper/replication/gemma3-270m"] and cfg["plan"] == "paper/plan.yaml"
+
+
+def test_readme_answer_puts_the_planned_result_first_and_labels_the_rest_exploratory(study):
+    from experiments import docs_pages
+    from experiments.config import StudyConfig
+
+    rec = analyze(study / "held", study / "plan.yaml")["plan"]
+    analyze_folder(study / "explore", spec_from_config(StudyConfig(n_bootstrap=99)))
+    block = docs_pages.answer_block(docs_pages.Sources(study / "explore", confirm=(study / "held",)))
+    lines = block.splitlines()[1:-1]
+    assert f"held-out facts, {rec['label']}; plan sha256 {rec['plan']['sha256'][:12]}" in lines[0]
+    assert f"on {rec['primary']['n_cases']} facts" in lines[0] and rec["primary"]["verdict"] in lines[0]
+    assert "exploratory" in lines[1] and len(lines) == 2
+    with pytest.raises(Exception, match="no plan record"):
+        docs_pages.confirm_line(study / "explore")
