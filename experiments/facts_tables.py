@@ -119,9 +119,15 @@ def write_page(tables: Path, page: Path) -> Path:
     for kind, title in (("known", "Known facts (relation × built × known × share)"),
                         ("flip_pool", "Flip pool per known fact (known partners of the same relation with another "
                                       "answer token)")):
-        for path in sorted(tables.glob(f"{kind}_*.csv")):
+        for path in sorted(p for p in tables.glob(f"{kind}_*.csv") if "same_length" not in p.stem):
             model = path.stem.removeprefix(kind + "_")
             parts += [f"## {title}: {model}", "", _markdown(pd.read_csv(path, keep_default_na=False)), ""]
+    for path in sorted(tables.glob("flip_pool_same_length_*.csv")):
+        model = path.stem.removeprefix("flip_pool_same_length_")
+        parts += [f"## Same-length flip pool per known fact: {model}", "",
+                  "Flip partners whose prompt (the case's template with the partner's subject) has the case's "
+                  "token count, which flip scrubbing draws first. From `python -m experiments.flip_lengths`.", "",
+                  _markdown(pd.read_csv(path, keep_default_na=False)), ""]
     for path in sorted(tables.glob("reliability_*.csv")):
         rel = pd.read_csv(path)
         cols = ["folder", "estimator", "n_cases", "reliability", "ci_low", "ci_high"]
