@@ -148,3 +148,61 @@ def test_onset_profiles_leave_out_prompts_ending_in_the_subject():
     prof = validate.onset_profiles_of(sites, end_pos={0: 4, 1: 3}, subject_pos={0: 2, 1: 3})
     assert set(prof.case_id) == {0} and set(prof.planted_layer) == {2} and prof.ie_unedited.notna().all()
     assert validate.onset_profiles_of(sites.assign(component="mlp"), {0: 4, 1: 3}, {0: 2, 1: 3}).empty
+
+
+STRONG = dict(rome_hparams={"v_num_grad_steps": 60, "clamp_norm_factor": 1000.0, "kl_factor": 0.0,
+                            "v_weight_decay": 0.0},
+              editor_hparams={"ft1": {"norm_constraint": 0.5, "lr": 0.05, "num_steps": 60}})
+
+
+@pytest.fixture(scope="module")
+def onset_run(tmp_path_factory, one_thread_tiny_gpt2):
+    """The validate stage with the onset trace, planted by ROME and FT-1, on a tiny GPT-2; its report.  (On
+    the tiny random models ROME's plantings do not take on prompts with a token after the subject; FT-1's,
+    which change the MLP output at every prompt token, do.)"""
+    from causaleval.data.counterfact import write_jsonl
+    from causaleval.reporting.validate import write_validate_report
+    from experiments.context import StageContext
+
+    root = tmp_path_factory.mktemp("onset")
+    out = root / "r"
+    out.mkdir()
+    write_jsonl([f.to_record() for f in _facts()], out / "facts.jsonl")
+    cfg = resolve("smoke", validate_facts=3, validate_layers=[1, 2], validate_windows=[1, 3], noise_draws=2,
+                  partner_draws=2, n_bootstrap=50, validate_permutations=99, rome_context_texts=2,
+                  rome_stat_tokens=300, max_facts=None, shard_size=3, plant_editors=["rome", "ft1"],
+                  validate_components=["mlp", "residual"], **STRONG)
+    with one_thread_tiny_gpt2(root) as (bundle, _, _):
+        validate.run(StageContext(config=cfg, out_dir=out, progress=False, _bundle=bundle))
+        paths = write_validate_report(out / "validate", root / "report")
+    return out / "validate", paths
+
+
+@pytest.mark.slow
+def test_stage_writes_the_onset_tables_per_planting_editor(onset_run):
+    folder, paths = onset_run
+    took_any = 0
+    for where in (folder, folder / "plant_ft1"):
+        sites = pd.read_parquet(where / "sites.parquet")
+        res = sites[sites.component == "residual"]
+        assert set(res.window) == {1} and set(res.layer) == {0, 1, 2, 3}
+        assert res.groupby("case_id").position.nunique().eq(1).all()           # the last token only
+        assert set(pd.read_parquet(where / "profiles.parquet").window) <= {1, 3}  # MLP rows only, as before
+        rows = pd.read_parquet(where / "onset.parquet")
+        edits = pd.read_parquet(where / "edits.parquet")
+        took = edits[edits.success][["case_id", "planted_layer"]].drop_duplicates()
+        assert len(rows) == 3 * len(took)                                       # every estimator, every edit that took
+        ok = rows.onset.notna()
+        assert (rows.onset_error[ok] == (rows.onset[ok] - rows.planted_layer[ok]).abs()).all()
+        acc = pd.read_parquet(where / "onset_accuracy.parquet")
+        assert set(acc.metric) == {"onset_error", "onset_after", "onset_lag"} if len(took) else acc.empty
+        if len(took):
+            paired = pd.read_parquet(where / "onset_paired.parquet")
+            assert set(zip(paired.a, paired.b)) == {("flip", "noise"), ("resample", "noise")}
+        took_any += len(took)
+    assert took_any, "no planting took with either editor; the onset tables were not exercised"
+    names = {p.name for p in paths}
+    assert {"validate.tex", "validate_ft1.tex", "validate_plant_success.tex", "validate_onset.tex"} <= names
+    text = {p.name: p.read_text() for p in paths}
+    assert "FT-1 planted it" in text["validate_ft1.tex"] and "ROME planted it" in text["validate.tex"]
+    assert "FT-1" in text["validate_onset.tex"] and "FT-1" in text["validate_plant_success.tex"]

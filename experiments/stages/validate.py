@@ -295,7 +295,7 @@ def run(ctx: StageContext) -> None:
         for name, frame in tables:
             atomic_write_parquet(where / f"{name}.parquet", frame)
         summary = summarise(edits, accuracy, paired, hist, facts, layers, cfg, bundle.n_layers)
-        summary["onset"] = _records(onset["onset_accuracy"]) if onset else []
+        summary["onset"] = _records(onset["onset_accuracy"]) if onset else None
         summary.update(nu=nu, plant_editor=editor, setup_seconds=round(setup_seconds, 1),
                        seconds=round(time.time() - (t0 if editor == editors[0] else t1), 1),
                        edit_trace_seconds=round(float(edits.seconds.sum()) if len(edits) else 0.0, 1))
@@ -314,10 +314,13 @@ def run(ctx: StageContext) -> None:
 def onset_tables(profiles: pd.DataFrame, cfg, n_layers: int) -> dict[str, pd.DataFrame]:
     """The onset trace's tables (docs/groundtruth.md#onset): ``onset_profiles``, ``onset`` (a row per edit and
     estimator), ``onset_accuracy`` (means with CIs, chance, rule) and ``onset_paired`` (flip/resample − noise);
-    none when the residual stream was not traced."""
-    if profiles.empty:
+    none when the residual stream was not traced, empty ones when no planted edit took."""
+    if "residual" not in getattr(cfg, "validate_components", ["mlp"]):
         return {}
     rows = onset_rows(profiles)
+    if rows.empty:
+        return {"onset_profiles": profiles, "onset": rows, "onset_accuracy": pd.DataFrame(),
+                "onset_paired": pd.DataFrame()}
     perm, boot = cfg.validate_permutations, cfg.n_bootstrap
     return {"onset_profiles": profiles, "onset": rows,
             "onset_accuracy": onset_summary(rows, n_layers, perm, boot, cfg.seed),
