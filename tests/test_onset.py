@@ -206,3 +206,18 @@ def test_stage_writes_the_onset_tables_per_planting_editor(onset_run):
     text = {p.name: p.read_text() for p in paths}
     assert "FT-1 planted it" in text["validate_ft1.tex"] and "ROME planted it" in text["validate.tex"]
     assert "FT-1" in text["validate_onset.tex"] and "FT-1" in text["validate_plant_success.tex"]
+
+
+@pytest.mark.slow
+def test_groundtruth_accuracy_writes_the_onset_tables(onset_run, tmp_path):
+    from experiments import groundtruth
+
+    folder, _ = onset_run
+    groundtruth.accuracy(folder, tmp_path, n_perm=99, n_boot=50, seed=0)
+    rows = pd.read_parquet(tmp_path / "onset_rows.parquet")
+    per_editor = pd.concat([pd.read_parquet(w / "onset.parquet").assign(plant_editor=e)
+                            for e, w in (("rome", folder), ("ft1", folder / "plant_ft1"))], ignore_index=True)
+    assert len(rows) == len(per_editor) and set(rows.plant_editor) == set(per_editor.plant_editor)
+    summary = pd.read_parquet(tmp_path / "onset.parquet")
+    assert set(summary.metric) == {"onset_error", "onset_after", "onset_lag"}
+    assert set(pd.read_parquet(tmp_path / "onset_calibration.parquet")["shift"]) == {0.0, 1.0, 2.0}
