@@ -4,6 +4,8 @@ paired test under a dependent simulated null, and the validate stage's onset tab
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -221,3 +223,21 @@ def test_groundtruth_accuracy_writes_the_onset_tables(onset_run, tmp_path):
     summary = pd.read_parquet(tmp_path / "onset.parquet")
     assert set(summary.metric) == {"onset_error", "onset_after", "onset_lag"}
     assert set(pd.read_parquet(tmp_path / "onset_calibration.parquet")["shift"]) == {0.0, 1.0, 2.0}
+
+
+@pytest.mark.slow
+def test_groundtruth_report_renders_the_onset_table(onset_run, tmp_path):
+    import shutil
+
+    from causaleval.reporting.groundtruth import write_groundtruth_report
+    from experiments import groundtruth
+
+    folder, _ = onset_run
+    committed = Path(__file__).resolve().parents[1] / "paper" / "groundtruth" / "knockout.parquet"
+    if not committed.is_file():
+        pytest.skip("the committed knockout table (which the report needs beside the accuracy tables) is absent")
+    groundtruth.accuracy(folder, tmp_path / "gt", n_perm=99, n_boot=50, seed=0)
+    shutil.copy(committed, tmp_path / "gt" / "knockout.parquet")
+    paths = write_groundtruth_report(tmp_path / "gt", tmp_path / "out")
+    onset = [p for p in paths if p.name == "groundtruth_onset.tex"]
+    assert onset and "tab:gt-onset" in onset[0].read_text() and "FT-1" in onset[0].read_text()

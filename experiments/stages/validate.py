@@ -386,6 +386,11 @@ def report(s: dict) -> str:
                          f"[{_f(r['hit1_low'])}, {_f(r['hit1_high'])}], hit@3 {_f(r['hit3'])}, "
                          f"|argmax − l| {_f(r['distance'], 2)}, added IE at l {_f(r['added'], 4)} "
                          f"({r['n_facts']} facts, {r['n_edits']} edits)")
+    for r in s.get("onset") or []:
+        if r["metric"] == "onset_error":
+            lines.append(f"  {r['estimator']:8s} onset: |onset − l| {_f(r['mean'], 2)} [{_f(r['ci_low'], 2)}, "
+                         f"{_f(r['ci_high'], 2)}] layers (chance {_f(r['chance'], 2)}, rule {_f(r['rule'], 2)}; "
+                         f"{r['n_facts']} facts, {r['n_undefined']} undefined)")
     for r in s["paired"]:
         if r["metric"] == "hit1":
             lines.append(f"  {r['a']} − {r['b']} window {r['window']}: hit@1 {_f(r['diff'])}, sign-flip p = "
