@@ -90,7 +90,13 @@ def accuracy(validate: Path, out: Path, n_perm: int, n_boot: int, seed: int) -> 
 def onset(validate: Path, out: Path, n_layers: int, n_perm: int, n_boot: int, seed: int) -> None:
     """The onset tables per planting editor (docs/groundtruth.md#onset), from each editor folder's
     ``onset_profiles.parquet``; nothing when the validate run did not trace the residual stream."""
-    from causaleval.groundtruth.onset import METRICS, PRIMARY, onset_calibration, onset_rows, onset_summary
+    from causaleval.groundtruth.onset import (
+        METRICS,
+        PRIMARY,
+        onset_calibration,
+        onset_rows,
+        onset_summary,
+    )
     from causaleval.reporting.planting import editor_folders
 
     t0 = time.time()

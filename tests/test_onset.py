@@ -13,10 +13,18 @@ import torch
 
 from causaleval.data.counterfact import Fact
 from causaleval.estimators import noise_tracing, resample_scrubbing
-from causaleval.groundtruth.onset import chance, onset_calibration, onset_layer, onset_rows, onset_summary, rule_scores
+from causaleval.groundtruth.onset import (
+    chance,
+    onset_calibration,
+    onset_layer,
+    onset_rows,
+    onset_summary,
+    rule_scores,
+)
 from causaleval.model.testing import tiny_model
 from causaleval.patching.estimands import SiteGrid
-from experiments.config import ConfigError, resolve, validate as validate_config
+from experiments.config import ConfigError, resolve
+from experiments.config import validate as validate_config
 from experiments.stages import validate
 
 SUBJECTS = ("France", "Germany", "Spain", "Italy", "Poland", "Greece")

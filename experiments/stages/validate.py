@@ -47,7 +47,12 @@ from causaleval.estimators import flip_scrubbing, noise_tracing, resample_scrubb
 from causaleval.groundtruth.accuracy import paired_accuracy
 from causaleval.groundtruth.onset import METRICS as ONSET_METRICS
 from causaleval.groundtruth.onset import onset_rows, onset_summary
-from causaleval.groundtruth.planted import accuracy_table, argmax_histogram, localisation_rows, paired_tests
+from causaleval.groundtruth.planted import (
+    accuracy_table,
+    argmax_histogram,
+    localisation_rows,
+    paired_tests,
+)
 from causaleval.groundtruth.planting import make_planter
 from causaleval.patching.core import TraceTables
 from causaleval.patching.estimands import SiteGrid
