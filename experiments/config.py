@@ -88,6 +88,7 @@ class StudyConfig:
     validate_layer_count: int = 4
     validate_windows: list[int] = field(default_factory=lambda: [1, 5])   # MLP windows traced at every layer
     validate_positions: str = "from_subject"  # positions traced: from_subject, or subject_last (what accuracy reads)
+    validate_components: list[str] = field(default_factory=lambda: ["mlp"])   # mlp; residual adds the onset trace
     validate_permutations: int = 9999       # sign flips of the paired tests
     # control: a positive control for the H1 pipeline on planted facts (docs/groundtruth.md#positive-control)
     control_facts: int | None = 20          # study facts (stratified over relations) planted and re-edited
@@ -169,6 +170,9 @@ HELP: dict[str, str] = {
     "validate_windows": "validate stage: MLP windows traced at every layer",
     "validate_positions": "validate stage: positions traced: from_subject (every position from the first subject "
                           "token) or subject_last (the only one the accuracy reads; cheaper)",
+    "validate_components": "validate stage: components traced: mlp (the windows of validate_windows); residual also "
+                           "traces the residual stream at the last token, window 1, every layer (the onset layer, "
+                           "docs/groundtruth.md#onset)",
     "validate_permutations": "validate stage: random sign flips of the paired tests (flip/resample − noise)",
     "control_facts": "control stage: study facts (stratified over relations) planted at control_layers and "
                      "re-edited at every edit layer; null = all",
@@ -587,6 +591,9 @@ def validate(cfg: StudyConfig) -> None:
         if wrong:
             raise _bad("relations", cfg.relations, f"{', '.join(wrong)} is not a built-in relation or set; "
                        f"available: {available()}")
+    if "mlp" not in cfg.validate_components or len(set(cfg.validate_components)) != len(cfg.validate_components) \
+            or any(c not in ("mlp", "residual") for c in cfg.validate_components):
+        raise _bad("validate_components", cfg.validate_components, "give mlp, or mlp,residual (the onset trace)")
     from causaleval.groundtruth.planting import PLANT_EDITORS
 
     if not cfg.plant_editors or len(set(cfg.plant_editors)) != len(cfg.plant_editors) or any(

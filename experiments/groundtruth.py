@@ -84,6 +84,45 @@ def accuracy(validate: Path, out: Path, n_perm: int, n_boot: int, seed: int) -> 
                                 plant_editors=[e for e, _ in validate_profiles(validate)],
                                 n_perm=n_perm, n_bootstrap=n_boot, seed=seed, primary="rr, window 5, flip - noise",
                                 seconds=round(time.time() - t0, 1)))
+    onset(validate, out, n_layers, n_perm, n_boot, seed)
+
+
+def onset(validate: Path, out: Path, n_layers: int, n_perm: int, n_boot: int, seed: int) -> None:
+    """The onset tables per planting editor (docs/groundtruth.md#onset), from each editor folder's
+    ``onset_profiles.parquet``; nothing when the validate run did not trace the residual stream."""
+    from causaleval.groundtruth.onset import (
+        METRICS,
+        PRIMARY,
+        onset_calibration,
+        onset_rows,
+        onset_summary,
+    )
+    from causaleval.reporting.planting import editor_folders
+
+    t0 = time.time()
+    rows, summaries, paired = [], [], []
+    for editor, where in editor_folders(validate):
+        if not (where / "onset_profiles.parquet").is_file():
+            continue
+        r = onset_rows(pd.read_parquet(where / "onset_profiles.parquet"))
+        if r.empty:
+            continue
+        rows.append(r.assign(plant_editor=editor))
+        summaries.append(onset_summary(r, n_layers, n_perm, n_boot, seed).assign(plant_editor=editor))
+        paired.append(paired_accuracy(r, n_perm=n_perm, n_resamples=n_boot, seed=seed, metrics=METRICS)
+                      .assign(plant_editor=editor))
+    if not rows:
+        return
+    atomic_write_parquet(out / "onset_rows.parquet", pd.concat(rows, ignore_index=True))
+    atomic_write_parquet(out / "onset.parquet", pd.concat(summaries, ignore_index=True))
+    atomic_write_parquet(out / "onset_paired.parquet", pd.concat(paired, ignore_index=True))
+    first = rows[0]
+    planted = sorted(int(x) for x in first.planted_layer.unique())
+    calib = onset_calibration(n_facts=int(first.case_id.nunique()), planted=planted, n_layers=n_layers, seed=seed)
+    atomic_write_parquet(out / "onset_calibration.parquet", calib)
+    _note(out, "onset", dict(source=str(validate), plant_editors=[r.plant_editor.iloc[0] for r in rows],
+                             primary=f"{PRIMARY}, flip - noise", n_perm=n_perm, n_bootstrap=n_boot, seed=seed,
+                             seconds=round(time.time() - t0, 1)))
 
 
 def knockout(study: Path, out: Path, n_perm: int, n_boot: int, seed: int, window: int) -> None:

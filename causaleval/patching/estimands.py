@@ -32,7 +32,7 @@ CONTRASTS = {
                   "E[m(clean)] − E[m(patched at a)] (noising), with the total effect TE = m(clean) − E[m(corrupted)]",
     "ratio": "the normalised indirect effect IE(a) / TE, a ratio of means over draws (Hase et al. 2023)",
 }
-POSITION_SETS = ("all", "from_subject", "subject_last")
+POSITION_SETS = ("all", "from_subject", "subject_last", "last")
 
 
 class SupportError(CausalEvalError):
@@ -58,7 +58,8 @@ class SiteGrid:
     """Sites (component, window centred at each of ``layers``, positions) of one trace.
 
     ``layers=None`` means every layer; ``positions`` is ``"all"``, ``"from_subject"`` (from the first
-    subject token to the last token) or ``"subject_last"`` (the subject's last token only)."""
+    subject token to the last token), ``"subject_last"`` (the subject's last token only) or ``"last"``
+    (the prompt's last token only)."""
 
     component: str
     window: int = 1
@@ -88,6 +89,8 @@ class SiteGrid:
     def position_list(self, enc: Encoded) -> list[int]:
         if self.positions == "subject_last":
             return [enc.subject_end - 1]
+        if self.positions == "last":
+            return [enc.length - 1]
         start = enc.subject_start if self.positions == "from_subject" else 0
         return list(range(start, enc.length))
 
@@ -96,7 +99,7 @@ class SiteGrid:
 
     def describe(self) -> str:
         layers = "every layer" if self.layers is None else f"layers {list(self.layers)}"
-        pos = {"all": "every token position", "subject_last": "the subject's last token",
+        pos = {"all": "every token position", "subject_last": "the subject's last token", "last": "the prompt's last token",
                "from_subject": "every position from the first subject token to the last token"}[self.positions]
         what = "the residual stream (block output)" if self.component == "residual" else f"the {self.component} output"
         win = f"over a window of {self.window} layers centred at" if self.window > 1 else "at"

@@ -193,6 +193,11 @@ def write_groundtruth_report(folder: Path, dest: Path) -> list[Path]:
     out.update({f"groundtruth_accuracy_{e}.tex": accuracy_table(g) for e, g in others.items()})
     if head is not None and len(head):
         out["groundtruth_control.tex"] = control_table(head)
+    onset = read("onset")
+    if onset is not None and len(onset):        # the onset trace (docs/groundtruth.md#onset)
+        from causaleval.reporting.planting import onset_table
+
+        out["groundtruth_onset.tex"] = onset_table(onset).replace("tab:validate-onset", "tab:gt-onset")
     paths = []
     for name, text in out.items():
         path = dest / "tables" / name

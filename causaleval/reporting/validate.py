@@ -58,8 +58,11 @@ def _ests(frame: pd.DataFrame) -> list[str]:
     return [e for e in ESTIMATORS if e in set(frame.estimator)]
 
 
-def validate_table(acc: pd.DataFrame, summary: dict) -> str:
-    """Accuracy per estimator × window × planted layer (and over all planted layers)."""
+def validate_table(acc: pd.DataFrame, summary: dict, editor: str | None = None, label: str = "tab:validate") -> str:
+    """Accuracy per estimator × window × planted layer (and over all planted layers); ``editor`` the planting
+    editor (default: the summary's, ROME in runs from before planting editors existed)."""
+    editor = editor or summary.get("plant_editor", "rome")
+    who = {"rome": "ROME", "ft1": "FT-1", "memit": "MEMIT"}.get(editor, editor)
     header = ["Estimator", r"$l$", r"hit@1", r"hit@3", r"$|\hat l - l|$", r"mass at $l$", r"IE added at $l$"]
     body: list = []
     if not _windows(acc):
@@ -76,7 +79,7 @@ def validate_table(acc: pd.DataFrame, summary: dict) -> str:
                              est_ci(r.distance, r.distance_low, r.distance_high, 1), num(r.mass, 2),
                              est_ci(r.added, r.added_low, r.added_high, 3)])
     n_layers = summary.get("n_layers", "n/a")
-    caption = (f"Do the localisers find a fact where ROME planted it? {summary.get('n_success', 'n/a')} successful "
+    caption = (f"Do the localisers find a fact where {who} planted it? {summary.get('n_success', 'n/a')} successful "
                f"edits of {summary.get('n_facts_success', 'n/a')} facts at planted layers "
                f"{', '.join(map(str, summary.get('planted_layers', [])))} of {n_layers}; the planted fact's "
                r"effect profile (denoising, $p(o_\text{new})$, last subject token, MLP window $w$ centred at each "
@@ -85,7 +88,7 @@ def validate_table(acc: pd.DataFrame, summary: dict) -> str:
                r"IE added: IE at $l$ minus the unedited model's (same answer, draws and partners). Means over "
                f"facts with 95\\% bootstrap CIs ({summary.get('n_bootstrap', 'n/a')} resamples); chance hit@1 "
                f"$= 1/{n_layers}$.")
-    tex = booktabs(header, body, caption, "tab:validate", align="llrrrrr")
+    tex = booktabs(header, body, caption, label, align="llrrrrr")
     return tex.replace(r"\begin{tabular}", r"\resizebox{\linewidth}{!}{\begin{tabular}").replace(
         r"\end{tabular}", r"\end{tabular}}")
 
@@ -217,4 +220,6 @@ def write_validate_report(folder: Path, dest_dir: Path) -> list[Path]:
         paths.append(dest_dir / "tables" / name)
     if len(v["accuracy"]):
         paths += save(validate_figure(v["accuracy"], v["argmax"], v["summary"]), dest_dir / "figures", "validate")
-    return paths
+    from causaleval.reporting.planting import write_planting_report
+
+    return paths + write_planting_report(Path(folder), dest_dir)

@@ -16,7 +16,9 @@ before/after), ``sites.parquet`` (IE per estimator, case, planted layer (−1 = 
 ``cases.parquet`` (TE and exclusions per traced run), ``profiles.parquet`` (the last-subject-token
 profiles), ``localisation.parquet`` (hit@1, hit@3, distance, mass, IE at l per edit, estimator and
 window), ``accuracy.parquet`` (means over facts with bootstrap CIs), ``paired.parquet`` (flip − noise
-and resample − noise, sign-flip test), ``argmax.parquet`` (where the argmax lands) and ``summary.json``
+and resample − noise, sign-flip test), ``argmax.parquet`` (where the argmax lands), with
+``validate_components`` including ``residual`` the onset trace's ``onset_profiles``, ``onset``,
+``onset_accuracy`` and ``onset_paired`` tables (causaleval.groundtruth.onset), and ``summary.json``
 (written last).  Finished cases are kept in ``validate_parts/``; a rerun computes only the missing ones.
 
 ``plant_editors`` (default ``rome``; also ``ft1``, ``memit``: causaleval.groundtruth.planting) plants with
@@ -42,7 +44,15 @@ from causaleval.data.tokens import answer_ids, encode_prompt
 from causaleval.editing.editor import stat_layers
 from causaleval.editing.rome import SecondMoments, default_contexts
 from causaleval.estimators import flip_scrubbing, noise_tracing, resample_scrubbing
-from causaleval.groundtruth.planted import accuracy_table, argmax_histogram, localisation_rows, paired_tests
+from causaleval.groundtruth.accuracy import paired_accuracy
+from causaleval.groundtruth.onset import METRICS as ONSET_METRICS
+from causaleval.groundtruth.onset import onset_rows, onset_summary
+from causaleval.groundtruth.planted import (
+    accuracy_table,
+    argmax_histogram,
+    localisation_rows,
+    paired_tests,
+)
 from causaleval.groundtruth.planting import make_planter
 from causaleval.patching.core import TraceTables
 from causaleval.patching.estimands import SiteGrid
@@ -86,9 +96,12 @@ def planted_fact(fact: Fact) -> Fact:
     return dataclasses.replace(fact, target_true=fact.target_new, target_new=fact.target_true)
 
 
-def grids(windows, positions: str = "from_subject") -> tuple[SiteGrid, ...]:
-    """MLP windows ``windows`` at every layer, at ``positions`` (``from_subject`` or ``subject_last``)."""
-    return tuple(SiteGrid("mlp", int(w), None, positions) for w in windows)
+def grids(windows, positions: str = "from_subject", components=("mlp",)) -> tuple[SiteGrid, ...]:
+    """MLP windows ``windows`` at every layer, at ``positions`` (``from_subject`` or ``subject_last``); with
+    ``residual`` in ``components`` also the residual stream at the last token, window 1, every layer (the
+    onset trace, causaleval.groundtruth.onset)."""
+    mlp = tuple(SiteGrid("mlp", int(w), None, positions) for w in windows)
+    return mlp + ((SiteGrid("residual", 1, None, "last"),) if "residual" in components else ())
 
 
 def trace_planted(state: dict, facts: list[Fact]) -> list[TraceTables]:
@@ -129,7 +142,8 @@ def _setup(bundle, config, shared: dict) -> dict:
     contexts = default_contexts(bundle, hp, seed=config.seed)
     editor = shared.get("plant_editor", "rome")
     overrides = editor_overrides(getattr(config, "editor_hparams", {}) or {}).get(editor, {})
-    return dict(shared, bundle=bundle, config=config, hp=hp, stats=stats, grids=grids(config.validate_windows, config.validate_positions),
+    return dict(shared, bundle=bundle, config=config, hp=hp, stats=stats, grids=grids(config.validate_windows, config.validate_positions,
+                                                                     getattr(config, "validate_components", ["mlp"])),
                 contexts=contexts, planter=make_planter(editor, bundle, hp, stats, contexts, overrides))
 
 
@@ -202,12 +216,31 @@ def profiles_of(sites: pd.DataFrame, last_pos: dict[int, int]) -> pd.DataFrame:
     if sites.empty:
         return pd.DataFrame(columns=cols + ["te_unedited"])
     at = sites.case_id.map(last_pos)
-    last = sites[(sites.position == at) & (sites.direction == "denoise")]
+    mlp = sites.component == "mlp" if "component" in sites else True
+    last = sites[(sites.position == at) & (sites.direction == "denoise") & mlp]
     key = ["case_id", "estimator", "window", "layer"]
     base = last[last.planted_layer == UNEDITED][key + ["ie", "te"]].rename(
         columns={"ie": "ie_unedited", "te": "te_unedited"})
     edited = last[last.planted_layer != UNEDITED]
     return edited.merge(base, on=key, how="left")[cols + ["te_unedited"]]
+
+
+def last_token(bundle, facts: list[Fact]) -> dict[int, int]:
+    """case_id → the position of the prompt's last token."""
+    return {int(f.case_id): encode_prompt(bundle.tokenizer, f.prompt, f.subject, f.case_id).length - 1 for f in facts}
+
+
+def onset_profiles_of(sites: pd.DataFrame, end_pos: dict[int, int], subject_pos: dict[int, int]) -> pd.DataFrame:
+    """The residual-stream profiles at the last token (the onset trace), edited with the unedited model's IE
+    at the same site; empty when the residual stream was not traced (``validate_components``).  Prompts
+    whose last token is the subject's (``end_pos`` = ``subject_pos``) are left out: there the last token's
+    residual stream is the subject's own and restoring it at layer 0 already restores the answer."""
+    if sites.empty or "component" not in sites or not (sites.component == "residual").any():
+        return pd.DataFrame(columns=["case_id", "relation_id", "estimator", "window", "planted_layer", "layer",
+                                     "ie", "ie_unedited", "te", "te_unedited"])
+    after = {c for c, q in end_pos.items() if q != subject_pos.get(c)}
+    res = sites[(sites.component == "residual") & sites.case_id.isin(after)]
+    return profiles_of(res.assign(component="mlp"), end_pos)
 
 
 def parts_dir(editor: str) -> str:
@@ -239,6 +272,7 @@ def run(ctx: StageContext) -> None:
     setup_seconds = time.time() - t0
     out = ctx.out_dir / "validate"
     last_pos = subject_last(bundle, facts)
+    end_pos = last_token(bundle, facts)
     took = []
     for editor in editors:
         t1 = time.time()
@@ -259,10 +293,14 @@ def run(ctx: StageContext) -> None:
         paired = paired_tests(rows, n_perm=cfg.validate_permutations, n_resamples=cfg.n_bootstrap, seed=cfg.seed)
         hist = argmax_histogram(rows)
         where = editor_dir(out, editor, editors[0])
-        for name, frame in (("edits", edits), ("cases", cases), ("sites", sites), ("profiles", profiles),
-                            ("localisation", rows), ("accuracy", accuracy), ("paired", paired), ("argmax", hist)):
+        tables = [("edits", edits), ("cases", cases), ("sites", sites), ("profiles", profiles),
+                  ("localisation", rows), ("accuracy", accuracy), ("paired", paired), ("argmax", hist)]
+        onset = onset_tables(onset_profiles_of(sites, end_pos, last_pos), cfg, bundle.n_layers)
+        tables += list(onset.items())
+        for name, frame in tables:
             atomic_write_parquet(where / f"{name}.parquet", frame)
         summary = summarise(edits, accuracy, paired, hist, facts, layers, cfg, bundle.n_layers)
+        summary["onset"] = _records(onset["onset_accuracy"]) if onset else None
         summary.update(nu=nu, plant_editor=editor, setup_seconds=round(setup_seconds, 1),
                        seconds=round(time.time() - (t0 if editor == editors[0] else t1), 1),
                        edit_trace_seconds=round(float(edits.seconds.sum()) if len(edits) else 0.0, 1))
@@ -276,6 +314,22 @@ def run(ctx: StageContext) -> None:
                                                            for e in editors})
     atomic_write_parquet(out / "plant_success.parquet", pd.concat(took, ignore_index=True))
     atomic_write_json(out / "summary.json", first)        # written last: the stage's marker
+
+
+def onset_tables(profiles: pd.DataFrame, cfg, n_layers: int) -> dict[str, pd.DataFrame]:
+    """The onset trace's tables (docs/groundtruth.md#onset): ``onset_profiles``, ``onset`` (a row per edit and
+    estimator), ``onset_accuracy`` (means with CIs, chance, rule) and ``onset_paired`` (flip/resample − noise);
+    none when the residual stream was not traced, empty ones when no planted edit took."""
+    if "residual" not in getattr(cfg, "validate_components", ["mlp"]):
+        return {}
+    rows = onset_rows(profiles)
+    if rows.empty:
+        return {"onset_profiles": profiles, "onset": rows, "onset_accuracy": pd.DataFrame(),
+                "onset_paired": pd.DataFrame()}
+    perm, boot = cfg.validate_permutations, cfg.n_bootstrap
+    return {"onset_profiles": profiles, "onset": rows,
+            "onset_accuracy": onset_summary(rows, n_layers, perm, boot, cfg.seed),
+            "onset_paired": paired_accuracy(rows, n_perm=perm, n_resamples=boot, seed=cfg.seed, metrics=ONSET_METRICS)}
 
 
 def plant_success(edits: pd.DataFrame, editor: str) -> pd.DataFrame:
@@ -337,6 +391,11 @@ def report(s: dict) -> str:
                          f"[{_f(r['hit1_low'])}, {_f(r['hit1_high'])}], hit@3 {_f(r['hit3'])}, "
                          f"|argmax − l| {_f(r['distance'], 2)}, added IE at l {_f(r['added'], 4)} "
                          f"({r['n_facts']} facts, {r['n_edits']} edits)")
+    for r in s.get("onset") or []:
+        if r["metric"] == "onset_error":
+            lines.append(f"  {r['estimator']:8s} onset: |onset − l| {_f(r['mean'], 2)} [{_f(r['ci_low'], 2)}, "
+                         f"{_f(r['ci_high'], 2)}] layers (chance {_f(r['chance'], 2)}, rule {_f(r['rule'], 2)}; "
+                         f"{r['n_facts']} facts, {r['n_undefined']} undefined)")
     for r in s["paired"]:
         if r["metric"] == "hit1":
             lines.append(f"  {r['a']} − {r['b']} window {r['window']}: hit@1 {_f(r['diff'])}, sign-flip p = "
