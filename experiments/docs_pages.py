@@ -400,8 +400,15 @@ def timings_page(src: Sources) -> str:
     return "".join(out)
 
 
+def _settings_page(src: Sources) -> str:
+    from experiments.settings_page import settings_page
+
+    return settings_page(src)
+
+
 PAGES = {"results.md": results_page, "known-facts.md": known_facts_page, "calibration.md": calibration_page,
-         "validation.md": validation_page, "supports.md": supports_page, "timings.md": timings_page}
+         "validation.md": validation_page, "supports.md": supports_page, "timings.md": timings_page,
+         "editor-settings.md": _settings_page}
 
 
 def render(src: Sources) -> dict[str, str]:

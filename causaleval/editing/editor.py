@@ -98,7 +98,7 @@ def probs_after_edits(bundle: ModelBundle, prepared: PreparedProbes,
 
 
 def sweep(bundle: ModelBundle, editor: Editor, facts: Sequence[Fact], layers: Sequence[int],
-          max_neighbours: int | None = None, seed: int = 0, problem=None) -> list[list[dict]]:
+          max_neighbours: int | None = None, seed: int = 0, problem=None, prepared=None) -> list[list[dict]]:
     """Edit every fact at each layer with ``editor`` and score it; one list of rows (a dict per layer) per
     fact.  ``seconds`` per row = an equal share of that layer's edit computation and scoring plus an equal
     share of the group's unedited passes (shared by all layers), as in ROME's sweep.
@@ -106,15 +106,18 @@ def sweep(bundle: ModelBundle, editor: Editor, facts: Sequence[Fact], layers: Se
     ``problem`` (an :class:`~causaleval.editing.problems.EditProblem`; None = error injection as always):
     ``facts`` are then the problem's requests (:func:`causaleval.editing.problems.request`), the editor
     optimises the problem's objective, and a noised problem is scored on ``score_draws`` fresh draws (the
-    probabilities before and after averaged over them)."""
+    probabilities before and after averaged over them).  ``prepared``: ``editor.prepare(bundle, facts)``
+    done before (shared by sweeps of editors that differ only in a setting the preparation does not use)."""
     if problem is not None:
+        if prepared is not None:
+            raise ValueError("sweep: a problem's sweep prepares its own requests; pass prepared=None")
         return _problem_sweep(bundle, editor, facts, layers, max_neighbours, seed, problem)
     layers = [int(l) for l in layers]
     for layer in layers:
         check_layer(layer, bundle.n_layers)
     n = len(facts)
     t0 = time.perf_counter()
-    prep = editor.prepare(bundle, facts)
+    prep = editor.prepare(bundle, facts) if prepared is None else prepared
     starts = sorted({min(editor.touched(l, bundle.n_layers)) for l in layers})
     probes = prepare_probes(bundle, facts, max_neighbours=max_neighbours, seed=seed, layers=starts)
     shared = (time.perf_counter() - t0) / max(len(layers), 1) / n

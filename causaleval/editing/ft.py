@@ -13,7 +13,9 @@ repository's FT code, which Hase et al. build on).
 Implementation: the parameters are ΔW_j = W_j − W_j⁰ (Adam's update does not depend on that shift),
 kept per case and added to that case's row only, so many cases are fine-tuned in one batch, each with
 its own Adam state, clamp and early stop (a finished case's ΔW no longer changes), i.e. each follows the
-trajectory it would follow alone.  The blocks below the window are run once (their inputs cached).
+trajectory it would follow alone; a finished case's rows leave the batch (:func:`select_cases`), so the
+later steps cost only the cases still running.  The blocks below the window are run once (their inputs
+cached).
 """
 
 from __future__ import annotations
@@ -177,6 +179,21 @@ def _case_losses(bundle: ModelBundle, batch: FTBatch, layers: list[int], deltas:
     return per_row.view(reps, n).mean(0)
 
 
+def select_cases(batch: FTBatch, cases: list[int]) -> FTBatch:
+    """The rows of ``cases`` only (every copy of each), in that order: the same padded columns, so each
+    kept row computes what it computed in the full batch."""
+    n = len(batch.facts)
+    device = batch.input_ids.device
+    keep = torch.tensor([j * n + c for j in range(batch.repeat) for c in cases], dtype=torch.long, device=device)
+    new_row = torch.full((n * batch.repeat,), -1, dtype=torch.long, device=device)
+    new_row[keep] = torch.arange(len(keep), device=device)
+    read = new_row[batch.rows] >= 0
+    return FTBatch([batch.facts[c] for c in cases], batch.input_ids[keep], batch.attention_mask[keep],
+                   new_row[batch.rows[read]], batch.cols[read], batch.tokens[read],
+                   batch.n_target[torch.tensor(cases, dtype=torch.long, device=device)], batch.blocks.select(keep),
+                   batch.repeat, batch.minimise)
+
+
 def compute_ft(bundle: ModelBundle, batch: FTBatch, layer: int, hp: FTHyperParams) -> list[Edit]:
     """FT edits of every case of ``batch`` at ``layer`` (see module docstring); ``extra['losses']`` is the loss
     before each step and after the last."""
@@ -189,35 +206,35 @@ def compute_ft(bundle: ModelBundle, batch: FTBatch, layer: int, hp: FTHyperParam
                                 requires_grad=True) for l in layers] for _ in range(n)]
     opt = torch.optim.Adam([d for case in deltas for d in case], lr=hp.lr, weight_decay=hp.weight_decay)
     losses: list[list[float]] = [[] for _ in range(n)]
-    steps, done = [0] * n, [False] * n
+    steps = [0] * n
+    active, rows = list(range(n)), batch          # the cases still optimised and their rows
     for step in range(hp.num_steps + 1):
         with torch.enable_grad():
-            loss = _case_losses(bundle, batch, layers, deltas)
+            loss = _case_losses(bundle, rows, layers, [deltas[c] for c in active])
             if batch.minimise:               # fact erasure: the loss is p(o) itself (Hase et al. 2023's code)
                 loss = torch.exp(-loss)
-        go_on = []
-        for c, value in enumerate(loss.detach().tolist()):
-            if done[c]:
-                continue
+        go_on = []                           # positions in ``active`` of the cases that take another step
+        for i, (c, value) in enumerate(zip(active, loss.detach().tolist())):
             losses[c].append(value)
-            if (value < hp.loss_stop and not batch.minimise) or step == hp.num_steps:
-                done[c] = True
-            else:
-                go_on.append(c)
+            if not ((value < hp.loss_stop and not batch.minimise) or step == hp.num_steps):
+                go_on.append(i)
         if not go_on:
             break
         opt.zero_grad()
         loss[go_on].sum().backward()
-        for c in range(n):
-            if c not in go_on:
+        for i, c in enumerate(active):
+            if i not in go_on:
                 for d in deltas[c]:
-                    d.grad = None          # finished: Adam skips it, its ΔW stays as it ended
+                    d.grad = None            # finished now: Adam skips it, its ΔW stays as it ended
         opt.step()
         with torch.no_grad():
-            for c in go_on:
-                steps[c] += 1
-                for d in deltas[c]:
+            for i in go_on:
+                steps[active[i]] += 1
+                for d in deltas[active[i]]:
                     d.clamp_(-eps, eps)
+        if len(go_on) < len(active):         # drop the finished cases' rows from the batch
+            active = [active[i] for i in go_on]
+            rows = select_cases(batch, active)
     seconds = (time.perf_counter() - t0) / max(n, 1)
     out = []
     for c, fact in enumerate(batch.facts):

@@ -21,7 +21,7 @@ ROME's v*) and each per-layer forward (each case's ΔW added to its own rows onl
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Sequence
 
 import torch
@@ -40,8 +40,9 @@ from causaleval.runs.checks import Rule
 @dataclass(frozen=True)
 class MemitHyperParams:
     """MEMIT's settings; defaults from the MEMIT repository's ``hparams/MEMIT/gpt2-xl.json`` (five layers,
-    20 steps, λ = 20,000) except λ = 15,000 (``EleutherAI_gpt-j-6B.json``, also EasyEdit's Llama files) for
-    families other than GPT-2 (:func:`memit_hparams_for`).  Context texts and statistics are ROME's."""
+    20 steps) with the published λ = 15,000 (``EleutherAI_gpt-j-6B.json``, also EasyEdit's Llama files);
+    the study's λ is scaled to the model's MLP width (:func:`memit_hparams_for`).  Context texts and
+    statistics are ROME's."""
 
     window: int = 5
     v_lr: float = 0.5
@@ -80,10 +81,43 @@ MEMIT_RULES: dict[str, Rule] = {
 }
 
 
-def memit_hparams_for(family: str, **overrides) -> MemitHyperParams:
-    """GPT-2: the GPT-2 XL file's λ = 20,000; GPT-J: 25 steps (its file); others λ = 15,000."""
-    base = {"gpt2": MemitHyperParams(mom2_update_weight=20_000.0),
-            "gptj": MemitHyperParams(v_num_grad_steps=25)}.get(family, MemitHyperParams())
+# MEMIT's published λ for GPT-J (its EleutherAI_gpt-j-6B.json; EasyEdit's Llama files use the same) and GPT-J's
+# MLP width: for keys drawn like C's statistics E[kᵀC⁻¹k] = d_ff, so λ's weight against kkᵀ scales with d_ff
+# (docs/editors.md, "λ on a small model").
+PUBLISHED_LAMBDA = 15_000.0
+GPTJ_D_FF = 16_384
+
+
+def scaled_lambda(d_ff: int, multiple: float = 1.0) -> float:
+    """λ = multiple · 15,000 · d_ff / 16,384: the published GPT-J λ scaled to an MLP of ``d_ff`` hidden units."""
+    return float(multiple) * PUBLISHED_LAMBDA * int(d_ff) / GPTJ_D_FF
+
+
+def mlp_width(bundle: ModelBundle) -> int:
+    """d_ff, the MLP's hidden units (the down-projection's input size, layer 0)."""
+    return int(down_proj_weight_out_in(bundle.model, bundle.family, 0).shape[1])
+
+
+# The package's λ = MEMIT_LAMBDA_MULTIPLE · 15,000 · d_ff / 16,384: of the multiples measured on the committed
+# study's facts (SmolLM2), the one with the largest S = harmonic mean of ES, PS, NS (docs/memit-lambda.md;
+# tests/test_memit_lambda.py checks it against paper/editors/memit_lambda.csv).
+MEMIT_LAMBDA_MULTIPLE = 0.3
+
+# MEMIT's published files: GPT-2 XL (λ = 20,000), GPT-J (25 steps), the rest (λ = 15,000, 20 steps)
+PUBLISHED_MEMIT: dict[str, MemitHyperParams] = {
+    "gpt2": MemitHyperParams(mom2_update_weight=20_000.0),
+    "gptj": MemitHyperParams(v_num_grad_steps=25),
+    "other": MemitHyperParams(),
+}
+
+
+def memit_hparams_for(family: str, d_ff: int | None = None, **overrides) -> MemitHyperParams:
+    """The published file's settings for ``family`` (:data:`PUBLISHED_MEMIT`); with the model's MLP width
+    ``d_ff`` (:func:`mlp_width`), the package's λ = :func:`scaled_lambda` (d_ff, :data:`MEMIT_LAMBDA_MULTIPLE`)
+    instead of the published one.  ``overrides`` win."""
+    base = PUBLISHED_MEMIT.get(family, PUBLISHED_MEMIT["other"])
+    if d_ff is not None:
+        base = base.updated(mom2_update_weight=scaled_lambda(d_ff, MEMIT_LAMBDA_MULTIPLE))
     return base.updated(**overrides)
 
 
@@ -92,6 +126,9 @@ class MemitPrepared:
     prep: PreparedEdit
     blocks: BlockInputs                 # every block's input, unedited, for the per-layer forwards
     groups: list[int]                   # rewriting prompts per context length (bare prompt first)
+    # the z optimisation's results per (window, z settings): z does not depend on λ, so edits that differ
+    # only in λ (experiments.memit_lambda) optimise it once
+    z: dict = field(default_factory=dict)
 
 
 def prepare_memit(bundle: ModelBundle, facts: Sequence[Fact], contexts: list[str], hp: RomeHyperParams,
@@ -179,7 +216,11 @@ def compute_memit(bundle: ModelBundle, mp: MemitPrepared, layer: int, hp: MemitH
     n = b.n_cases
     deltas: list[dict[int, torch.Tensor]] = [{} for _ in range(n)]
     keys0, h0 = _forward(bundle, mp, window[0], window[0], z_layer, deltas)
-    vrs = compute_v(bundle, mp.prep, z_layer, hp.z_hparams(rome_hp), v0=h0[b.first_rows], residual=True)
+    z_hp = hp.z_hparams(rome_hp)
+    key = (window[0], z_layer, repr(z_hp))
+    if key not in mp.z:
+        mp.z[key] = compute_v(bundle, mp.prep, z_layer, z_hp, v0=h0[b.first_rows], residual=True)
+    vrs = mp.z[key]
     z = torch.stack([vr.v_star for vr in vrs]).double()
     extra: list[dict] = [{"window": window, "z": z[c], "keys": {}, "residuals": {}} for c in range(n)]
     for i, li in enumerate(window):

@@ -21,7 +21,8 @@ from typing import Sequence
 
 import torch
 
-from causaleval.model.kvcache import BlockCalls, block_input, output_cache, prefix_cache, record_block_calls
+from causaleval.model.kvcache import (BlockCalls, block_input, output_cache, prefix_cache, record_block_calls,
+                                      take_rows)
 from causaleval.model.loading import ModelBundle, head_logits, softcap
 from causaleval.model.sites import get_module
 
@@ -33,6 +34,13 @@ class BlockInputs:
     hidden: list[torch.Tensor]
     args: list[tuple]
     kwargs: list[dict]
+
+    def select(self, rows: torch.Tensor) -> "BlockInputs":
+        """The same inputs restricted to batch rows ``rows`` (:func:`~causaleval.model.kvcache.take_rows`)."""
+        n = self.hidden[0].shape[0]
+        return BlockInputs(hidden=[h[rows] for h in self.hidden],
+                           args=[tuple(take_rows(a, rows, n) for a in args) for args in self.args],
+                           kwargs=[{k: take_rows(v, rows, n) for k, v in kw.items()} for kw in self.kwargs])
 
 
 def _blocks(bundle: ModelBundle) -> list[torch.nn.Module]:

@@ -49,9 +49,10 @@ def make_planter(name: str, bundle, hp, stats, contexts: list[str], overrides: d
 
         editor: Any = FTEditor("ft1", FT_PRESETS["ft1"].updated(**(overrides or {})))
     elif name == "memit":
-        from causaleval.editing.memit import MemitEditor, memit_hparams_for
+        from causaleval.editing.memit import MemitEditor, memit_hparams_for, mlp_width
 
-        editor = MemitEditor(memit_hparams_for(bundle.family.name, **(overrides or {})), hp, stats, contexts)
+        mh = memit_hparams_for(bundle.family.name, d_ff=mlp_width(bundle), **(overrides or {}))
+        editor = MemitEditor(mh, hp, stats, contexts)
     else:
         raise ValueError(f"plant editor {name!r} is not available; choose one of {', '.join(PLANT_EDITORS)}")
 

@@ -132,11 +132,16 @@ class BlockCalls:
         dimension (two or more dimensions, the first of the batch's size: attention mask, position ids,
         rotary embeddings) is indexed by ``rows``; the rest (flags, 1-D cache positions) is shared."""
         n = block_input(self.calls[0]).shape[0]
-
-        def pick(v):
-            if torch.is_tensor(v) and v.dim() >= 2 and v.shape[0] == n:
-                return v[rows]
-            return tuple(pick(x) for x in v) if isinstance(v, tuple) else v
         new = copy.copy(self)
-        new.calls = [(tuple(pick(a) for a in args), {k: pick(v) for k, v in kw.items()}) for args, kw in self.calls]
+        new.calls = [(tuple(take_rows(a, rows, n) for a in args), {k: take_rows(v, rows, n) for k, v in kw.items()})
+                     for args, kw in self.calls]
         return new
+
+
+def take_rows(value, rows: torch.Tensor, n: int):
+    """``value`` (a recorded block argument) restricted to batch rows ``rows`` of a batch of ``n``: a tensor
+    with a row dimension (two or more dimensions, the first of size ``n``) is indexed, tuples are mapped,
+    anything else (flags, 1-D cache positions, a rotary table broadcast over rows) is shared."""
+    if torch.is_tensor(value) and value.dim() >= 2 and value.shape[0] == n:
+        return value[rows]
+    return tuple(take_rows(x, rows, n) for x in value) if isinstance(value, tuple) else value
