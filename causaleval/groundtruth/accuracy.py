@@ -116,18 +116,26 @@ def accuracy_summary(rows: pd.DataFrame, n_layers: int, n_perm: int = 9999, n_re
     for (est, w), g in rows.groupby(["estimator", "window"], sort=True):
         ch = pd.DataFrame([chance(layers_all, int(l), int(w), n_layers) for l in g.planted_layer]).mean()
         for metric in (*METRICS, "coverage_no0"):
-            f = g.groupby("case_id")[[metric, f"rule_{metric}"]].mean()
-            vals = f[metric].dropna().to_numpy()
-            d = (f[metric] - f[f"rule_{metric}"]).to_numpy()
-            ci = bootstrap_ci(vals, n_resamples=n_resamples, seed=seed)
-            dci = bootstrap_ci(d[np.isfinite(d)], n_resamples=n_resamples, seed=seed)
-            test = sign_flip_test(d, n_perm, rng)
-            out.append(dict(estimator=est, window=int(w), metric=metric, mean=ci.estimate, ci_low=ci.low,
-                            ci_high=ci.high, chance=float(ch[metric.removesuffix("_no0")]),
-                            rule=float(f[f"rule_{metric}"].mean()), minus_rule=test.diff, minus_rule_low=dci.low,
-                            minus_rule_high=dci.high, p_rule=test.p, n_facts=len(vals),
-                            n_edits=int(g[metric].notna().sum())))
+            row = against_rule(g, metric, n_resamples, n_perm, rng, seed)
+            out.append(dict(estimator=est, window=int(w), metric=metric, mean=row.pop("mean"),
+                            ci_low=row.pop("ci_low"), ci_high=row.pop("ci_high"),
+                            chance=float(ch[metric.removesuffix("_no0")]), **row))
     return pd.DataFrame(out)
+
+
+def against_rule(g: pd.DataFrame, metric: str, n_resamples: int, n_perm: int, rng: np.random.Generator,
+                 seed: int) -> dict:
+    """One metric over the edits ``g`` (per-fact means): its mean with a bootstrap CI over facts, the baseline
+    rule's mean (column ``rule_<metric>``), and metric − rule with its CI and sign-flip test over facts."""
+    f = g.groupby("case_id")[[metric, f"rule_{metric}"]].mean()
+    vals = f[metric].dropna().to_numpy()
+    d = (f[metric] - f[f"rule_{metric}"]).to_numpy()
+    ci = bootstrap_ci(vals, n_resamples=n_resamples, seed=seed)
+    dci = bootstrap_ci(d[np.isfinite(d)], n_resamples=n_resamples, seed=seed)
+    test = sign_flip_test(d, n_perm, rng)
+    return dict(mean=ci.estimate, ci_low=ci.low, ci_high=ci.high, rule=float(f[f"rule_{metric}"].mean()),
+                minus_rule=test.diff, minus_rule_low=dci.low, minus_rule_high=dci.high, p_rule=test.p,
+                n_facts=len(vals), n_edits=int(g[metric].notna().sum()))
 
 
 def paired_accuracy(rows: pd.DataFrame, pairs=(("flip", "noise"), ("resample", "noise")), n_perm: int = 9999,

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from causaleval.inference.bootstrap import bootstrap_ci
+from causaleval.groundtruth.accuracy import against_rule
 from causaleval.inference.paired import sign_flip_test
 
 KEYS = ["case_id", "relation_id", "estimator", "window", "planted_layer"]
@@ -97,16 +97,9 @@ def onset_summary(rows: pd.DataFrame, n_layers: int, n_perm: int = 9999, n_resam
     for (est, w), g in rows.groupby(["estimator", "window"], sort=True):
         ch = pd.DataFrame([chance(int(l), n_layers) for l in g.planted_layer]).mean()
         for metric in METRICS:
-            f = g.groupby("case_id")[[metric, f"rule_{metric}"]].mean()
-            vals = f[metric].dropna().to_numpy()
-            d = (f[metric] - f[f"rule_{metric}"]).to_numpy()
-            ci = bootstrap_ci(vals, n_resamples=n_resamples, seed=seed)
-            dci = bootstrap_ci(d[np.isfinite(d)], n_resamples=n_resamples, seed=seed)
-            test = sign_flip_test(d, n_perm, rng)
-            out.append(dict(estimator=est, window=int(w), metric=metric, mean=ci.estimate, ci_low=ci.low,
-                            ci_high=ci.high, chance=float(ch[metric]), rule=float(f[f"rule_{metric}"].mean()),
-                            minus_rule=test.diff, minus_rule_low=dci.low, minus_rule_high=dci.high, p_rule=test.p,
-                            n_facts=len(vals), n_edits=int(g[metric].notna().sum()),
+            row = against_rule(g, metric, n_resamples, n_perm, rng, seed)
+            out.append(dict(estimator=est, window=int(w), metric=metric, mean=row.pop("mean"),
+                            ci_low=row.pop("ci_low"), ci_high=row.pop("ci_high"), chance=float(ch[metric]), **row,
                             n_undefined=int(g.onset.isna().sum())))
     return pd.DataFrame(out)
 
