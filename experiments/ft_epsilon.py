@@ -22,24 +22,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from experiments.editor_grid import overall_scores, score_grid, summarise_by
 from experiments.editors_study import study_layers, study_subset
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "paper" / "study"
-SCORES = ["rewrite_score", "paraphrase_score", "neighborhood_score", "es"]
 
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per ε and layer (and per ε over all layers, ``layer = all``): n, the mean scores, ES / PS / NS and
-    S, their harmonic mean (Meng et al. 2022's score; :func:`causaleval.editing.scores.summarise`), mean
-    steps and seconds per edit."""
-    from causaleval.editing.scores import summarise as score_summary
-
-    by_layer = score_summary(rows, by=["epsilon", "layer"])
-    by_layer["layer"] = by_layer["layer"].astype(str)
-    overall = score_summary(rows, by=["epsilon"]).assign(layer="all")
-    return pd.concat([by_layer, overall], ignore_index=True)[["epsilon", "layer", "n", *SCORES, "ps", "ns", "S",
-                                                              "steps", "seconds"]]
+    """Per ε and layer (and per ε over all layers, ``layer = all``): :func:`experiments.editor_grid.summarise_by`."""
+    return summarise_by(rows, ["epsilon"])
 
 
 def chosen_epsilon(table: pd.DataFrame) -> float:
@@ -52,8 +44,6 @@ def chosen_epsilon(table: pd.DataFrame) -> float:
 def page(table: pd.DataFrame, source: str) -> str:
     """docs/ft-epsilon.md from the summary table (no number typed by hand)."""
     eps = sorted(table.epsilon.unique())
-    layers = [l for l in table.layer.unique() if l != "all"]
-    layers = sorted(layers, key=int) + ["all"]
     overall = table[table.layer == "all"].set_index("epsilon")
     best = chosen_epsilon(table)
     out = ["# FT-1's clamp ε on SmolLM2",
@@ -65,26 +55,15 @@ def page(table: pd.DataFrame, source: str) -> str:
            "other setting is Hase et al. (2023)'s. Cells: mean rewrite score / paraphrase score / neighbourhood "
            "score; n = " + ", ".join(f"{int(overall.loc[e, 'n'])} edits at ε = {e:g}" for e in eps) + ".",
            "",
-           "| layer | " + " | ".join(f"ε = {e:g}" for e in eps) + " |",
-           "|---|" + "---|" * len(eps)]
-    for layer in layers:
-        cells = []
-        for e in eps:
-            r = table[(table.epsilon == e) & (table.layer == layer)]
-            cells.append("" if r.empty else "{:.3f} / {:.3f} / {:.3f}".format(
-                *(float(r[c].iloc[0]) for c in ("rewrite_score", "paraphrase_score", "neighborhood_score"))))
-        out.append(f"| {layer} | " + " | ".join(cells) + " |")
-    out += ["",
-            "Over all layers: " + "; ".join(
-                f"ε = {e:g}: ES {overall.loc[e, 'es']:.3f}, PS {overall.loc[e, 'ps']:.3f}, "
-                f"NS {overall.loc[e, 'ns']:.3f}, S {overall.loc[e, 'S']:.3f}, "
-                f"{overall.loc[e, 'seconds']:.1f} s per edit" for e in eps) + " (wall seconds on a shared "
-            "two-core machine with other jobs running: not comparable across ε).",
-            "",
-            f"**Package default: ε = {best:g}**, the measured value with the largest S (the harmonic mean of "
-            "ES, PS and NS, Meng et al. 2022's score of an editor), so that FT-1 edits SmolLM2 while the cost to "
-            "its neighbours is counted. Hase et al.'s ε = 1e-4 (their code, for GPT-J) stays available as "
-            "`causaleval.editing.ft.HASE_FT_PRESETS` and with `--set editor_hparams.ft1.norm_constraint=1e-4`."]
+           *score_grid(table, "epsilon", eps, [f"ε = {e:g}" for e in eps]),
+           "",
+           overall_scores(overall, eps, lambda e: f"ε = {e:g}") + " (wall seconds on a shared "
+           "two-core machine with other jobs running: not comparable across ε).",
+           "",
+           f"**Package default: ε = {best:g}**, the measured value with the largest S (the harmonic mean of "
+           "ES, PS and NS, Meng et al. 2022's score of an editor), so that FT-1 edits SmolLM2 while the cost to "
+           "its neighbours is counted. Hase et al.'s ε = 1e-4 (their code, for GPT-J) stays available as "
+           "`causaleval.editing.ft.HASE_FT_PRESETS` and with `--set editor_hparams.ft1.norm_constraint=1e-4`."]
     return "\n".join(out) + "\n"
 
 

@@ -28,24 +28,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from experiments.editor_grid import overall_scores, score_grid, summarise_by
 from experiments.editors_study import study_config, study_layers, study_subset
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "paper" / "study"
-SCORES = ["rewrite_score", "paraphrase_score", "neighborhood_score", "es"]
-COLUMNS = ["multiple", "lambda", "layer", "n", *SCORES, "ps", "ns", "S", "steps", "seconds"]
 
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per λ and layer (and per λ over all layers, ``layer = all``): n, the mean scores, ES / PS / NS and S,
-    their harmonic mean (Meng et al. 2022's score; :func:`causaleval.editing.scores.summarise`), mean steps
-    and seconds per edit."""
-    from causaleval.editing.scores import summarise as score_summary
-
-    by_layer = score_summary(rows, by=["multiple", "lambda", "layer"])
-    by_layer["layer"] = by_layer["layer"].astype(str)
-    overall = score_summary(rows, by=["multiple", "lambda"]).assign(layer="all")
-    return pd.concat([by_layer, overall], ignore_index=True)[COLUMNS]
+    """Per λ and layer (and per λ over all layers, ``layer = all``): :func:`experiments.editor_grid.summarise_by`."""
+    return summarise_by(rows, ["multiple", "lambda"])
 
 
 def chosen_multiple(table: pd.DataFrame) -> float:
@@ -68,7 +60,6 @@ def page(table: pd.DataFrame, source: str) -> str:
 
     overall = table[table.layer == "all"].sort_values("multiple").set_index("multiple")
     ms = list(overall.index)
-    layers = sorted((l for l in table.layer.unique() if l != "all"), key=int) + ["all"]
     best = chosen_multiple(table)
     d_ff = round(float(overall["lambda"].iloc[0]) / ms[0] * GPTJ_D_FF / PUBLISHED_LAMBDA)
     head = [f"m = {m:.3g} (λ = {overall.loc[m, 'lambda']:.5g})" for m in ms]
@@ -84,30 +75,19 @@ def page(table: pd.DataFrame, source: str) -> str:
            f"m = {GPTJ_D_FF / d_ff:.3g}. Cells: mean rewrite score / paraphrase score / neighbourhood score; n = "
            + ", ".join(f"{int(overall.loc[m, 'n'])} edits at m = {m:.3g}" for m in ms) + ".",
            "",
-           "| layer | " + " | ".join(head) + " |",
-           "|---|" + "---|" * len(ms)]
-    for layer in layers:
-        cells = []
-        for m in ms:
-            r = table[(table.multiple == m) & (table.layer == layer)]
-            cells.append("" if r.empty else "{:.3f} / {:.3f} / {:.3f}".format(
-                *(float(r[c].iloc[0]) for c in ("rewrite_score", "paraphrase_score", "neighborhood_score"))))
-        out.append(f"| {layer} | " + " | ".join(cells) + " |")
-    out += ["",
-            "Over all layers: " + "; ".join(
-                f"m = {m:.3g}: ES {overall.loc[m, 'es']:.3f}, PS {overall.loc[m, 'ps']:.3f}, "
-                f"NS {overall.loc[m, 'ns']:.3f}, S {overall.loc[m, 'S']:.3f}, "
-                f"{overall.loc[m, 'seconds']:.1f} s per edit" for m in ms) + " (wall seconds on a shared "
-            "two-core machine with other jobs running, and the first λ run at a layer also carries the z "
-            "optimisation the others share: not comparable across λ).",
-            "",
-            f"**Package default: m = {best:.3g}**, i.e. λ = {best:.3g} · {PUBLISHED_LAMBDA:g} · d_ff / {GPTJ_D_FF} "
-            f"(SmolLM2: λ = {overall.loc[best, 'lambda']:.5g}), the measured multiple with the largest S (the "
-            "harmonic mean of ES, PS and NS, Meng et al. 2022's score of an editor)"
-            + ("" if is_inside(table, best) else " — at the edge of the grid: widen the grid before relying on it")
-            + ". Why λ is scaled by d_ff and not fixed per model: [editors.md](editors.md#λ-on-a-small-model). "
-            "MEMIT's published values stay available as `causaleval.editing.memit.PUBLISHED_MEMIT` and with "
-            f"`--set editor_hparams.memit.mom2_update_weight={PUBLISHED_LAMBDA:g}`."]
+           *score_grid(table, "multiple", ms, head),
+           "",
+           overall_scores(overall, ms, lambda m: f"m = {m:.3g}") + " (wall seconds on a shared "
+           "two-core machine with other jobs running, and the first λ run at a layer also carries the z "
+           "optimisation the others share: not comparable across λ).",
+           "",
+           f"**Package default: m = {best:.3g}**, i.e. λ = {best:.3g} · {PUBLISHED_LAMBDA:g} · d_ff / {GPTJ_D_FF} "
+           f"(SmolLM2: λ = {overall.loc[best, 'lambda']:.5g}), the measured multiple with the largest S (the "
+           "harmonic mean of ES, PS and NS, Meng et al. 2022's score of an editor)"
+           + ("" if is_inside(table, best) else " — at the edge of the grid: widen the grid before relying on it")
+           + ". Why λ is scaled by d_ff and not fixed per model: [editors.md](editors.md#λ-on-a-small-model). "
+           "MEMIT's published values stay available as `causaleval.editing.memit.PUBLISHED_MEMIT` and with "
+           f"`--set editor_hparams.memit.mom2_update_weight={PUBLISHED_LAMBDA:g}`."]
     return "\n".join(out) + "\n"
 
 
