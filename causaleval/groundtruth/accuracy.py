@@ -180,13 +180,20 @@ def paired_calibration(n_facts: int = 50, n_layers: int = 4, effects=(0.0, 0.25,
     out = []
     for kind in ("binary", "continuous"):
         for eff in effects:
-            ps, ds = [], []
-            for _ in range(n_sim):
-                d = simulate_paired(n_facts, n_layers, eff, kind, rng)
-                ps.append(sign_flip_test(d, n_perm, rng).p)
-                ds.append(d.mean())
-            rate = float(np.mean(np.array(ps) <= alpha))
-            out.append(dict(kind=kind, latent_effect=eff, mean_diff=float(np.mean(ds)), rejection=rate,
-                            mc_se=float(np.sqrt(rate * (1 - rate) / n_sim)), n_facts=n_facts, n_layers=n_layers,
+            rates = rejection_rate(lambda: simulate_paired(n_facts, n_layers, eff, kind, rng), n_sim, n_perm,
+                                   alpha, rng)
+            out.append(dict(kind=kind, latent_effect=eff, **rates, n_facts=n_facts, n_layers=n_layers,
                             n_sim=n_sim, n_perm=n_perm, alpha=alpha))
     return pd.DataFrame(out)
+
+
+def rejection_rate(simulate, n_sim: int, n_perm: int, alpha: float, rng: np.random.Generator) -> dict:
+    """The sign-flip test's rejection rate at ``alpha`` over ``n_sim`` simulated per-fact differences
+    (``simulate()``), with the mean difference they produced and the rate's Monte-Carlo standard error."""
+    ps, ds = [], []
+    for _ in range(n_sim):
+        d = simulate()
+        ps.append(sign_flip_test(d, n_perm, rng).p)
+        ds.append(d.mean())
+    rate = float(np.mean(np.array(ps) <= alpha))
+    return dict(mean_diff=float(np.mean(ds)), rejection=rate, mc_se=float(np.sqrt(rate * (1 - rate) / n_sim)))

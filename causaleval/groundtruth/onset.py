@@ -28,8 +28,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from causaleval.groundtruth.accuracy import against_rule
-from causaleval.inference.paired import sign_flip_test
+from causaleval.groundtruth.accuracy import against_rule, rejection_rate
 
 KEYS = ["case_id", "relation_id", "estimator", "window", "planted_layer"]
 METRICS = ("onset_error", "onset_after", "onset_lag")
@@ -127,13 +126,8 @@ def onset_calibration(n_facts: int = 50, planted=(3, 10, 17, 24), n_layers: int 
     planted = np.asarray(planted, int)
     out = []
     for shift in shifts:
-        ps, ds = [], []
-        for _ in range(n_sim):
-            d = simulate_onset_errors(n_facts, planted, n_layers, shift, rng)
-            ps.append(sign_flip_test(d, n_perm, rng).p)
-            ds.append(d.mean())
-        rate = float(np.mean(np.array(ps) <= alpha))
-        out.append(dict(kind="onset_error", shift=shift, mean_diff=float(np.mean(ds)), rejection=rate,
-                        mc_se=float(np.sqrt(rate * (1 - rate) / n_sim)), n_facts=n_facts, n_layers=len(planted),
+        rates = rejection_rate(lambda: simulate_onset_errors(n_facts, planted, n_layers, shift, rng), n_sim, n_perm,
+                               alpha, rng)
+        out.append(dict(kind="onset_error", shift=shift, **rates, n_facts=n_facts, n_layers=len(planted),
                         n_sim=n_sim, n_perm=n_perm, alpha=alpha))
     return pd.DataFrame(out)
