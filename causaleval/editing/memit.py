@@ -121,6 +121,12 @@ def memit_hparams_for(family: str, d_ff: int | None = None, **overrides) -> Memi
     return base.updated(**overrides)
 
 
+def memit_hparams_of(bundle: ModelBundle, **overrides) -> MemitHyperParams:
+    """The package's MEMIT settings for a loaded model: its family's published file with λ scaled to its
+    MLP width (:func:`memit_hparams_for` with ``d_ff`` = :func:`mlp_width`); ``overrides`` win."""
+    return memit_hparams_for(bundle.family.name, d_ff=mlp_width(bundle), **overrides)
+
+
 @dataclass
 class MemitPrepared:
     prep: PreparedEdit

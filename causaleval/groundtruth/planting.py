@@ -49,10 +49,9 @@ def make_planter(name: str, bundle, hp, stats, contexts: list[str], overrides: d
 
         editor: Any = FTEditor("ft1", FT_PRESETS["ft1"].updated(**(overrides or {})))
     elif name == "memit":
-        from causaleval.editing.memit import MemitEditor, memit_hparams_for, mlp_width
+        from causaleval.editing.memit import MemitEditor, memit_hparams_of
 
-        mh = memit_hparams_for(bundle.family.name, d_ff=mlp_width(bundle), **(overrides or {}))
-        editor = MemitEditor(mh, hp, stats, contexts)
+        editor = MemitEditor(memit_hparams_of(bundle, **(overrides or {})), hp, stats, contexts)
     else:
         raise ValueError(f"plant editor {name!r} is not available; choose one of {', '.join(PLANT_EDITORS)}")
 

@@ -75,7 +75,7 @@ def make_editor(name: str, bundle, config, hp: RomeHyperParams, stats, contexts,
     than error injection."""
     from causaleval.editing.editor import RomeEditor
     from causaleval.editing.ft import FT_PRESETS, FTEditor
-    from causaleval.editing.memit import MemitEditor, memit_hparams_for, mlp_width
+    from causaleval.editing.memit import MemitEditor, memit_hparams_of
 
     from experiments.config import editor_overrides
 
@@ -86,7 +86,7 @@ def make_editor(name: str, bundle, config, hp: RomeHyperParams, stats, contexts,
     extra = {**extra, **by_problem}
     if name in FT_PRESETS:
         return FTEditor(name, FT_PRESETS[name].updated(**extra))
-    return MemitEditor(memit_hparams_for(bundle.family.name, d_ff=mlp_width(bundle), **extra), hp, stats, contexts)
+    return MemitEditor(memit_hparams_of(bundle, **extra), hp, stats, contexts)
 
 
 def _setup(bundle, config, shared: dict) -> dict:
