@@ -210,14 +210,16 @@ def subject_last(bundle, facts: list[Fact]) -> dict[int, int]:
             for f in facts}
 
 
-def profiles_of(sites: pd.DataFrame, last_pos: dict[int, int]) -> pd.DataFrame:
-    """Last-subject-token profiles of the edited model with the unedited model's IE at the same site."""
+def profiles_of(sites: pd.DataFrame, last_pos: dict[int, int], component: str = "mlp") -> pd.DataFrame:
+    """Profiles of ``component`` at position ``last_pos`` (by default the MLP at the subject's last token) of
+    the edited model with the unedited model's IE at the same site (sites without a ``component`` column are
+    MLP sites)."""
     cols = ["case_id", "relation_id", "estimator", "window", "planted_layer", "layer", "ie", "ie_unedited", "te"]
     if sites.empty:
         return pd.DataFrame(columns=cols + ["te_unedited"])
     at = sites.case_id.map(last_pos)
-    mlp = sites.component == "mlp" if "component" in sites else True
-    last = sites[(sites.position == at) & (sites.direction == "denoise") & mlp]
+    of_component = (sites.component if "component" in sites else "mlp") == component
+    last = sites[(sites.position == at) & (sites.direction == "denoise") & of_component]
     key = ["case_id", "estimator", "window", "layer"]
     base = last[last.planted_layer == UNEDITED][key + ["ie", "te"]].rename(
         columns={"ie": "ie_unedited", "te": "te_unedited"})
@@ -235,12 +237,8 @@ def onset_profiles_of(sites: pd.DataFrame, end_pos: dict[int, int], subject_pos:
     at the same site; empty when the residual stream was not traced (``validate_components``).  Prompts
     whose last token is the subject's (``end_pos`` = ``subject_pos``) are left out: there the last token's
     residual stream is the subject's own and restoring it at layer 0 already restores the answer."""
-    if sites.empty or "component" not in sites or not (sites.component == "residual").any():
-        return pd.DataFrame(columns=["case_id", "relation_id", "estimator", "window", "planted_layer", "layer",
-                                     "ie", "ie_unedited", "te", "te_unedited"])
     after = {c for c, q in end_pos.items() if q != subject_pos.get(c)}
-    res = sites[(sites.component == "residual") & sites.case_id.isin(after)]
-    return profiles_of(res.assign(component="mlp"), end_pos)
+    return profiles_of(sites[sites.case_id.isin(after)], end_pos, component="residual")
 
 
 def parts_dir(editor: str) -> str:
