@@ -40,7 +40,7 @@ def estimate(args: list[str], layers: list[int] | None, editors: list[str] | Non
     layer and planting editor (each planting costing what the timed ones cost on average)."""
     import dataclasses
 
-    from causaleval.editing.rome import SecondMoments, default_contexts
+    from causaleval.editing.rome import SecondMoments
     from causaleval.estimators import noise_tracing
     from causaleval.groundtruth.control import control_layers_for
     from causaleval.runs.parts import PartStore
@@ -59,8 +59,7 @@ def estimate(args: list[str], layers: list[int] | None, editors: list[str] | Non
     timed = sorted(set(layers)) if layers else planted
     hp = _hparams(bundle, cfg)
     stats = SecondMoments(bundle, hp, seed=cfg.seed, progress=False)
-    stats.ensure(sorted(set(planted) | set(edit_layers)))
-    default_contexts(bundle, hp, seed=cfg.seed)
+    stats.ensure(sorted(set(planted) | set(edit_layers)))    # every planted layer's statistics: the full setup
     nu = noise_tracing.noise_scale(bundle, ctx.known_facts, cfg.noise_scale_factor)
     shared = {"layers": timed, "edit_layers": edit_layers, "nu": nu, "pool": ctx.known_facts,
               "estimators": list(cfg.trace_estimators)}
