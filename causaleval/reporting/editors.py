@@ -9,15 +9,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from causaleval.reporting.tables import booktabs, ci, num, pval
+from causaleval.reporting.tables import EDITOR_LABELS, booktabs, ci, num, pval
 from causaleval.runs.store import atomic_write_text
 
-LABELS = {"rome": "ROME", "ft1": "FT-1", "ft5": "FT-5", "memit": "MEMIT"}
 
 
 def editors_table(table: pd.DataFrame) -> str:
     editors = list(dict.fromkeys(table.editor))
-    header = ["Layer"] + [LABELS.get(e, e) for e in editors]
+    header = ["Layer"] + [EDITOR_LABELS.get(e, e) for e in editors]
     body: list = ["Mean rewrite score"]
     for layer in sorted(table.layer.unique()):
         row = [str(int(layer))]

@@ -197,7 +197,7 @@ def write_groundtruth_report(folder: Path, dest: Path) -> list[Path]:
     if onset is not None and len(onset):        # the onset trace (docs/groundtruth.md#onset)
         from causaleval.reporting.planting import onset_table
 
-        out["groundtruth_onset.tex"] = onset_table(onset).replace("tab:validate-onset", "tab:gt-onset")
+        out["groundtruth_onset.tex"] = onset_table(onset, "tab:gt-onset")
     paths = []
     for name, text in out.items():
         path = dest / "tables" / name

@@ -15,10 +15,9 @@ from pathlib import Path
 import pandas as pd
 
 from causaleval.analysis import ESTIMATORS
-from causaleval.reporting.tables import LABELS, booktabs, est_ci, num
+from causaleval.reporting.tables import EDITOR_LABELS, LABELS, booktabs, est_ci, num
 from causaleval.runs.store import atomic_write_text
 
-EDITOR_LABELS = {"rome": "ROME", "ft1": "FT-1", "memit": "MEMIT"}
 ONSET_LABELS = {"onset_error": r"$|\text{onset} - l|$", "onset_after": r"onset $> l$", "onset_lag": r"onset $- l$"}
 
 
@@ -41,7 +40,7 @@ def plant_success_table(success: pd.DataFrame) -> str:
     return booktabs(header, body, caption, "tab:validate-plant-success")
 
 
-def onset_table(onset: pd.DataFrame) -> str:
+def onset_table(onset: pd.DataFrame, label: str = "tab:validate-onset") -> str:
     """``onset``: the onset_accuracy tables of every planting editor (column ``plant_editor``)."""
     header = ["Planting editor", "Estimator", "metric", "mean [95\\% CI]", "chance", "rule", "est. $-$ rule", "$p$"]
     body: list = []
@@ -57,7 +56,7 @@ def onset_table(onset: pd.DataFrame) -> str:
                r"(denoising, $p(o_\text{new})$). $|\text{onset} - l|$ (primary; smaller is better), the share "
                r"with onset $> l$, and the signed lag; means over facts with 95\% bootstrap CIs, uniform chance, "
                r"the most-common-onset rule (other facts) and estimator $-$ rule with its sign-flip $p$.")
-    return booktabs(header, body, caption, "tab:validate-onset", fit=True)
+    return booktabs(header, body, caption, label, fit=True)
 
 
 def write_planting_report(folder: Path, dest_dir: Path) -> list[Path]:

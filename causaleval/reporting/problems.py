@@ -11,13 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from causaleval.reporting.tables import booktabs, ci, est_ci, num
+from causaleval.reporting.tables import EDITOR_LABELS, LABELS, booktabs, ci, est_ci, num
 from causaleval.runs.store import atomic_write_text
 
 PROBLEM_LABELS = {"error_injection": "Error Injection", "fact_forcing": "Fact Forcing", "flip_forcing": "Flip Forcing",
                   "fact_erasure": "Fact Erasure", "fact_amplification": "Fact Amplification"}
-EDITOR_LABELS = {"rome": "ROME", "ft1": "FT-1", "ft5": "FT-5", "memit": "MEMIT"}
-ESTIMATOR_LABELS = {"noise": "Noise tracing", "resample": "Resample scrubbing", "flip": "Flip scrubbing"}
 
 
 def problems_table(grid: pd.DataFrame) -> str:
@@ -29,7 +27,7 @@ def problems_table(grid: pd.DataFrame) -> str:
                     f"({int(first.n_facts)} facts $\\times$ {int(first.n_layers)} layers; H1 flip $-$ noise "
                     f"{est_ci(first.h1_diff, first.h1_ci_low, first.h1_ci_high)})")
         for r in cell.itertuples():
-            label = ESTIMATOR_LABELS.get(r.estimator, r.estimator) + (r"$^\dagger$" if r.matched else "")
+            label = LABELS.get(r.estimator, r.estimator) + (r"$^\dagger$" if r.matched else "")
             body.append([label, num(r.r2_layer), num(r.delta_r2), num(r.delta_r2_null),
                          est_ci(r.r_w, r.r_w_ci_low, r.r_w_ci_high)])
             if r.matched and np.isfinite(getattr(r, "per_draw_r_w", np.nan)):

@@ -24,6 +24,7 @@ SCORE_LABELS = {"rewrite_score": "Rewrite score", "paraphrase_score": "Paraphras
 VARIANT_LABELS = {"default": "fraction restored, max over subject and later tokens", "raw_ie": "raw IE",
                   "subject_last": "last subject token", "noising": "noising (flip into clean; flip only, descriptive)",
                   "logit_diff": "logit difference (flip only, descriptive)"}
+EDITOR_LABELS = {"rome": "ROME", "ft1": "FT-1", "ft5": "FT-5", "memit": "MEMIT"}   # editors as tables name them
 
 
 def _missing(x) -> bool:

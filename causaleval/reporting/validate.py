@@ -23,7 +23,7 @@ from causaleval.analysis import ESTIMATORS  # noqa: E402
 from causaleval.groundtruth import planted as validation  # noqa: E402
 from causaleval.reporting.figures import COLORS, MARKERS, STYLE, WIDTH, save  # noqa: E402
 from causaleval.reporting.figures import LABELS as FIG_LABELS
-from causaleval.reporting.tables import LABELS, booktabs, ci, est_ci, mnum, num, pexpr  # noqa: E402
+from causaleval.reporting.tables import EDITOR_LABELS, LABELS, booktabs, ci, est_ci, mnum, num, pexpr  # noqa: E402
 from causaleval.runs.store import atomic_write_text  # noqa: E402
 
 WORDS = {1: "One", 2: "Two", 3: "Three", 4: "Four", 5: "Five", 6: "Six", 7: "Seven", 8: "Eight", 9: "Nine",
@@ -62,7 +62,7 @@ def validate_table(acc: pd.DataFrame, summary: dict, editor: str | None = None, 
     """Accuracy per estimator × window × planted layer (and over all planted layers); ``editor`` the planting
     editor (default: the summary's, ROME in runs from before planting editors existed)."""
     editor = editor or summary.get("plant_editor", "rome")
-    who = {"rome": "ROME", "ft1": "FT-1", "memit": "MEMIT"}.get(editor, editor)
+    who = EDITOR_LABELS.get(editor, editor)
     header = ["Estimator", r"$l$", r"hit@1", r"hit@3", r"$|\hat l - l|$", r"mass at $l$", r"IE added at $l$"]
     body: list = []
     if not _windows(acc):
