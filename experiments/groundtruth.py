@@ -90,13 +90,7 @@ def accuracy(validate: Path, out: Path, n_perm: int, n_boot: int, seed: int) -> 
 def onset(validate: Path, out: Path, n_layers: int, n_perm: int, n_boot: int, seed: int) -> None:
     """The onset tables per planting editor (docs/groundtruth.md#onset), from each editor folder's
     ``onset_profiles.parquet``; nothing when the validate run did not trace the residual stream."""
-    from causaleval.groundtruth.onset import (
-        METRICS,
-        PRIMARY,
-        onset_calibration,
-        onset_rows,
-        onset_summary,
-    )
+    from causaleval.groundtruth.onset import PRIMARY, onset_calibration, onset_rows, onset_tests
     from causaleval.reporting.planting import editor_folders
 
     t0 = time.time()
@@ -107,10 +101,10 @@ def onset(validate: Path, out: Path, n_layers: int, n_perm: int, n_boot: int, se
         r = onset_rows(pd.read_parquet(where / "onset_profiles.parquet"))
         if r.empty:
             continue
+        summary, pairs = onset_tests(r, n_layers, n_perm, n_boot, seed)
         rows.append(r.assign(plant_editor=editor))
-        summaries.append(onset_summary(r, n_layers, n_perm, n_boot, seed).assign(plant_editor=editor))
-        paired.append(paired_accuracy(r, n_perm=n_perm, n_resamples=n_boot, seed=seed, metrics=METRICS)
-                      .assign(plant_editor=editor))
+        summaries.append(summary.assign(plant_editor=editor))
+        paired.append(pairs.assign(plant_editor=editor))
     if not rows:
         return
     atomic_write_parquet(out / "onset_rows.parquet", pd.concat(rows, ignore_index=True))

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from causaleval.groundtruth.accuracy import against_rule, rejection_rate
+from causaleval.groundtruth.accuracy import against_rule, paired_accuracy, rejection_rate
 
 KEYS = ["case_id", "relation_id", "estimator", "window", "planted_layer"]
 METRICS = ("onset_error", "onset_after", "onset_lag")
@@ -101,6 +101,14 @@ def onset_summary(rows: pd.DataFrame, n_layers: int, n_perm: int = 9999, n_resam
                             ci_low=row.pop("ci_low"), ci_high=row.pop("ci_high"), chance=float(ch[metric]), **row,
                             n_undefined=int(g.onset.isna().sum())))
     return pd.DataFrame(out)
+
+
+def onset_tests(rows: pd.DataFrame, n_layers: int, n_perm: int, n_resamples: int,
+                seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The onset rows' two tables: :func:`onset_summary` (against chance and the rule) and the paired
+    flip − noise and resample − noise tests on the onset metrics (:func:`paired_accuracy`)."""
+    return (onset_summary(rows, n_layers, n_perm, n_resamples, seed),
+            paired_accuracy(rows, n_perm=n_perm, n_resamples=n_resamples, seed=seed, metrics=METRICS))
 
 
 def simulate_onset_errors(n_facts: int, planted: np.ndarray, n_layers: int, shift: float, rng: np.random.Generator,

@@ -44,9 +44,7 @@ from causaleval.data.tokens import answer_ids, encode_prompt
 from causaleval.editing.editor import stat_layers
 from causaleval.editing.rome import SecondMoments, default_contexts
 from causaleval.estimators import flip_scrubbing, noise_tracing, resample_scrubbing
-from causaleval.groundtruth.accuracy import paired_accuracy
-from causaleval.groundtruth.onset import METRICS as ONSET_METRICS
-from causaleval.groundtruth.onset import onset_rows, onset_summary
+from causaleval.groundtruth.onset import onset_rows, onset_tests
 from causaleval.groundtruth.planted import (
     accuracy_table,
     argmax_histogram,
@@ -324,10 +322,8 @@ def onset_tables(profiles: pd.DataFrame, cfg, n_layers: int) -> dict[str, pd.Dat
     if rows.empty:
         return {"onset_profiles": profiles, "onset": rows, "onset_accuracy": pd.DataFrame(),
                 "onset_paired": pd.DataFrame()}
-    perm, boot = cfg.validate_permutations, cfg.n_bootstrap
-    return {"onset_profiles": profiles, "onset": rows,
-            "onset_accuracy": onset_summary(rows, n_layers, perm, boot, cfg.seed),
-            "onset_paired": paired_accuracy(rows, n_perm=perm, n_resamples=boot, seed=cfg.seed, metrics=ONSET_METRICS)}
+    summary, paired = onset_tests(rows, n_layers, cfg.validate_permutations, cfg.n_bootstrap, cfg.seed)
+    return {"onset_profiles": profiles, "onset": rows, "onset_accuracy": summary, "onset_paired": paired}
 
 
 def plant_success(edits: pd.DataFrame, editor: str) -> pd.DataFrame:
