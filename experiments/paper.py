@@ -55,7 +55,7 @@ def rebuilt_reliabilities(folders: list[Path], paper: Path) -> list[Path]:
     prints how far each rebuilt pooled reliability is from the one its analysis recorded."""
     import json
 
-    from causaleval.analysis.rebuild import largest_difference, rebuild_reliability, reliability_tex
+    from causaleval.analysis.rebuild import draws_gap, largest_difference, rebuild_reliability, reliability_tex
     from causaleval.runs.store import atomic_write_text
 
     out = []
@@ -65,7 +65,7 @@ def rebuilt_reliabilities(folders: list[Path], paper: Path) -> list[Path]:
         rebuilt = rebuild_reliability(folder)
         name = table_name(folder)
         path = paper / "tables" / f"reliability_{name}.tex"
-        atomic_write_text(path, reliability_tex(rebuilt, name))
+        atomic_write_text(path, reliability_tex(rebuilt, name, draws_gap(folder)))
         gap = largest_difference(rebuilt, json.loads((folder / "analysis" / "summary.json").read_text()))
         print(f"{folder}: reliabilities rebuilt from its per-draw table (largest difference from the recorded "
               f"analysis: {gap:.2g})")

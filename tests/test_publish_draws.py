@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from causaleval.analysis import AnalysisSpec
-from causaleval.analysis.rebuild import DRAW_DTYPES, largest_difference, rebuild_reliability
+from causaleval.analysis.rebuild import DRAW_DTYPES, draws_gap, largest_difference, rebuild_reliability
 from causaleval.inference.synthetic import SyntheticSpec, write_synthetic_results
 from experiments.publish import main as publish_main
 from experiments.stages.analyze import analyze_folder
@@ -62,6 +62,20 @@ def test_publish_draws_is_compact_and_rebuilds_the_recorded_reliability(run, tmp
     assert largest_difference(rebuilt, summary) < 1e-3          # float32 draws: the same reliabilities
 
 
+def test_draws_gap_measures_how_far_the_draws_average_from_the_trace(run, tmp_path):
+    folder = tmp_path / "gap"
+    shutil.copytree(run, folder)
+    assert draws_gap(folder) < 1e-12                                # built to average to the trace's IE
+    draws = pd.read_parquet(folder / "trace_draws.parquet")
+    draws.loc[0, "value"] += 0.12                                   # one draw of one site moves its mean
+    draws.to_parquet(folder / "trace_draws.parquet", index=False)
+    assert draws_gap(folder) == pytest.approx(0.12 / N_DRAWS, rel=1e-6)
+    extra = draws.iloc[[0]].assign(case_id=-5)                      # a site the trace does not have
+    pd.concat([draws, extra]).to_parquet(folder / "trace_draws.parquet", index=False)
+    with pytest.raises(ValueError, match="not in trace.parquet"):
+        draws_gap(folder)
+
+
 def test_publish_draws_without_a_per_draw_table_is_a_clear_error(run, tmp_path, capsys):
     bare = tmp_path / "bare"
     shutil.copytree(run, bare)
@@ -83,4 +97,5 @@ def test_make_paper_writes_rebuilt_reliabilities(run, tmp_path, capsys, monkeypa
                        "--confirm", str(dest)]) == 0
     text = (out / "tables" / "reliability_synthetic.tex").read_text()
     assert "rebuilt from the published per-draw table" in text and "flip" in text
+    assert "Averaged over draws, its values differ from the reported trace's effects by at most $" in text
     assert "reliabilities rebuilt from its per-draw table" in capsys.readouterr().out
