@@ -81,7 +81,7 @@ def confirm_table(record: dict, h1: pd.DataFrame) -> str:
     caption = (f"{label} analysis of {tex_escape(record['model'])} on held-out facts. Primary: "
                f"{tex_escape(p['wording'])} Every other row is secondary. Plan sha256 "
                f"{record['plan']['sha256'][:12]}.")
-    return booktabs(header, body, caption, f"tab:confirm-{record['model']}", align="llllrrr")
+    return booktabs(header, body, caption, f"tab:confirm-{record['model']}", align="llllrrr", fit=True)
 
 
 def write_confirm_report(results_dir: Path, dest_dir: Path, plan_path: Path | None = None) -> list[Path]:
