@@ -156,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         paths += rebuilt_reliabilities([results, *others, *confirms], args.paper)
         if results.resolve() == STUDY_DIR.resolve() and args.paper.resolve() == PAPER_DIR.resolve():
             validate = args.validate or (results / "validate" if (results / "validate").is_dir() else VALIDATE_DIR)
-            pages = docs_pages.write_pages(docs_pages.Sources(results, validate, tuple(others), tuple(confirms)))
+            published = docs_pages.published_editors_and_problems(args.editors or EDITORS_DIR,
+                                                                  args.problems or PROBLEMS_DIR)
+            pages = docs_pages.write_pages(docs_pages.Sources(results, validate, tuple(others), tuple(confirms),
+                                                              *published))
             print(f"rewrote {len(pages)} documentation pages from the committed runs: "
                   + ", ".join(str(p.relative_to(docs_pages.ROOT)) for p in pages))
     except CausalEvalError as err:

@@ -47,7 +47,7 @@ EDITORS_FILES = ("editors_study.json", "analysis/editors.parquet", "edits.parque
 # cell) and its edits in compact form when that is small enough (COMPACT_EDITS_MAX_MB)
 PROBLEMS_DIR = Path(__file__).resolve().parents[1] / "paper" / "problems" / "study"
 PROBLEMS_FILES = ("problem_grid.json", "analysis/problems.parquet", "run.json", "analysis/summary.json")
-COMPACT_EDITS_MAX_MB = 16.0
+COMPACT_EDITS_MAX_MB = 8.0    # the full grid's edits fit (tests/test_publish_editors_problems.py)
 REQUIRED = ("run.json", "trace.parquet", "edits.parquet", "analysis/summary.json")
 OPTIONAL = ("trace_cases.parquet", "trace_summary.parquet", "trace_meta.json", "edit_summary.parquet",
             "facts_filter.parquet", "support/answers_summary.parquet", "support/states_summary.parquet",

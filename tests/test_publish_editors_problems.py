@@ -125,6 +125,10 @@ def test_publish_editors_copies_the_compact_files_and_make_paper_writes_table_an
     rome = table[table.editor == "rome"].iloc[0]
     assert est_ci(rome.h1_diff, rome.h1_ci_low, rome.h1_ci_high) in m["EditorsHOneList"]
     assert "interval of flip $-$ noise" in m["EditorsHOneVerdict"]
+    from experiments import docs_pages
+
+    page = docs_pages.editors_section(dest)                 # docs/results.md's section
+    assert "| ft1 |" in page and docs_pages.ci(ft.h1_diff, ft.h1_ci_low, ft.h1_ci_high) in page and "3 min 12 s" in page
 
 
 def test_editors_verdict_names_the_editors_whose_interval_excludes_zero():
@@ -170,6 +174,13 @@ def test_publish_problems_and_make_paper_state_the_matched_pairs(grid_run, tmp_p
         assert m[tag] in m["ProblemsMatchedSentences"] and "so the matched estimator's measure" in m[tag]
     assert m["ProbFlipForcingRomeMinutes"] == "20" and m["ProblemsHours"] == f"{1860 / 3600:.1f}"
     assert m["ProblemsCells"] == "3"
+    from experiments import docs_pages
+
+    page = docs_pages.problems_section(dest)                # docs/results.md's section
+    row = next(line for line in page.splitlines() if line.startswith("| fact_forcing | rome |"))
+    n = ff.loc["noise"]
+    assert docs_pages.ci(-n.h1_diff, -n.h1_ci_high, -n.h1_ci_low) in row and "10 min 00 s" in row
+    assert docs_pages.published_editors_and_problems(tmp_path / "none", dest) == (None, dest)
 
 
 def test_matched_sentence_reads_the_interval():
@@ -232,3 +243,29 @@ def test_paper_compiles_with_the_editors_and_problems_sections(editors_run, grid
     log, aux = (dest / "main.log").read_text(errors="replace"), (dest / "main.aux").read_text(errors="replace")
     assert "{sec:editors}" in aux and "{sec:problems}" in aux and "{tab:problems}" in aux
     assert not re.search(r"(Citation|Reference) `[^']+' on page \d+ undefined", log)
+
+
+def test_the_full_grids_edits_fit_in_compact_form(tmp_path):
+    """The edit table of the full grid on paper/study (every cell of experiments.problem_grid on all facts or
+    its default subset, one row per flip partner draw), built from the study's own edits with every float
+    jittered (so it compresses no better than measured scores), is under the publish limit in compact form."""
+    from experiments.problem_grid import ALL_FACT_CELLS, SUBSET_CELLS
+    from experiments.publish import COMPACT_EDITS_MAX_MB, STUDY_DIR, write_compact_edits
+
+    study = pd.read_parquet(STUDY_DIR / "edits.parquet")
+    partners = json.loads((STUDY_DIR / "run.json").read_text())["config"]["partner_draws"]
+    rng = np.random.default_rng(0)
+    subset = set(rng.choice(study.case_id.unique(), 100, replace=False))        # problem_grid's --subset default
+    floats = [c for c in study.columns if study[c].dtype == float]
+    frames = []
+    for cells, rows in ((ALL_FACT_CELLS, study), (SUBSET_CELLS, study[study.case_id.isin(subset)])):
+        for problem, editor in cells:
+            for k in (range(partners) if problem == "flip_forcing" else [-1]):
+                f = rows.assign(problem=problem, editor=editor, draw=k, partner_case=-1 if k < 0 else
+                                rng.integers(0, 10_000, len(rows)))
+                f[floats] = f[floats] * (1 + rng.normal(0, 0.05, (len(f), len(floats))))
+                frames.append(f)
+    grid = pd.concat(frames, ignore_index=True)
+    size = write_compact_edits(grid, tmp_path / "edits.parquet").stat().st_size / 2**20
+    print(f"{len(grid)} edits: {size:.1f} MiB in compact form")
+    assert len(grid) > 10 * len(study) and size <= COMPACT_EDITS_MAX_MB
