@@ -172,7 +172,9 @@ def publish_editors(results: Path, dest: Path = EDITORS_DIR) -> list[Path]:
     results, dest = Path(results), Path(dest)
     _require(results, EDITORS_FILES, "editors' study",
              f"run python -m experiments.editors_study --out {results} to the end first")
-    if "editor" not in pd.read_parquet(results / "edits.parquet").columns:
+    import pyarrow.parquet as pq
+
+    if "editor" not in pq.read_schema(results / "edits.parquet").names:
         raise CausalEvalError(f"{results}/edits.parquet has no editor column: not an editors' study (run python -m "
                               f"experiments.editors_study --out {results})")
     summaries = sorted((results / "editors").glob("*/analysis/summary.json"))

@@ -120,7 +120,7 @@ def test_publish_editors_copies_the_compact_files_and_make_paper_writes_table_an
     n_edits = SPEC.n_cases * len(SPEC.edit_layers())
     assert m["EditorsFtOneEdits"] == str(n_edits) and m["EditorsFtOneSecondsPerEdit"] == num(192.0 / n_edits, 2)
     assert m["EditorsFtOneMinutes"] == "3"
-    assert m["EditorsRomeSecondsPerEdit"] == "--"          # the synthetic study recorded no edit stage time
+    assert m["EditorsRomeSecondsPerEdit"] == "n/a"         # the synthetic study recorded no edit stage time
     assert m["EditorsFacts"] == str(SPEC.n_cases) and m["EditorsLayers"] == str(len(SPEC.edit_layers()))
     rome = table[table.editor == "rome"].iloc[0]
     assert est_ci(rome.h1_diff, rome.h1_ci_low, rome.h1_ci_high) in m["EditorsHOneList"]
@@ -269,3 +269,12 @@ def test_the_full_grids_edits_fit_in_compact_form(tmp_path):
     size = write_compact_edits(grid, tmp_path / "edits.parquet").stat().st_size / 2**20
     print(f"{len(grid)} edits: {size:.1f} MiB in compact form")
     assert len(grid) > 10 * len(study) and size <= COMPACT_EDITS_MAX_MB
+
+
+def test_rome_seconds_per_edit_is_the_study_edit_stage_over_its_edits(tmp_path):
+    atomic_write_json(tmp_path / "run.json", {"completed_stages": {"edit": {"seconds": 90.0}}})
+    atomic_write_parquet(tmp_path / "edits.parquet", pd.DataFrame({"layer": np.arange(30)}))
+    assert paper.edit_seconds_per_edit(tmp_path) == 3.0
+    atomic_write_json(tmp_path / "run.json", {"completed_stages": {}})
+    assert paper.edit_seconds_per_edit(tmp_path) is None
+    assert paper.edit_seconds_per_edit(tmp_path / "missing") is None

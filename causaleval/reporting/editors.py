@@ -80,7 +80,8 @@ def editors_numbers(table: pd.DataFrame, record: dict, rome_seconds_per_edit: fl
         total = per_edit * n_edits if e == "rome" and per_edit is not None else seconds.get(e)
         for k, v in {"HOne": num(r.h1_diff), "HOneCI": ci(r.h1_ci_low, r.h1_ci_high) or "n/a",
                      "HOneP": pval(r.h1_p), "Rewrite": num(rows.rewrite_score.mean()), "Edits": str(n_edits),
-                     "Minutes": _minutes(total), "SecondsPerEdit": num(per_edit, 2)}.items():
+                     "Minutes": _minutes(total),
+                     "SecondsPerEdit": "n/a" if per_edit is None else num(per_edit, 2)}.items():
             mac(tag + k, v)
         h1_parts.append(f"{name} {est_ci(r.h1_diff, r.h1_ci_low, r.h1_ci_high)} (one-sided {pexpr(r.h1_p)})")
         if per_edit is not None:
