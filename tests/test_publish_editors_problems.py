@@ -88,7 +88,7 @@ def _make_paper(tmp_path, monkeypatch, *args: str) -> tuple[int, Path]:
 
 
 def _macros(path: Path) -> dict[str, str]:
-    return dict(re.findall(r"\\newcommand\{\\(\w+)\}\{(.*)\}$", path.read_text(), flags=re.M))
+    return dict(re.findall(r"\\newcommand\{\\(\w+)\}\{(.*)\}$", path.read_text(), flags=re.MULTILINE))
 
 
 def test_record_cell_sums_wall_time_over_resumed_runs(tmp_path):
@@ -186,9 +186,9 @@ def test_publish_problems_and_make_paper_state_the_matched_pairs(grid_run, tmp_p
 def test_matched_sentence_reads_the_interval():
     from causaleval.reporting.problems import matched_sentence
 
-    rows = [dict(problem="flip_forcing", editor="ft1", estimator=e, n_facts=10, n_layers=3, r_w=r, r_w_ci_low=r - 0.1,
-                 r_w_ci_high=r + 0.1, h1_diff=0.2, h1_ci_low=0.05, h1_ci_high=0.25, h1_p=0.01)
-            for e, r in (("noise", 0.1), ("flip", 0.3))]
+    rows = [{"problem": "flip_forcing", "editor": "ft1", "estimator": e, "n_facts": 10, "n_layers": 3, "r_w": r,
+             "r_w_ci_low": r - 0.1, "r_w_ci_high": r + 0.1, "h1_diff": 0.2, "h1_ci_low": 0.05, "h1_ci_high": 0.25,
+             "h1_p": 0.01} for e, r in (("noise", 0.1), ("flip", 0.3))]
     assert "exceeds the unmatched one's" in matched_sentence(pd.DataFrame(rows))
     assert "falls below" in matched_sentence(pd.DataFrame(rows).assign(problem="fact_forcing"))   # −0.25…−0.05
     wide = pd.DataFrame(rows).assign(h1_ci_low=-0.1)
