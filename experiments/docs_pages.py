@@ -37,17 +37,26 @@ class Sources:
     validate: Path | None = None
     replication: tuple[Path, ...] = ()
     confirm: tuple[Path, ...] = ()          # planned runs on held-out facts (paper/confirm/<model>)
+    editors: Path | None = None             # a published editors' study (paper/editors/study)
+    problems: Path | None = None            # a published problem grid (paper/problems/study)
 
 
 def committed() -> Sources:
     """The committed runs ``make paper`` reports: paper/study, paper/validate, every paper/replication/<model>
     and every paper/confirm/<model>."""
-    from experiments.publish import REPLICATION_DIR, STUDY_DIR, VALIDATE_DIR
+    from experiments.publish import EDITORS_DIR, PROBLEMS_DIR, REPLICATION_DIR, STUDY_DIR, VALIDATE_DIR
 
     def finished(parent: Path) -> tuple[Path, ...]:
         return tuple(sorted(d for d in parent.glob("*") if (d / "analysis" / "summary.json").is_file()))
 
-    return Sources(STUDY_DIR, VALIDATE_DIR, finished(REPLICATION_DIR), finished(ROOT / "paper" / "confirm"))
+    return Sources(STUDY_DIR, VALIDATE_DIR, finished(REPLICATION_DIR), finished(ROOT / "paper" / "confirm"),
+                   *published_editors_and_problems(EDITORS_DIR, PROBLEMS_DIR))
+
+
+def published_editors_and_problems(editors: Path, problems: Path) -> tuple[Path | None, Path | None]:
+    """The published editors' study and problem grid, each None when it is not there."""
+    return (editors if (editors / "analysis" / "editors.parquet").is_file() else None,
+            problems if (problems / "analysis" / "problems.parquet").is_file() else None)
 
 
 def _note(*sources: Path) -> str:
@@ -229,7 +238,61 @@ def results_page(src: Sources) -> str:
         r = _summary(folder)
         out += [f"\n## Replication: {_model_name(r)} (`{_rel(folder)}`)\n\n",
                 "```text\n" + headline(r, "default", SCORE) + "\n```\n\n", _directional(r["variants"]["default"])]
+    if src.editors is not None:
+        out.append(editors_section(src.editors))
+    if src.problems is not None:
+        out.append(problems_section(src.problems))
     return "".join(out)
+
+
+def editors_section(folder: Path) -> str:
+    """The published editors' study: per editor the mean scores, H1 (flip − noise on r_w) and wall time."""
+    table = pd.read_parquet(folder / "analysis" / "editors.parquet")
+    record = json.loads((folder / "editors_study.json").read_text())
+    rows = []
+    for editor, e in table.groupby("editor", sort=False):
+        r = e.iloc[0]
+        seconds = record.get("seconds", {}).get(editor)
+        rows.append([editor, num(e.rewrite_score.mean()), num(e.paraphrase_score.mean()),
+                     num(e.neighborhood_score.mean()), ci(r.h1_diff, r.h1_ci_low, r.h1_ci_high), pval(r.h1_p),
+                     "the study's edit stage" if editor == "rome" else "n/a" if seconds is None else _duration(seconds),
+                     "" if seconds is None else num(seconds / e.n.sum(), 2)])
+    return (f"\n## Editors beyond ROME (exploratory, `{_rel(folder)}`)\n\n"
+            f"{record.get('n_facts', 'n/a')} facts at layers {', '.join(str(x) for x in record.get('layers', []))}; "
+            "scores averaged over layers; H1 is flip − noise on the directional r_w of the rewrite score with its "
+            "paired case-bootstrap 95% CI ([editors.md](editors.md#the-editors-study-run)).\n\n"
+            + md_table(["editor", "rewrite", "paraphrase", "neighbourhood", "H1 flip − noise [95% CI]", "one-sided p",
+                        "wall time", "s per edit"], rows))
+
+
+def problems_section(folder: Path) -> str:
+    """The published problem grid: per cell the matched and unmatched r_w, their difference and wall time."""
+    from causaleval.editing.problems import MATCHED_ESTIMATOR
+    from causaleval.reporting.problems import UNMATCHED, matched_difference
+
+    grid = pd.read_parquet(folder / "analysis" / "problems.parquet")
+    cells = json.loads((folder / "problem_grid.json").read_text()).get("cells", {}) \
+        if (folder / "problem_grid.json").is_file() else {}
+    rows = []
+    for (problem, editor), cell in grid.groupby(["problem", "editor"], sort=False):
+        first, by = cell.iloc[0], cell.set_index("estimator")
+        wall = cells.get(f"{problem}:{editor}", {}).get("wall_s")
+        matched = MATCHED_ESTIMATOR.get(problem)
+        if matched is not None and {"noise", "flip"} <= set(by.index):
+            m, u, d = by.loc[matched], by.loc[UNMATCHED[matched]], matched_difference(cell)
+            pair = [ESTIMATORS[matched], ci(m.r_w, m.r_w_ci_low, m.r_w_ci_high),
+                    ci(u.r_w, u.r_w_ci_low, u.r_w_ci_high), ci(d["diff"], d["low"], d["high"])]
+        else:
+            pair = ["", "", "", ""]
+        rows.append([problem, editor, f"{int(first.n_facts)} × {int(first.n_layers)}", *pair,
+                     ci(first.h1_diff, first.h1_ci_low, first.h1_ci_high), "n/a" if wall is None else _duration(wall)])
+    return (f"\n## Editing problems (exploratory, `{_rel(folder)}`)\n\n"
+            "Per (problem, editor) cell: the matched estimator (noise tracing for fact forcing, flip scrubbing for "
+            "flip forcing), its r_w and the unmatched one's (the other estimator of H1) with 95% CIs, matched − "
+            "unmatched, the cell's H1 (flip − noise in r_w) and the cell's wall time "
+            "([problems.md](problems.md#into-the-paper)).\n\n"
+            + md_table(["problem", "editor", "facts × layers", "matched", "r_w matched", "r_w unmatched",
+                        "matched − unmatched", "H1 flip − noise", "wall time"], rows, "lll" + "r" * 6))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ Uses the committed study run ``paper/study`` (or ``--results DIR``, any finished
 ``paper/tables`` and ``paper/figures`` from its analysis outputs without recomputing anything (and the
 validate stage's table and figure from ``paper/validate``, the committed validate run, or ``--validate DIR``; the
 side-by-side replication table from the other models' runs under ``paper/replication/<model>``; the
-confirmatory tables and macros of the planned runs under ``paper/confirm/<model>``; and, for every reported
+confirmatory tables and macros of the planned runs under ``paper/confirm/<model>``; the editors' table and
+macros from the published editors' study ``paper/editors/study`` and the editing problems' table, figure and
+macros from the published problem grid ``paper/problems/study``, each when it exists; and, for every reported
 folder that carries a published per-draw table, its reliabilities rebuilt from those draws); with the
 committed inputs it also rewrites the documentation's measured figures (:mod:`experiments.docs_pages`: the
 docs/ results pages and the README's answer block); and runs ``latexmk -pdf`` in ``paper/`` when latexmk is
@@ -25,7 +27,7 @@ from causaleval.reporting.groundtruth import write_groundtruth_report
 from causaleval.reporting.replication import write_replication
 from causaleval.reporting.withinfact import write_withinfact
 from experiments import docs_pages
-from experiments.publish import REPLICATION_DIR, STUDY_DIR, VALIDATE_DIR
+from experiments.publish import EDITORS_DIR, PROBLEMS_DIR, REPLICATION_DIR, STUDY_DIR, VALIDATE_DIR
 from experiments.stages.report import build_report, validate_report
 
 PAPER_DIR = Path(__file__).resolve().parents[1] / "paper"
@@ -39,6 +41,37 @@ def confirm_reports(folders: list[Path], paper: Path) -> list[Path]:
 
     plan = PAPER_DIR / "plan.yaml"
     return [p for f in folders for p in write_confirm_report(f, paper, plan if plan.is_file() else None)]
+
+
+def edit_seconds_per_edit(study: Path) -> float | None:
+    """The study's edit stage wall time per edit (its run.json and edits.parquet), None when not recorded."""
+    import json
+
+    import pandas as pd
+
+    run, edits = study / "run.json", study / "edits.parquet"
+    if not run.is_file() or not edits.is_file():
+        return None
+    seconds = json.loads(run.read_text()).get("completed_stages", {}).get("edit", {}).get("seconds")
+    n = len(pd.read_parquet(edits, columns=["layer"]))
+    return seconds / n if seconds and n else None
+
+
+def editors_and_problems(editors: Path, problems: Path, study: Path, paper: Path) -> list[Path]:
+    """The editors' table and macros from a published editors' study, the editing problems' table, figure
+    and macros from a published problem grid (docs/editors.md, docs/problems.md); nothing for a folder that
+    is not there."""
+    from causaleval.reporting.editors import write_editors_report
+    from causaleval.reporting.problems import write_problems_report
+
+    out = []
+    if (editors / "analysis" / "editors.parquet").is_file():
+        out += write_editors_report(editors, paper, edit_seconds_per_edit(study))
+        print(f"editors' table and macros from {editors}")
+    if (problems / "analysis" / "problems.parquet").is_file():
+        out += write_problems_report(problems, paper)
+        print(f"editing problems' table, figure and macros from {problems}")
+    return out
 
 
 def table_name(folder: Path) -> str:
@@ -87,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
                         "every folder under paper/replication)")
     p.add_argument("--confirm", type=Path, action="append", default=None,
                    help="a planned (confirmatory) run to report (repeatable; default: every folder under paper/confirm)")
+    p.add_argument("--editors", type=Path, default=None,
+                   help="a published editors' study (default: paper/editors/study when it exists; the paper compiles "
+                        "without it)")
+    p.add_argument("--problems", type=Path, default=None,
+                   help="a published problem grid (default: paper/problems/study when it exists; the paper compiles "
+                        "without it)")
     args = p.parse_args(argv)
     try:
         results = args.results
@@ -97,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             raise CausalEvalError(f"--replication {missing[0]} has no analysis/summary.json: publish a finished run "
                                   f"there (python -m experiments.publish --results DIR --dest {missing[0]})")
+        for flag, folder, table in (("--editors", args.editors, "editors"), ("--problems", args.problems, "problems")):
+            if folder is not None and not (folder / "analysis" / f"{table}.parquet").is_file():
+                raise CausalEvalError(f"{flag} {folder} has no analysis/{table}.parquet: publish a finished run there "
+                                      f"(python -m experiments.publish {flag} --results DIR --dest {folder})")
         args.paper.mkdir(parents=True, exist_ok=True)
         paths = build_report(results, args.paper)
         if args.validate is not None or not (results / "validate" / "summary.json").is_file():
@@ -109,10 +152,14 @@ def main(argv: list[str] | None = None) -> int:
         confirms = sorted(d for d in CONFIRM_DIR.glob("*") if (d / "analysis" / "summary.json").is_file()) \
             if args.confirm is None else args.confirm
         paths += confirm_reports(confirms, args.paper)
+        paths += editors_and_problems(args.editors or EDITORS_DIR, args.problems or PROBLEMS_DIR, results, args.paper)
         paths += rebuilt_reliabilities([results, *others, *confirms], args.paper)
         if results.resolve() == STUDY_DIR.resolve() and args.paper.resolve() == PAPER_DIR.resolve():
             validate = args.validate or (results / "validate" if (results / "validate").is_dir() else VALIDATE_DIR)
-            pages = docs_pages.write_pages(docs_pages.Sources(results, validate, tuple(others), tuple(confirms)))
+            published = docs_pages.published_editors_and_problems(args.editors or EDITORS_DIR,
+                                                                  args.problems or PROBLEMS_DIR)
+            pages = docs_pages.write_pages(docs_pages.Sources(results, validate, tuple(others), tuple(confirms),
+                                                              *published))
             print(f"rewrote {len(pages)} documentation pages from the committed runs: "
                   + ", ".join(str(p.relative_to(docs_pages.ROOT)) for p in pages))
     except CausalEvalError as err:

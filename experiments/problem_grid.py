@@ -16,6 +16,9 @@ study's facts are checked to be those of its ``edits.parquet``.  Each cell runs 
 cell's problem and editor; its finished cases stay in ``edit_parts_<problem>_<editor>/`` (error
 injection: ``edit_parts``/``edit_parts_<editor>``), so an interrupted run resumes where it stopped.
 ``edits.parquet`` is assembled from the cells' parts, then ``analyze`` and ``report`` run.
+``problem_grid.json`` (the run record, written after every cell) holds per cell its facts, layers and the
+wall and CPU seconds spent on it, summed over resumed runs; ``python -m experiments.publish --problems``
+copies it with the grid.
 """
 
 from __future__ import annotations
@@ -91,6 +94,27 @@ def run_cell(ctx, problem: str, editor: str, facts: list, layers: list[int] | No
             "wall_s": time.perf_counter() - w0, "cpu_s": time.process_time() - c0}
 
 
+RECORD = "problem_grid.json"
+
+
+def record_cell(out: Path, timing: dict, **info) -> dict:
+    """Add one finished cell's seconds (``run_cell``'s result) to ``out/problem_grid.json``: per cell
+    ``problem:editor`` its facts, layers and the wall and CPU seconds summed over resumed runs."""
+    import json
+
+    from causaleval.runs.store import atomic_write_json
+
+    path = out / RECORD
+    record = json.loads(path.read_text()) if path.is_file() else {"cells": {}}
+    record.update(info)
+    key = f"{timing['problem']}:{timing['editor']}"
+    old = record["cells"].get(key, {})
+    record["cells"][key] = {**{k: timing[k] for k in ("problem", "editor", "n_facts", "n_layers")},
+                            **{k: round(old.get(k, 0.0) + timing[k], 1) for k in ("wall_s", "cpu_s")}}
+    atomic_write_json(path, record)
+    return record
+
+
 def assemble(out: Path, cells: list[tuple[str, str]]) -> pd.DataFrame:
     """edits.parquet from every cell's finished parts (verified against their checksums)."""
     from causaleval.runs.parts import PartStore
@@ -145,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     facts = study_facts(ctx, a.study)
     small = stratified_subset(facts, a.subset, ctx.config.seed)
     for problem, editor in cells:
-        print(run_cell(ctx, problem, editor, facts if (problem, editor) in ALL_FACT_CELLS else small), flush=True)
+        timing = run_cell(ctx, problem, editor, facts if (problem, editor) in ALL_FACT_CELLS else small)
+        record_cell(a.out, timing, study=str(a.study), subset=a.subset, subset_seed=ctx.config.seed)
+        print(timing, flush=True)
     assemble(a.out, cells)
     from experiments.stages import analyze, report
 

@@ -107,9 +107,10 @@ def test_analyze_per_editor_and_table(tmp_path, twin_synthetic_runs):
     np.testing.assert_allclose(table[table.editor == "ft1"].set_index("layer").rewrite_score, means)
     from causaleval.reporting.editors import write_editors_report
 
-    (path,) = write_editors_report(multi, tmp_path / "out")
+    path, numbers = write_editors_report(multi, tmp_path / "out")
     text = path.read_text()
     assert "FT-1" in text and "ROME" in text and r"\label{tab:editors}" in text
+    assert rf"\newcommand{{\EditorsFtOneHOne}}{{{got:.3f}}}" in numbers.read_text()
     assert write_editors_report(plain, tmp_path / "none") == []
 
 
