@@ -3,7 +3,8 @@
 
 Copied (a few MB): ``run.json``, the trace tables (``trace.parquet``: IE and TE per site and case, from
 which every localisation effect is recomputed; ``trace_cases.parquet``; ``trace_summary.parquet``), the
-edit table (``edits.parquet``, ``edit_summary.parquet``), ``analysis/`` and the support stage's
+edit table (``edits.parquet``, ``edit_summary.parquet``), ``analysis/``, ``withinfact/`` (the within-fact
+measures the analyze stage writes) and the support stage's
 summaries (``support/{answers_summary,states_summary,reference,noise_scale}.parquet`` and
 ``summary.json``).  ``--validate`` copies instead the validate stage's compact outputs
 (``validate/{summary.json,accuracy,paired,argmax,localisation,edits,profiles}.parquet`` and ``run.json``)
@@ -78,8 +79,9 @@ def publish(results: Path, dest: Path = STUDY_DIR, heatmaps: Path | None = None,
     staging = dest.with_name(dest.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     copied = []
-    for rel in REQUIRED + OPTIONAL + tuple(str(p.relative_to(results)) for p in (results / "analysis").iterdir()
-                                           if not p.name.startswith(".")):      # not the folder's manifest
+    tables = [p for sub in ("analysis", "withinfact") if (results / sub).is_dir() for p in (results / sub).iterdir()
+              if not p.name.startswith(".")]                   # not the folders' manifests
+    for rel in REQUIRED + OPTIONAL + tuple(str(p.relative_to(results)) for p in tables):
         src = results / rel
         if src.is_file() and not (staging / rel).exists():
             _check(src)

@@ -76,6 +76,19 @@ def test_draws_gap_measures_how_far_the_draws_average_from_the_trace(run, tmp_pa
         draws_gap(folder)
 
 
+def test_publish_keeps_the_within_fact_tables(run, tmp_path):
+    folder = tmp_path / "with-wf"
+    shutil.copytree(run, folder)
+    (folder / "withinfact").mkdir()
+    table = pd.DataFrame({"measure": ["twoway_rank"], "estimate": [0.1]})
+    table.to_parquet(folder / "withinfact" / "withinfact.parquet", index=False)
+    (folder / "withinfact" / ".causaleval-manifest.jsonl").write_text("")
+    dest = tmp_path / "published"
+    assert publish_main(["--results", str(folder), "--dest", str(dest)]) == 0
+    assert pd.read_parquet(dest / "withinfact" / "withinfact.parquet").equals(table)
+    assert not (dest / "withinfact" / ".causaleval-manifest.jsonl").exists()
+
+
 def test_publish_draws_without_a_per_draw_table_is_a_clear_error(run, tmp_path, capsys):
     bare = tmp_path / "bare"
     shutil.copytree(run, bare)
