@@ -76,21 +76,11 @@ def publish(results: Path, dest: Path = STUDY_DIR, heatmaps: Path | None = None,
     if missing:
         raise CausalEvalError(f"{results} is not a finished run: {', '.join(missing)} missing (run "
                               f"python -m experiments.main --out {results} to the analyze stage first)")
-    staging = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    copied = []
     tables = [p for sub in ("analysis", "withinfact") if (results / sub).is_dir() for p in (results / sub).iterdir()
               if not p.name.startswith(".")]                   # not the folders' manifests
-    for rel in REQUIRED + OPTIONAL + tuple(str(p.relative_to(results)) for p in tables):
-        src = results / rel
-        if src.is_file() and not (staging / rel).exists():
-            _check(src)
-            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, staging / rel)
-            copied.append(dest / rel)
+    names = dict.fromkeys(REQUIRED + OPTIONAL + tuple(str(p.relative_to(results)) for p in tables))
+    staging, copied = _replace_with(dest, [(rel, results / rel) for rel in names if (results / rel).is_file()])
     if heatmaps is not None:
-        import json
-
         window = json.loads((Path(heatmaps) / "run.json").read_text())["config"]["analysis_window"]
         rows = heatmap_rows(pd.read_parquet(Path(heatmaps) / "trace.parquet"), window)
         rows.to_parquet(staging / "trace_heatmaps.parquet", index=False)
@@ -101,8 +91,7 @@ def publish(results: Path, dest: Path = STUDY_DIR, heatmaps: Path | None = None,
         layers = sorted(int(x) for x in pd.read_parquet(results / "edits.parquet", columns=["layer"]).layer.unique())
         write_compact_draws(pd.read_parquet(results / "trace_draws.parquet"), staging / "trace_draws.parquet", layers)
         copied.append(dest / "trace_draws.parquet")
-    shutil.rmtree(dest, ignore_errors=True)
-    staging.rename(dest)
+    _swap(staging, dest)
     return copied
 
 
@@ -123,21 +112,12 @@ def publish_validate(results: Path, dest: Path = VALIDATE_DIR) -> list[Path]:
     if not (src / "summary.json").is_file():
         raise CausalEvalError(f"{results} has no finished validate stage (validate/summary.json is missing): run "
                               f"python -m experiments.main --stage validate --out {results} first")
-    staging = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    copied = []
     # the other planting editors' tables (validate/plant_<editor>/), when the run planted with several
     dirs = json.loads((src / "summary.json").read_text()).get("plant_editor_dirs", {})
     extra = [(f"{d}/{n}", src / d / n) for d in sorted(set(dirs.values()) - {"."}) for n in VALIDATE_FILES]
-    for name, path in [(n, src / n) for n in VALIDATE_FILES] + extra + [("run.json", results / "run.json")]:
-        if path.is_file():
-            _check(path)
-            (staging / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, staging / name)
-            copied.append(dest / name)
-    shutil.rmtree(dest, ignore_errors=True)
-    staging.rename(dest)
+    files = [(n, src / n) for n in VALIDATE_FILES] + extra + [("run.json", results / "run.json")]
+    staging, copied = _replace_with(dest, [(name, path) for name, path in files if path.is_file()])
+    _swap(staging, dest)
     return copied
 
 
