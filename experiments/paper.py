@@ -37,10 +37,11 @@ CONFIRM_DIR = PAPER_DIR / "confirm"      # confirmatory runs: python -m experime
 
 def confirm_reports(folders: list[Path], paper: Path) -> list[Path]:
     """The confirmatory table and macros of each planned run (causaleval.reporting.confirmatory)."""
-    from causaleval.reporting.confirmatory import write_confirm_report
+    from causaleval.reporting.confirmatory import write_confirm_across, write_confirm_report
 
     plan = PAPER_DIR / "plan.yaml"
-    return [p for f in folders for p in write_confirm_report(f, paper, plan if plan.is_file() else None)]
+    paths = [p for f in folders for p in write_confirm_report(f, paper, plan if plan.is_file() else None)]
+    return paths + write_confirm_across(folders, paper)
 
 
 def edit_seconds_per_edit(study: Path) -> float | None:

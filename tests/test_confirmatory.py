@@ -416,3 +416,27 @@ def test_readme_answer_puts_the_planned_result_first_and_labels_the_rest_explora
     assert "exploratory" in lines[1] and len(lines) == 2
     with pytest.raises(Exception, match="no plan record"):
         docs_pages.confirm_line(study / "explore")
+
+
+def _record(model, diff, low, high, verdict):
+    return {"model": model, "primary": dict(diff=diff, ci_low=low, ci_high=high, verdict=verdict)}
+
+
+def test_across_models_sentence_reads_verdicts_signs_and_intervals(tmp_path):
+    from causaleval.reporting.confirmatory import confirm_across, write_confirm_across
+
+    no, yes = "does not support H1: …", "supports H1 (flip exceeds noise by at least 0.010, one-sided 95% bound)"
+    same = confirm_across([_record("smollm2", 0.03, -0.02, 0.08, no), _record("gemma3-270m", 0.01, -0.03, 0.05, no)])
+    assert same.startswith("The two planned runs give the same answer: neither supports H1")
+    assert "same sign (positive)" in same and "no interval excludes 0" in same
+    split = confirm_across([_record("smollm2", 0.09, 0.02, 0.15, yes), _record("gemma3-270m", -0.04, -0.09, 0.01, no)])
+    assert "disagree: H1 is supported on SmolLM2-135M and not on Gemma 3 270M" in split
+    assert "differ in sign (SmolLM2-135M positive, Gemma 3 270M negative)" in split
+    assert "only the interval of SmolLM2-135M excludes 0" in split
+    # written only with two planned runs; a stale sentence is removed when one is left
+    for name, rec in [("a", _record("smollm2", 0.03, -0.02, 0.08, no)), ("b", _record("gemma3-270m", 0.01, -0.03, 0.05, no))]:
+        (tmp_path / name / "analysis").mkdir(parents=True)
+        (tmp_path / name / "analysis" / "confirmatory.json").write_text(json.dumps(rec))
+    out = write_confirm_across([tmp_path / "a", tmp_path / "b"], tmp_path / "paper")
+    assert out and r"\newcommand{\ConfirmAcross}{The two planned runs" in out[0].read_text()
+    assert write_confirm_across([tmp_path / "a"], tmp_path / "paper") == [] and not out[0].exists()
