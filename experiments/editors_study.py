@@ -154,11 +154,13 @@ def main(argv=None) -> None:
     stats.ensure(stat_layers(editors, layers, bundle.n_layers))
     contexts = default_contexts(bundle, hp, seed=cfg.seed)
     record_path = out / "editors_study.json"
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {"seconds": {}}
+    read_record = lambda: json.loads(record_path.read_text()) if record_path.is_file() else {"seconds": {}}
+    record = read_record()
     print(f"editors study: {len(facts)} facts × {len(layers)} layers {layers}, editors {', '.join(editors)}; "
           f"out {out}", flush=True)
     for name in editors:
         spent = run_editor(bundle, cfg, name, facts, layers, hp, stats, contexts, out)
+        record = read_record()   # re-read: another process may be running other editors into the same folder
         record["seconds"][name] = round(record["seconds"].get(name, 0.0) + spent, 1)
         atomic_write_json(record_path, record)
     edits = assemble(out, study, facts, editors)

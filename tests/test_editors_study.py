@@ -76,3 +76,38 @@ def test_bad_editor_is_refused_before_the_model_loads(tmp_path, monkeypatch):
     monkeypatch.setattr("causaleval.model.loading.load_model", lambda *a, **k: pytest.fail("model loaded"))
     with pytest.raises(Exception, match="unknown 'ft3'"):
         editors_study.main(["--out", str(tmp_path / "o"), "--editors", "ft1,ft3"])
+
+
+@pytest.mark.slow
+def test_editors_in_parallel_processes_keep_each_others_seconds(tmp_path, monkeypatch):
+    """Two processes into one folder (one editor each): the seconds the other process recorded while this
+    one was running survive, and a last run with every editor recomputes nothing and combines them."""
+    monkeypatch.setenv("CAUSALEVAL_CACHE", str(tmp_path / "cache"))
+    torch.set_num_threads(1)
+    study = tmp_path / "study"
+    study.mkdir()
+    _study(study, n_cases=2)
+    bundle = tiny_model("llama", n_layers=4)
+    monkeypatch.setattr("causaleval.model.loading.load_model", lambda *a, **k: bundle)
+    out = tmp_path / "out"
+    base = ["--study", str(study), "--out", str(out), "--facts", "2"]
+    run_editor = editors_study.run_editor
+
+    def other_process_meanwhile(*args, **kw):   # the ft1 process records its seconds during memit's run
+        spent = run_editor(*args, **kw)
+        record = json.loads((out / "editors_study.json").read_text()) if (out / "editors_study.json").is_file() else {}
+        record.setdefault("seconds", {})["ft1"] = 12.5
+        atomic_write_json(out / "editors_study.json", record)
+        return spent
+
+    monkeypatch.setattr(editors_study, "run_editor", other_process_meanwhile)
+    editors_study.main([*base, "--editors", "memit"])
+    monkeypatch.setattr(editors_study, "run_editor", run_editor)
+    assert set(json.loads((out / "editors_study.json").read_text())["seconds"]) == {"ft1", "memit"}
+    editors_study.main([*base, "--editors", "ft1"])
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("edit_parts_*/*.parquet")}
+    editors_study.main([*base, "--editors", "ft1,memit"])
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    record = json.loads((out / "editors_study.json").read_text())
+    assert record["seconds"]["ft1"] > 12.5 and record["seconds"]["memit"] > 0
+    assert set(pd.read_parquet(out / "edits.parquet").editor) == {"rome", "ft1", "memit"}
