@@ -15,6 +15,11 @@ pairing needs) and the known facts (``facts.jsonl`` from ``--facts-from`` or the
 study's facts are checked to be those of its ``edits.parquet``.  Each cell runs the edit stage with that
 cell's problem and editor; its finished cases stay in ``edit_parts_<problem>_<editor>/`` (error
 injection: ``edit_parts``/``edit_parts_<editor>``), so an interrupted run resumes where it stopped.
+Error injection needs no new edits where they exist: ROME's are the study's committed edits (the rows its
+analysis and the editors' study use), written as finished parts; with ``--editors-from DIR`` (a finished
+``experiments.editors_study`` of the same study, layers and hyperparameters) FT-1's, FT-5's and MEMIT's
+finished parts are copied from it.  The record gives such a cell ``reused_from`` and ``reused_wall_s``, the
+source's seconds for the reused facts.
 ``edits.parquet`` is assembled from the cells' parts, then ``analyze`` and ``report`` run.
 ``problem_grid.json`` (the run record, written after every cell) holds per cell its facts, layers and the
 wall and CPU seconds spent on it, summed over resumed runs; ``python -m experiments.publish --problems``
@@ -97,9 +102,11 @@ def run_cell(ctx, problem: str, editor: str, facts: list, layers: list[int] | No
 RECORD = "problem_grid.json"
 
 
-def record_cell(out: Path, timing: dict, **info) -> dict:
+def record_cell(out: Path, timing: dict, reused: dict | None = None, **info) -> dict:
     """Add one finished cell's seconds (``run_cell``'s result) to ``out/problem_grid.json``: per cell
-    ``problem:editor`` its facts, layers and the wall and CPU seconds summed over resumed runs."""
+    ``problem:editor`` its facts, layers and the wall and CPU seconds summed over resumed runs; for a cell
+    whose edits were reused (``reuse_error_injection``), ``reused_from`` and ``reused_wall_s``, the source's
+    seconds for them (set, not summed)."""
     import json
 
     from causaleval.runs.store import atomic_write_json
@@ -111,8 +118,88 @@ def record_cell(out: Path, timing: dict, **info) -> dict:
     old = record["cells"].get(key, {})
     record["cells"][key] = {**{k: timing[k] for k in ("problem", "editor", "n_facts", "n_layers")},
                             **{k: round(old.get(k, 0.0) + timing[k], 1) for k in ("wall_s", "cpu_s")}}
+    if reused:
+        record["cells"][key].update(reused_from=reused["from"], reused_wall_s=reused["wall_s"])
     atomic_write_json(path, record)
     return record
+
+
+def _plain(x):
+    import json
+
+    return json.loads(json.dumps(x))
+
+
+def reuse_error_injection(ctx, study: Path, cells: list[tuple[str, str]], facts_of: dict,
+                          editors_from: Path | None = None) -> dict[str, dict]:
+    """Write the finished error-injection parts that need no recomputation into the grid's folder: ROME's from
+    ``study/edits.parquet``; another editor's from the finished editors' study ``editors_from`` when it was
+    run on the same study, at the grid's layers, with the hyperparameters the grid would use (else refused
+    with a one-line error).  ``facts_of[(problem, editor)]``: the cell's facts.  Returns per reused cell
+    ``{"from", "n_facts", "wall_s"}`` (the source's seconds, prorated to the reused facts)."""
+    import json
+
+    from causaleval.runs.parts import PartStore
+    from experiments.stages import edit
+
+    out, layers = ctx.out_dir, sorted(ctx.edit_layers())
+    reused = {}
+    for problem, editor in cells:
+        if problem != "error_injection":
+            continue
+        facts = facts_of[(problem, editor)]
+        store = PartStore(out / edit.parts_dir(editor))
+        if editor == "rome":
+            rows = pd.read_parquet(study / "edits.parquet")
+            rows = rows[rows.editor == "rome"] if "editor" in rows else rows
+            n_source, source = rows.case_id.nunique(), study / "edits.parquet"
+            run = json.loads((study / "run.json").read_text())
+            seconds = float(run.get("completed_stages", {}).get("edit", {}).get("seconds", float("nan")))
+            read = lambda cid, rows=rows: rows[rows.case_id == cid][edit.COLUMNS].reset_index(drop=True)
+            have = set(int(c) for c in rows.case_id)
+        elif editors_from is not None:
+            record = _editors_record(editors_from, study, editor, layers)
+            if record is None:
+                continue
+            src = PartStore(editors_from / edit.parts_dir(editor))
+            have = {int(f.case_id) for f in facts if src.is_done(str(f.case_id))}
+            hp = _plain(edit.make_editor(editor, ctx.bundle, ctx.config, edit._hparams(ctx.bundle, ctx.config),
+                                         None, None).hp.to_dict())
+            if _plain(record["hparams"][editor]) != hp:
+                raise ConfigError(f"--editors-from {editors_from}: its {editor} hyperparameters differ from the "
+                                  "grid's (the study's settings); rerun the editors' study without --set, or leave "
+                                  "--editors-from out")
+            n_source, source = len(record["case_ids"]), editors_from / edit.parts_dir(editor)
+            seconds = float(record["seconds"].get(editor, float("nan")))
+            read = lambda cid, src=src: src.read(str(cid))
+        else:
+            continue
+        todo = [f for f in facts if int(f.case_id) in have and not store.is_done(str(f.case_id))]
+        for f in todo:
+            store.write(str(f.case_id), read(int(f.case_id)))
+        n = sum(int(f.case_id) in have for f in facts)
+        if n:
+            reused[f"{problem}:{editor}"] = {"from": str(source), "n_facts": n,
+                                             "wall_s": round(seconds * n / n_source, 1)}
+            print(f"{problem} × {editor}: {n} of {len(facts)} facts' edits reused from {source} "
+                  f"({len(todo)} written now)", flush=True)
+    return reused
+
+
+def _editors_record(folder: Path, study: Path, editor: str, layers: list[int]) -> dict | None:
+    """A finished editors' study's record when it ran ``editor`` on ``study`` at ``layers`` (None when it did
+    not run that editor); a folder of another study or other layers is refused."""
+    import json
+
+    path = folder / "editors_study.json"
+    if not path.is_file() or "hparams" not in json.loads(path.read_text()):
+        raise ConfigError(f"--editors-from {folder}: not a finished editors' study (no editors_study.json with its "
+                          f"hyperparameters); run python -m experiments.editors_study --out {folder} to the end")
+    record = json.loads(path.read_text())
+    if Path(record["study"]).resolve() != study.resolve() or sorted(record["layers"]) != layers:
+        raise ConfigError(f"--editors-from {folder}: it edited {record['study']} at layers {record['layers']}, the "
+                          f"grid {study} at {layers}; pass an editors' study of the same study")
+    return record if editor in record["hparams"] else None
 
 
 def assemble(out: Path, cells: list[tuple[str, str]]) -> pd.DataFrame:
@@ -148,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timing", action="store_true", help="time each cell alone on --facts facts at --layers")
     p.add_argument("--facts", type=int, default=4)
     p.add_argument("--layers", default="8,16,24")
+    p.add_argument("--editors-from", type=Path, default=None,
+                   help="a finished editors' study of the same study: its error-injection edits are reused")
     p.add_argument("--cells", default=None, help="only these cells, e.g. fact_forcing:rome,flip_forcing:ft1")
     a = p.parse_args(argv)
     for need in ("run.json", "trace.parquet", "edits.parquet"):
@@ -168,9 +257,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     facts = study_facts(ctx, a.study)
     small = stratified_subset(facts, a.subset, ctx.config.seed)
+    facts_of = {cell: facts if cell in ALL_FACT_CELLS else small for cell in cells}
+    reused = reuse_error_injection(ctx, a.study, cells, facts_of, a.editors_from)
     for problem, editor in cells:
-        timing = run_cell(ctx, problem, editor, facts if (problem, editor) in ALL_FACT_CELLS else small)
-        record_cell(a.out, timing, study=str(a.study), subset=a.subset, subset_seed=ctx.config.seed)
+        timing = run_cell(ctx, problem, editor, facts_of[(problem, editor)])
+        record_cell(a.out, timing, reused.get(f"{problem}:{editor}"), study=str(a.study), subset=a.subset,
+                    subset_seed=ctx.config.seed)
         print(timing, flush=True)
     assemble(a.out, cells)
     from experiments.stages import analyze, report

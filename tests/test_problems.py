@@ -238,3 +238,53 @@ def test_grid_driver_cells_on_their_facts_and_assembly(tmp_path):
     n = edits.groupby(["problem", "editor"]).case_id.nunique().to_dict()
     assert n == {("error_injection", "rome"): 4, ("flip_forcing", "ft1"): 4, ("fact_erasure", "rome"): 2}
     assert (edits[edits.problem == "flip_forcing"].draw >= 0).all()
+
+
+def test_grid_reuses_error_injection_edits_of_the_study_and_an_editors_study(tmp_path):
+    """ROME's error-injection parts come from the study's committed edits, FT-1's from a finished editors'
+    study of the same study, layers and hyperparameters (the facts it has); the seconds are prorated; an
+    editors' study of other layers or other hyperparameters is refused."""
+    import json
+    import re
+
+    from causaleval.runs.parts import PartStore
+    from causaleval.runs.store import atomic_write_json
+    from experiments.problem_grid import reuse_error_injection
+
+    out, study, eds = tmp_path / "grid", tmp_path / "study", tmp_path / "editors"
+    for d in (out, study, eds):
+        d.mkdir()
+    _write_facts(out)
+    cfg = resolve("smoke", edit_layers=[1], rome_context_texts=2, rome_stat_tokens=200)
+    ctx = StageContext(config=cfg, out_dir=out, progress=False, _bundle=tiny_model("llama"))
+    facts = ctx.known_facts
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame([{c: (f.case_id if c == "case_id" else f.relation_id if c == "relation_id" else 1
+                              if c == "layer" else rng.random()) for c in edit.COLUMNS} for f in facts])
+    rows.to_parquet(study / "edits.parquet")
+    atomic_write_json(study / "run.json", {"completed_stages": {"edit": {"seconds": 100.0}}})
+    ft1 = PartStore(eds / "edit_parts_ft1")
+    for f in facts[:2]:
+        ft1.write(str(f.case_id), rows[rows.case_id == f.case_id].assign(rewrite_score=0.5).reset_index(drop=True))
+    record = {"study": str(study), "layers": [1], "case_ids": [int(f.case_id) for f in facts],
+              "seconds": {"ft1": 40.0}, "hparams": {"ft1": FT_PRESETS["ft1"].to_dict()}}
+    atomic_write_json(eds / "editors_study.json", record)
+    cells = [("error_injection", "rome"), ("error_injection", "ft1"), ("fact_forcing", "rome")]
+    reused = reuse_error_injection(ctx, study, cells, {c: facts for c in cells}, eds)
+    assert reused["error_injection:rome"] == {"from": str(study / "edits.parquet"), "n_facts": 4, "wall_s": 100.0}
+    assert reused["error_injection:ft1"]["n_facts"] == 2 and reused["error_injection:ft1"]["wall_s"] == 20.0
+    assert "fact_forcing:rome" not in reused and not (out / "edit_parts_fact_forcing_rome").exists()
+    rome = PartStore(out / "edit_parts")
+    for f in facts:
+        pd.testing.assert_frame_equal(rome.read(str(f.case_id)), rows[rows.case_id == f.case_id].reset_index(drop=True))
+    got = PartStore(out / "edit_parts_ft1")
+    assert [got.is_done(str(f.case_id)) for f in facts] == [True, True, False, False]
+    assert (got.read(str(facts[0].case_id)).rewrite_score == 0.5).all()
+    for change, words in [({"layers": [0, 1]}, "at layers [0, 1]"),
+                          ({"hparams": {"ft1": {**FT_PRESETS["ft1"].to_dict(), "lr": 1.0}}}, "hyperparameters differ")]:
+        atomic_write_json(eds / "editors_study.json", {**record, **change})
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            reuse_error_injection(ctx, study, cells, {c: facts for c in cells}, eds)
+    (eds / "editors_study.json").write_text(json.dumps({"seconds": {}}))
+    with pytest.raises(ConfigError, match="not a finished editors' study"):
+        reuse_error_injection(ctx, study, cells, {c: facts for c in cells}, eds)

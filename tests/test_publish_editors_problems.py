@@ -98,6 +98,16 @@ def test_record_cell_sums_wall_time_over_resumed_runs(tmp_path):
     assert record["cells"]["fact_forcing:ft1"] == {"problem": "fact_forcing", "editor": "ft1", "n_facts": 4,
                                                    "n_layers": 3, "wall_s": 15.5, "cpu_s": 9.0}
     assert json.loads((tmp_path / "problem_grid.json").read_text()) == record
+    # reused edits: the source's seconds are set (not summed over resumed runs) and counted in the cell's time
+    ei = {**t, "problem": "error_injection", "editor": "rome", "wall_s": 2.0}
+    for _ in range(2):
+        record = record_cell(tmp_path, ei, {"from": "paper/study/edits.parquet", "n_facts": 4, "wall_s": 600.0})
+    cell = record["cells"]["error_injection:rome"]
+    assert cell["wall_s"] == 4.0 and cell["reused_wall_s"] == 600.0 and cell["reused_from"].endswith("edits.parquet")
+    from causaleval.reporting.problems import cell_seconds
+
+    assert cell_seconds(cell) == 604.0 and cell_seconds(record["cells"]["fact_forcing:ft1"]) == 15.5
+    assert cell_seconds(None) is None
 
 
 def test_publish_editors_copies_the_compact_files_and_make_paper_writes_table_and_macros(

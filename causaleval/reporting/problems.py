@@ -131,6 +131,13 @@ def _per_draw(row: pd.Series) -> str | None:
     return est_ci(r, row.get("per_draw_ci_low"), row.get("per_draw_ci_high"))
 
 
+def cell_seconds(cell: dict | None) -> float | None:
+    """A grid cell's wall seconds: spent in the grid plus, for reused edits, the source run's for them."""
+    if not cell or "wall_s" not in cell:
+        return None
+    return cell["wall_s"] + cell.get("reused_wall_s", 0.0)
+
+
 def problems_numbers(grid: pd.DataFrame, record: dict | None = None) -> str:
     """Macros ``\\Prob<Problem><Editor><Quantity>`` for every matched cell (``Matched``, ``Unmatched``: r_w
     with CI; ``Diff``: matched − unmatched with CI; ``PerDraw`` for flip forcing; ``Sentence``), ``Minutes``
@@ -144,11 +151,12 @@ def problems_numbers(grid: pd.DataFrame, record: dict | None = None) -> str:
         tag = "Prob" + macro_tag(problem) + macro_tag(editor)
         first = cell.iloc[0]
         mac(tag + "Facts", str(int(first.n_facts)))
-        wall = cells_time.get(f"{problem}:{editor}", {}).get("wall_s")
+        wall = cell_seconds(cells_time.get(f"{problem}:{editor}"))
         mac(tag + "Minutes", "n/a" if wall is None else f"{wall / 60:.0f}")
         if wall is not None:
+            reused = " (edits reused)" if "reused_from" in cells_time[f"{problem}:{editor}"] else ""
             times.append(f"{PROBLEM_LABELS.get(problem, problem)} $\\times$ {EDITOR_LABELS.get(editor, editor)} "
-                         f"{wall / 60:.0f} min")
+                         f"{wall / 60:.0f} min{reused}")
         if problem not in MATCHED_ESTIMATOR or not {"noise", "flip"} <= set(cell.estimator):
             continue
         by = cell.set_index("estimator")
@@ -162,7 +170,7 @@ def problems_numbers(grid: pd.DataFrame, record: dict | None = None) -> str:
         sentence = matched_sentence(cell)
         mac(tag + "Sentence", sentence)
         sentences.append(sentence)
-    total = sum(c.get("wall_s", 0.0) for c in cells_time.values())
+    total = sum(cell_seconds(c) or 0.0 for c in cells_time.values())
     mac("ProblemsMatchedSentences", " ".join(sentences) or "No matched cell was run.")
     mac("ProblemsCells", str(grid.groupby(["problem", "editor"]).ngroups))
     mac("ProblemsHours", f"{total / 3600:.1f}" if cells_time else "n/a")
