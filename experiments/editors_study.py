@@ -164,7 +164,9 @@ def main(argv=None) -> None:
         record["seconds"][name] = round(record["seconds"].get(name, 0.0) + spent, 1)
         atomic_write_json(record_path, record)
     edits = assemble(out, study, facts, editors)
-    record.update(study=str(study), n_facts=len(facts), subset_seed=a.seed if a.facts else None,
+    from causaleval.runs.store import file_sha256
+
+    record.update(study=str(study), study_edits_sha256=file_sha256(study / "edits.parquet"), n_facts=len(facts), subset_seed=a.seed if a.facts else None,
                   case_ids=sorted(int(f.case_id) for f in facts), layers=layers, editors=["rome", *editors],
                   hparams={n: make_editor(n, bundle, cfg, hp, stats, contexts).hp.to_dict() for n in editors},
                   n_rows=len(edits))

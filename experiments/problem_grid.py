@@ -195,8 +195,12 @@ def _editors_record(folder: Path, study: Path, editor: str, layers: list[int]) -
     if not path.is_file() or "hparams" not in json.loads(path.read_text()):
         raise ConfigError(f"--editors-from {folder}: not a finished editors' study (no editors_study.json with its "
                           f"hyperparameters); run python -m experiments.editors_study --out {folder} to the end")
+    from causaleval.runs.store import file_sha256
+
     record = json.loads(path.read_text())
-    if Path(record["study"]).resolve() != study.resolve() or sorted(record["layers"]) != layers:
+    same = (record["study_edits_sha256"] == file_sha256(study / "edits.parquet") if "study_edits_sha256" in record
+            else Path(record["study"]).resolve() == study.resolve())     # the same study, wherever it lies now
+    if not same or sorted(record["layers"]) != layers:
         raise ConfigError(f"--editors-from {folder}: it edited {record['study']} at layers {record['layers']}, the "
                           f"grid {study} at {layers}; pass an editors' study of the same study")
     return record if editor in record["hparams"] else None

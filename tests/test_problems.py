@@ -280,7 +280,12 @@ def test_grid_reuses_error_injection_edits_of_the_study_and_an_editors_study(tmp
     got = PartStore(out / "edit_parts_ft1")
     assert [got.is_done(str(f.case_id)) for f in facts] == [True, True, False, False]
     assert (got.read(str(facts[0].case_id)).rewrite_score == 0.5).all()
-    for change, words in [({"layers": [0, 1]}, "at layers [0, 1]"),
+    from causaleval.runs.store import file_sha256
+
+    moved = {**record, "study": "/elsewhere/study", "study_edits_sha256": file_sha256(study / "edits.parquet")}
+    atomic_write_json(eds / "editors_study.json", moved)          # the same study, found by its edits
+    assert reuse_error_injection(ctx, study, cells, {c: facts for c in cells}, eds) == reused
+    for change, words in [({"layers": [0, 1]}, "at layers [0, 1]"), ({"study_edits_sha256": "0" * 64}, "of the same study"),
                           ({"hparams": {"ft1": {**FT_PRESETS["ft1"].to_dict(), "lr": 1.0}}}, "hyperparameters differ")]:
         atomic_write_json(eds / "editors_study.json", {**record, **change})
         with pytest.raises(ConfigError, match=re.escape(words)):
