@@ -191,13 +191,13 @@ def _editors_record(folder: Path, study: Path, editor: str, layers: list[int]) -
     not run that editor); a folder of another study or other layers is refused."""
     import json
 
-    path = folder / "editors_study.json"
-    if not path.is_file() or "hparams" not in json.loads(path.read_text()):
-        raise ConfigError(f"--editors-from {folder}: not a finished editors' study (no editors_study.json with its "
-                          f"hyperparameters); run python -m experiments.editors_study --out {folder} to the end")
     from causaleval.runs.store import file_sha256
 
-    record = json.loads(path.read_text())
+    path = folder / "editors_study.json"
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    if "hparams" not in record:
+        raise ConfigError(f"--editors-from {folder}: not a finished editors' study (no editors_study.json with its "
+                          f"hyperparameters); run python -m experiments.editors_study --out {folder} to the end")
     same = (record["study_edits_sha256"] == file_sha256(study / "edits.parquet") if "study_edits_sha256" in record
             else Path(record["study"]).resolve() == study.resolve())     # the same study, wherever it lies now
     if not same or sorted(record["layers"]) != layers:
