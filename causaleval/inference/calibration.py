@@ -249,7 +249,7 @@ def calibration_tex(table: pd.DataFrame) -> str:
                r"interval: of 0 under the null and of the mean planted difference under the planted design. "
                r"The nested $F$-test assumes independent rows.")
     header = ["Test", "Null rate", "Power", "Cover. (null)", "Cover. (planted)"]
-    return booktabs(header, body, caption, "tab:calibration", align="lrrrr")
+    return booktabs(header, body, caption, "tab:calibration", align="lrrrr", size=r"\scriptsize")   # ~50 rows
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -69,12 +69,13 @@ def tex_escape(text: str) -> str:
 
 
 def booktabs(header: list[str], body: list[list[str] | str], caption: str, label: str,
-             align: str | None = None, fit: bool = False) -> str:
+             align: str | None = None, fit: bool = False, size: str = r"\small") -> str:
     """A ``table`` with a booktabs ``tabular``; a body entry that is a string is a group heading row.
-    ``fit`` (or 8 columns or more): scaled down to the text width rather than overflowing the margin."""
+    ``fit`` (or 8 columns or more): scaled down to the text width rather than overflowing the margin;
+    ``size``: the font size command (a long table takes a smaller one to fit the page's height)."""
     ncol = len(header)
     wide = fit or ncol >= 8      # scaled down to the text width (graphicx's \resizebox) rather than overflowing
-    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{caption}}}", rf"\label{{{label}}}",
+    lines = [r"\begin{table}[t]", r"\centering", size, rf"\caption{{{caption}}}", rf"\label{{{label}}}",
              *([r"\resizebox{\linewidth}{!}{%"] if wide else []),
              rf"\begin{{tabular}}{{{align or 'l' + 'r' * (ncol - 1)}}}", r"\toprule",
              " & ".join(header) + r" \\", r"\midrule"]
