@@ -41,6 +41,14 @@ class Sources:
     problems: Path | None = None            # a published problem grid (paper/problems/study)
 
 
+def main_model_first(folders, study: Path) -> list[Path]:
+    """Planned runs in name order, the study's model (``study/run.json``) first: the README and the
+    sentence across models read the main model's run first."""
+    run = study / "run.json"
+    main = json.loads(run.read_text()).get("config", {}).get("model") if run.is_file() else None
+    return sorted(folders, key=lambda d: (d.name != main, d.name))
+
+
 def committed() -> Sources:
     """The committed runs ``make paper`` reports: paper/study, paper/validate, every paper/replication/<model>
     and every paper/confirm/<model>."""
@@ -49,7 +57,8 @@ def committed() -> Sources:
     def finished(parent: Path) -> tuple[Path, ...]:
         return tuple(sorted(d for d in parent.glob("*") if (d / "analysis" / "summary.json").is_file()))
 
-    return Sources(STUDY_DIR, VALIDATE_DIR, finished(REPLICATION_DIR), finished(ROOT / "paper" / "confirm"),
+    return Sources(STUDY_DIR, VALIDATE_DIR, finished(REPLICATION_DIR),
+                   tuple(main_model_first(finished(ROOT / "paper" / "confirm"), STUDY_DIR)),
                    *published_editors_and_problems(EDITORS_DIR, PROBLEMS_DIR))
 
 

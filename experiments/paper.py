@@ -150,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             d for d in REPLICATION_DIR.glob("*") if (d / "analysis" / "summary.json").is_file())
         paths += write_replication([results, *others], args.paper)
         paths += write_withinfact([results, *others], args.paper)     # python -m experiments.withinfact
-        confirms = sorted(d for d in CONFIRM_DIR.glob("*") if (d / "analysis" / "summary.json").is_file()) \
-            if args.confirm is None else args.confirm
+        planned = (d for d in CONFIRM_DIR.glob("*") if (d / "analysis" / "summary.json").is_file())
+        confirms = docs_pages.main_model_first(planned, results) if args.confirm is None else args.confirm
         paths += confirm_reports(confirms, args.paper)
         paths += editors_and_problems(args.editors or EDITORS_DIR, args.problems or PROBLEMS_DIR, results, args.paper)
         paths += rebuilt_reliabilities([results, *others, *confirms], args.paper)

@@ -432,7 +432,9 @@ def test_across_models_sentence_reads_verdicts_signs_and_intervals(tmp_path):
     split = confirm_across([_record("smollm2", 0.09, 0.02, 0.15, yes), _record("gemma3-270m", -0.04, -0.09, 0.01, no)])
     assert "disagree: H1 is supported on SmolLM2-135M and not on Gemma 3 270M" in split
     assert "differ in sign (SmolLM2-135M positive, Gemma 3 270M negative)" in split
-    assert "only the interval of SmolLM2-135M excludes 0" in split
+    assert "of the intervals, only SmolLM2-135M's lies above 0" in split
+    apart = confirm_across([_record("smollm2", 0.09, 0.02, 0.15, yes), _record("gemma3-270m", -0.04, -0.09, -0.01, no)])
+    assert "of the intervals, SmolLM2-135M's lies above 0 and Gemma 3 270M's lies below 0" in apart
     # written only with two planned runs; a stale sentence is removed when one is left
     for name, rec in [("a", _record("smollm2", 0.03, -0.02, 0.08, no)), ("b", _record("gemma3-270m", 0.01, -0.03, 0.05, no))]:
         (tmp_path / name / "analysis").mkdir(parents=True)
@@ -440,3 +442,13 @@ def test_across_models_sentence_reads_verdicts_signs_and_intervals(tmp_path):
     out = write_confirm_across([tmp_path / "a", tmp_path / "b"], tmp_path / "paper")
     assert out and r"\newcommand{\ConfirmAcross}{The two planned runs" in out[0].read_text()
     assert write_confirm_across([tmp_path / "a"], tmp_path / "paper") == [] and not out[0].exists()
+
+
+def test_planned_runs_are_reported_main_model_first(tmp_path):
+    from experiments.docs_pages import main_model_first
+
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "run.json").write_text(json.dumps({"config": {"model": "smollm2"}}))
+    folders = [tmp_path / "confirm" / n for n in ("smollm2", "gemma3-270m", "a-model")]
+    assert [d.name for d in main_model_first(folders, tmp_path / "study")] == ["smollm2", "a-model", "gemma3-270m"]
+    assert [d.name for d in main_model_first(folders, tmp_path / "none")] == ["a-model", "gemma3-270m", "smollm2"]

@@ -92,10 +92,11 @@ def confirm_across(records: list[dict]) -> str:
     else:
         sign = ("the point estimates of flip minus noise differ in sign ("
                 + ", ".join(f"{k} {v}" for k, v in signs.items()) + ")")
-    away = [name(r) for r in records if r["primary"]["ci_low"] > 0 or r["primary"]["ci_high"] < 0]
+    side = lambda r: "above" if r["primary"]["ci_low"] > 0 else "below" if r["primary"]["ci_high"] < 0 else None
+    away = [f"{name(r)}'s lies {side(r)} 0" for r in records if side(r)]
     interval = ("no interval excludes 0" if not away else
-                f"{both} intervals exclude 0" if len(away) == len(records) else
-                "only the interval of " + ", ".join(away) + " excludes 0")
+                "of the intervals, " + " and ".join(away) if len(away) == len(records) else
+                "of the intervals, only " + " and ".join(away))
     return tex_escape(f"{head}; {sign}, and {interval}.")
 
 
