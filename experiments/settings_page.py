@@ -15,8 +15,7 @@ FT_SOURCES = {
     "window": "FT-1: one layer; FT-5: five, centred on the edit layer (Hase et al. 2023)",
     "lr": "Hase et al. (2023)'s released code",
     "num_steps": "Hase et al. (2023)'s released code",
-    "norm_constraint": "FT-1: measured on SmolLM2 ([ft-epsilon.md](ft-epsilon.md)); FT-5: FT-1's × Hase et al.'s "
-                       "FT-5 : FT-1 ratio",
+    "norm_constraint": "measured on SmolLM2 for each editor ([ft-epsilon.md](ft-epsilon.md))",
     "loss_stop": "the ROME repository's FT code, which Hase et al. build on",
     "weight_decay": "the ROME repository's FT code",
 }

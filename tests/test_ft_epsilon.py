@@ -28,11 +28,7 @@ def test_committed_page_is_what_the_committed_tables_give():
 def test_package_default_is_the_measured_choice():
     chosen = chosen_epsilon(_committed())
     assert FT_PRESETS["ft1"].norm_constraint == pytest.approx(chosen)
-    ft5 = ROOT / "paper" / "editors" / "ft5_epsilon.csv"
-    if ft5.is_file():                                   # measured: FT-5's own choice
-        want = chosen_epsilon(pd.read_csv(ft5, dtype={"layer": str}))
-    else:                                               # not measured: Hase et al.'s FT-5 : FT-1 ratio
-        want = chosen * HASE_FT_PRESETS["ft5"].norm_constraint / HASE_FT_PRESETS["ft1"].norm_constraint
+    want = chosen_epsilon(pd.read_csv(ROOT / "paper" / "editors" / "ft5_epsilon.csv", dtype={"layer": str}))
     assert FT_PRESETS["ft5"].norm_constraint == pytest.approx(want)
     assert (HASE_FT_PRESETS["ft1"].norm_constraint, HASE_FT_PRESETS["ft5"].norm_constraint) == (1e-4, 5e-5)
 
@@ -41,8 +37,10 @@ def test_committed_table_covers_hase_value_and_the_study_layers():
     t = _committed()
     assert {1e-4, 5e-4, 1e-3} <= set(t.epsilon)
     assert set(t.layer) == {"0", "4", "8", "12", "16", "20", "24", "28", "29", "all"}
-    rows = pd.read_parquet(ROOT / "paper" / "editors" / "ft1_epsilon_rows.parquet")
-    pd.testing.assert_frame_equal(summarise(rows).reset_index(drop=True), t, check_dtype=False, rtol=1e-5)
+    for editor in ("ft1", "ft5"):       # each committed table is the summary of its committed rows
+        t = pd.read_csv(ROOT / "paper" / "editors" / f"{editor}_epsilon.csv", dtype={"layer": str})
+        rows = pd.read_parquet(ROOT / "paper" / "editors" / f"{editor}_epsilon_rows.parquet")
+        pd.testing.assert_frame_equal(summarise(rows).reset_index(drop=True), t, check_dtype=False, rtol=1e-5)
 
 
 def test_summary_and_choice_on_a_known_table():

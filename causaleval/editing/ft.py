@@ -79,16 +79,15 @@ HASE_FT_PRESETS: dict[str, FTHyperParams] = {
     "ft5": FTHyperParams(window=5, norm_constraint=5e-5),
 }
 
-# This package's FT-1 ε: of the values measured on the committed study's facts (SmolLM2), the one with the
-# largest S = harmonic mean of ES, PS, NS (docs/ft-epsilon.md; tests/test_ft_epsilon.py checks it against
-# paper/editors/ft1_epsilon.csv).  At Hase et al.'s 1e-4 FT-1 does not edit SmolLM2.  FT-5 keeps Hase
-# et al.'s FT-5 : FT-1 ratio (its five layers share the change); FT-5's ε was not measured separately.
+# This package's ε per FT editor: of the values measured on the committed study's facts (SmolLM2), the one
+# with the largest S = harmonic mean of ES, PS, NS (docs/ft-epsilon.md; tests/test_ft_epsilon.py checks each
+# against paper/editors/<editor>_epsilon.csv).  At Hase et al.'s values (1e-4, 5e-5) FT does not edit SmolLM2.
 FT1_EPSILON = 5e-3
+FT5_EPSILON = 1e-3
 
 FT_PRESETS: dict[str, FTHyperParams] = {
     "ft1": FTHyperParams(window=1, norm_constraint=FT1_EPSILON),
-    "ft5": FTHyperParams(window=5, norm_constraint=FT1_EPSILON * HASE_FT_PRESETS["ft5"].norm_constraint
-                         / HASE_FT_PRESETS["ft1"].norm_constraint),
+    "ft5": FTHyperParams(window=5, norm_constraint=FT5_EPSILON),
 }
 
 
