@@ -127,9 +127,14 @@ def _model_name(summary: dict) -> str:
 
 def answer_block(src: Sources) -> str:
     """The README's short generated answer: first each planned run on held-out facts (its label, the plan's
-    primary test with interval, one-sided p and verdict), then per exploratory run (the study, then each
-    replication) its r_w per estimator and H1 on r_w with its interval, one-sided p and verdict (rewrite score)."""
+    primary test with interval, one-sided p and verdict) and, with two or more, whether they agree; then per
+    exploratory run (the study, then each replication) its r_w per estimator and H1 on r_w with its interval,
+    one-sided p and verdict (rewrite score)."""
     lines = [confirm_line(folder) for folder in src.confirm]
+    if len(src.confirm) > 1:
+        from causaleval.reporting.confirmatory import across_sentence
+
+        lines.append(f"- **Across the planned runs:** {across_sentence([_summary(f)['plan'] for f in src.confirm])}")
     for i, folder in enumerate((src.study, *src.replication)):
         s = _summary(folder)
         v = s["variants"]["default"]

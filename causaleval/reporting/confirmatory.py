@@ -70,6 +70,11 @@ def _supports(record: dict) -> bool:
 
 
 def confirm_across(records: list[dict]) -> str:
+    """:func:`across_sentence` for LaTeX."""
+    return tex_escape(across_sentence(records))
+
+
+def across_sentence(records: list[dict]) -> str:
     """Whether planned runs of several models agree: on the verdict (supported or not) and on the sign of
     the primary difference, naming the runs whose interval excludes 0 (generated, so nothing is typed)."""
     from causaleval.reporting.replication import MODEL_LABELS
@@ -97,7 +102,7 @@ def confirm_across(records: list[dict]) -> str:
     interval = ("no interval excludes 0" if not away else
                 "of the intervals, " + " and ".join(away) if len(away) == len(records) else
                 "of the intervals, only " + " and ".join(away))
-    return tex_escape(f"{head}; {sign}, and {interval}.")
+    return f"{head}; {sign}, and {interval}."
 
 
 def write_confirm_across(folders: list[Path], dest_dir: Path) -> list[Path]:
