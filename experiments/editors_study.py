@@ -155,7 +155,6 @@ def main(argv=None) -> None:
     contexts = default_contexts(bundle, hp, seed=cfg.seed)
     record_path = out / "editors_study.json"
     read_record = lambda: json.loads(record_path.read_text()) if record_path.is_file() else {"seconds": {}}
-    record = read_record()
     print(f"editors study: {len(facts)} facts × {len(layers)} layers {layers}, editors {', '.join(editors)}; "
           f"out {out}", flush=True)
     for name in editors:
@@ -166,9 +165,12 @@ def main(argv=None) -> None:
     edits = assemble(out, study, facts, editors)
     from causaleval.runs.store import file_sha256
 
-    record.update(study=str(study), study_edits_sha256=file_sha256(study / "edits.parquet"), n_facts=len(facts), subset_seed=a.seed if a.facts else None,
+    record = read_record()   # the seconds another process wrote since are kept
+    record.update(study=str(study), study_edits_sha256=file_sha256(study / "edits.parquet"), n_facts=len(facts),
+                  subset_seed=a.seed if a.facts else None,
                   case_ids=sorted(int(f.case_id) for f in facts), layers=layers, editors=["rome", *editors],
-                  hparams={n: make_editor(n, bundle, cfg, hp, stats, contexts).hp.to_dict() for n in editors},
+                  hparams={**record.get("hparams", {}),     # every editor's parts, also another process's
+                           **{n: make_editor(n, bundle, cfg, hp, stats, contexts).hp.to_dict() for n in editors}},
                   n_rows=len(edits))
     atomic_write_json(record_path, record)
     atomic_write_json(out / "run.json", {"config": {k: v for k, v in json.loads(

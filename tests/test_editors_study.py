@@ -105,6 +105,7 @@ def test_editors_in_parallel_processes_keep_each_others_seconds(tmp_path, monkey
     monkeypatch.setattr(editors_study, "run_editor", run_editor)
     assert set(json.loads((out / "editors_study.json").read_text())["seconds"]) == {"ft1", "memit"}
     editors_study.main([*base, "--editors", "ft1"])
+    assert set(json.loads((out / "editors_study.json").read_text())["hparams"]) == {"ft1", "memit"}
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("edit_parts_*/*.parquet")}
     editors_study.main([*base, "--editors", "ft1,memit"])
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
