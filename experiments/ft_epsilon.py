@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from causaleval.editing.ft import FT_PRESETS, HASE_FT_PRESETS
+from causaleval.reporting.tables import EDITOR_LABELS
 from experiments.editor_grid import overall_scores, score_grid, summarise_by
 from experiments.editors_study import study_layers, study_subset
 
@@ -36,27 +38,24 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def chosen_epsilon(table: pd.DataFrame) -> float:
-    """The package's ε of an FT editor: of the measured values, the one with the largest S over all layers (efficacy,
-    generalisation and specificity balanced, as Meng et al. 2022 score editors); ties → the smaller ε."""
+    """The package's ε of an FT editor: of the measured values, the one with the largest S over all layers
+    (efficacy, generalisation and specificity balanced, as Meng et al. 2022 score editors); ties → the smaller ε."""
     overall = table[table.layer == "all"].sort_values("epsilon")
     return float(overall.loc[overall.S.idxmax(), "epsilon"])
-
-
-LABELS = {"ft1": "FT-1", "ft5": "FT-5"}
 
 
 def section(editor: str, table: pd.DataFrame, source: str) -> list[str]:
     """One editor's part of docs/ft-epsilon.md from its summary table (no number typed by hand)."""
     eps = sorted(table.epsilon.unique())
     overall = table[table.layer == "all"].set_index("epsilon")
-    best, name = chosen_epsilon(table), LABELS[editor]
-    hase = {"ft1": "ε = 1e-4 (their code, for GPT-J)", "ft5": "ε = 5e-5 (their code, for GPT-J)"}[editor]
+    best, name = chosen_epsilon(table), EDITOR_LABELS[editor]
+    hase = f"ε = {HASE_FT_PRESETS[editor].norm_constraint:g} (their code, for GPT-J)"
     return [f"## {name}",
             "",
             f"<!-- from {source} -->",
             "",
-            f"{name} ([editors.md](editors.md#constrained-fine-tuning-ft1-ft5)) at each study edit layer on a seeded, "
-            "relation-stratified subset of the committed study's facts (exploratory), once per clamp ε; every "
+            f"{name} ([editors.md](editors.md#constrained-fine-tuning-ft1-ft5)) at each study edit layer on a "
+            "seeded, relation-stratified subset of the committed study's facts (exploratory), once per clamp ε; every "
             "other setting is Hase et al. (2023)'s. Cells: mean rewrite score / paraphrase score / neighbourhood "
             "score; n = " + ", ".join(f"{int(overall.loc[e, 'n'])} edits at ε = {e:g}" for e in eps) + ".",
             "",
@@ -85,7 +84,7 @@ def page(tables: dict[str, pd.DataFrame], sources: dict[str, str]) -> str:
 def committed_tables(out: Path) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     """Every ``<editor>_epsilon.csv`` in ``out`` and its path as the page names it."""
     tables, sources = {}, {}
-    for editor in LABELS:
+    for editor in FT_PRESETS:
         path = out / f"{editor}_epsilon.csv"
         if path.is_file():
             tables[editor] = pd.read_csv(path, dtype={"layer": str})
@@ -93,11 +92,12 @@ def committed_tables(out: Path) -> tuple[dict[str, pd.DataFrame], dict[str, str]
     return tables, sources
 
 
-def run(out: Path, n_facts: int, eps: list[float], seed: int, threads: int | None, editor: str = "ft1") -> pd.DataFrame:
+def run(out: Path, n_facts: int, eps: list[float], seed: int, threads: int | None,
+        editor: str = "ft1") -> pd.DataFrame:
     import torch
 
     from causaleval.editing.editor import sweep
-    from causaleval.editing.ft import FT_PRESETS, FTEditor
+    from causaleval.editing.ft import FTEditor
     from causaleval.model.loading import load_model
     from causaleval.runs.store import atomic_write_parquet
 
@@ -131,13 +131,14 @@ def run(out: Path, n_facts: int, eps: list[float], seed: int, threads: int | Non
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m experiments.ft_epsilon", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--editor", choices=sorted(LABELS), default="ft1", help="the FT editor (default ft1)")
+    ap.add_argument("--editor", choices=sorted(FT_PRESETS), default="ft1", help="the FT editor (default ft1)")
     ap.add_argument("--facts", type=int, default=8, help="study facts (seeded, stratified over relations)")
     ap.add_argument("--eps", default="1e-4,5e-4,1e-3", help="clamp values ε, comma-separated")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=str(ROOT / "paper" / "editors"))
-    ap.add_argument("--page", action="store_true", help="only write docs/ft-epsilon.md from <out>/<editor>_epsilon.csv")
+    ap.add_argument("--page", action="store_true",
+                    help="only write docs/ft-epsilon.md from <out>/<editor>_epsilon.csv")
     a = ap.parse_args(argv)
     out = Path(a.out)
     if not a.page:
